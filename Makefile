@@ -1,0 +1,39 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both build .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check-all console serve sandbox clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mam-bot demo
+
+test: $(STAMP)
+	$(BIN)/ruff check bot commands workflows tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check bot commands workflows tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+console: $(STAMP)
+	$(BIN)/mam-bot console
+
+serve: $(STAMP)
+	$(BIN)/mam-bot serve
+
+sandbox: $(STAMP)
+	$(BIN)/mam-bot sandbox serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mam-bot.db

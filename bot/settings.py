@@ -1,0 +1,252 @@
+"""Settings from the environment (and `.env`), with one-line errors that say what to set."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Cloud(StrEnum):
+    GLOBAL = "global"
+    GCC = "gcc"
+    GCC_HIGH = "gcc-high"
+    DOD = "dod"
+    CHINA = "china"
+    SANDBOX = "sandbox"
+
+
+@dataclass(frozen=True)
+class CloudEndpoints:
+    """Where one cloud's Graph, Defender and sign-in live, and the Defender token's resource."""
+
+    graph_url: str
+    defender_url: str | None
+    authority_url: str | None
+    defender_resource: str | None
+
+    @property
+    def graph_resource(self) -> str:
+        return self.graph_url.rstrip("/")
+
+
+SANDBOX_GRAPH_URL = "http://graph.sandbox.invalid"
+SANDBOX_DEFENDER_URL = "http://defender.sandbox.invalid"
+
+# Sources: ../shared/reference/microsoft-graph.md §5 (Defender hosts) and §7 (national clouds).
+# GCC (moderate) signs in and calls Graph globally but has its own Defender host; Defender for
+# Endpoint has no documented API host in China (21Vianet): MAM_DEFENDER_URL must name one there.
+CLOUD_ENDPOINTS: dict[Cloud, CloudEndpoints] = {
+    Cloud.GLOBAL: CloudEndpoints(
+        "https://graph.microsoft.com",
+        "https://api.security.microsoft.com",
+        "https://login.microsoftonline.com",
+        "https://api.securitycenter.microsoft.com",
+    ),
+    Cloud.GCC: CloudEndpoints(
+        "https://graph.microsoft.com",
+        "https://api-gcc.securitycenter.microsoft.us",
+        "https://login.microsoftonline.com",
+        "https://api-gcc.securitycenter.microsoft.us",
+    ),
+    Cloud.GCC_HIGH: CloudEndpoints(
+        "https://graph.microsoft.us",
+        "https://api-gov.securitycenter.microsoft.us",
+        "https://login.microsoftonline.us",
+        "https://api-gov.securitycenter.microsoft.us",
+    ),
+    Cloud.DOD: CloudEndpoints(
+        "https://dod-graph.microsoft.us",
+        "https://api-gov.securitycenter.microsoft.us",
+        "https://login.microsoftonline.us",
+        "https://api-gov.securitycenter.microsoft.us",
+    ),
+    Cloud.CHINA: CloudEndpoints(
+        "https://microsoftgraph.chinacloudapi.cn",
+        None,
+        "https://login.chinacloudapi.cn",
+        None,
+    ),
+    Cloud.SANDBOX: CloudEndpoints(SANDBOX_GRAPH_URL, SANDBOX_DEFENDER_URL, None, None),
+}
+
+_SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+
+# What each variable should look like, used to turn a validation error into one line.
+EXAMPLES: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "a bot token starting with xoxb- (OAuth & Permissions page)",
+    "SLACK_APP_TOKEN": "an app-level token starting with xapp- with connections:write (Basic Information page)",
+    "SLACK_SIGNING_SECRET": "the app's signing secret (Basic Information > App Credentials)",
+    "SLACK_API_URL": "an https URL ending in /api/, e.g. https://slack.com/api/ or https://slack-gov.com/api/",
+    "AZURE_TENANT_ID": "the Entra tenant id (a GUID) or its primary domain, e.g. contoso.onmicrosoft.com",
+    "AZURE_CLIENT_ID": "the app registration's application (client) id, a GUID",
+    "AZURE_CLIENT_SECRET": "the app registration's client secret value",
+    "AZURE_CLIENT_CERTIFICATE_PATH": "the path of a PEM file holding the private key and its certificate",
+    "AZURE_USE_MANAGED_IDENTITY": "true or false",
+    "MAM_CLOUD": "one of global, gcc, gcc-high, dod, china, sandbox",
+    "MAM_GRAPH_URL": "an http(s) base URL without the version, e.g. https://graph.microsoft.com",
+    "MAM_DEFENDER_URL": "an http(s) base URL, e.g. https://api.security.microsoft.com",
+    "MAM_AUTHORITY_URL": "an http(s) sign-in host, e.g. https://login.microsoftonline.com",
+    "DATABASE_URL": "a SQLAlchemy URL, e.g. sqlite:///mam-bot.db or postgresql+psycopg://user@host/db",
+    "MAM_ADMINS": "comma-separated Slack user ids (U…/W…) and/or user-group ids (S…), e.g. U012AB3CD,S0614TZR7",
+    "MAM_APPROVERS": "comma-separated Slack user ids (U…/W…) and/or user-group ids (S…), e.g. U045EF6GH",
+    "MAM_ALERT_CHANNEL": "a Slack channel id such as C0123ABCD (channel details > About)",
+    "MAM_APPROVAL_CHANNEL": "a Slack channel id such as C0123ABCD (channel details > About)",
+}
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line that names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    azure_tenant_id: str | None = None
+    azure_client_id: str | None = None
+    azure_client_secret: SecretStr | None = None
+    azure_client_certificate_path: Path | None = None
+    azure_use_managed_identity: bool = False
+
+    mam_cloud: Cloud = Cloud.SANDBOX
+    mam_graph_url: str | None = None
+    mam_defender_url: str | None = None
+    mam_authority_url: str | None = None
+
+    database_url: str = "sqlite:///mam-bot.db"
+
+    mam_admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mam_approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mam_alert_channel: str | None = None
+    mam_approval_channel: str | None = None
+
+    @field_validator(
+        "slack_bot_token", "slack_app_token", "slack_signing_secret", "azure_client_secret", mode="before"
+    )
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("does not start with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("does not start with xapp-")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_api_url(cls, value: str) -> str:
+        if not _URL.match(value):
+            raise ValueError(f"{value!r} is not a URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("mam_graph_url", "mam_defender_url", "mam_authority_url", mode="before")
+    @classmethod
+    def _url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not _URL.match(value):
+                raise ValueError(f"{value!r} is not a URL")
+            return value.rstrip("/")
+        return value
+
+    @field_validator("azure_tenant_id", "azure_client_id", "mam_alert_channel", "mam_approval_channel",
+                     mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("azure_client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F-]{36}", value.strip()):
+            raise ValueError(f"{value!r} is not a GUID")
+        return value.strip() if value else value
+
+    @field_validator("mam_admins", "mam_approvers", mode="before")
+    @classmethod
+    def _principals(cls, value: Any) -> list[str]:
+        items = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value or [])
+        items = [p for p in items if p]
+        bad = [p for p in items if not _SLACK_PRINCIPAL.match(p)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} is not a Slack user or user-group id")
+        return items
+
+    @field_validator("mam_alert_channel", "mam_approval_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not _CHANNEL.match(value.strip()):
+            raise ValueError(f"{value!r} is not a channel id")
+        return value.strip() if value else value
+
+    @field_validator("azure_client_certificate_path")
+    @classmethod
+    def _cert_path(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a file")
+        return value
+
+    # ---- derived -------------------------------------------------------------------------------
+
+    def endpoints(self) -> CloudEndpoints:
+        """The cloud's hosts, with MAM_GRAPH_URL / MAM_DEFENDER_URL / MAM_AUTHORITY_URL applied."""
+        base = CLOUD_ENDPOINTS[self.mam_cloud]
+        return CloudEndpoints(
+            graph_url=self.mam_graph_url or base.graph_url,
+            defender_url=self.mam_defender_url or base.defender_url,
+            authority_url=self.mam_authority_url or base.authority_url,
+            defender_resource=base.defender_resource,
+        )
+
+    @property
+    def uses_in_process_sandbox(self) -> bool:
+        """Sandbox cloud with no host override: the tenant runs inside this process."""
+        return self.mam_cloud is Cloud.SANDBOX and not (self.mam_graph_url or self.mam_defender_url)
+
+    @property
+    def has_admins(self) -> bool:
+        return bool(self.mam_admins)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; a bad value raises SettingsError with one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err.get("loc") else "settings"
+    env = field.upper()
+    detail = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "enum":
+        detail = f"{err.get('input')!r} is not allowed"
+    elif err.get("type") == "bool_parsing":
+        detail = f"{err.get('input')!r} is not a boolean"
+    hint = EXAMPLES.get(env, "")
+    return f"{env}: {detail}; expected {hint}" if hint else f"{env}: {detail}"
