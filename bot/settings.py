@@ -250,3 +250,51 @@ def describe_validation_error(exc: ValidationError) -> str:
         detail = f"{err.get('input')!r} is not a boolean"
     hint = EXAMPLES.get(env, "")
     return f"{env}: {detail}; expected {hint}" if hint else f"{env}: {detail}"
+
+
+class Mode(StrEnum):
+    RUN = "run"
+    SERVE = "serve"
+    CONSOLE = "console"
+
+
+def missing_for(settings: Settings, mode: Mode) -> list[str]:
+    """The variables a mode still needs, most important first (empty: ready to start)."""
+    missing: list[str] = []
+    if mode is Mode.RUN:
+        missing += [n for n, v in (("SLACK_APP_TOKEN", settings.slack_app_token),
+                                   ("SLACK_BOT_TOKEN", settings.slack_bot_token)) if v is None]
+    elif mode is Mode.SERVE:
+        missing += [n for n, v in (("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
+                                   ("SLACK_BOT_TOKEN", settings.slack_bot_token)) if v is None]
+    missing += missing_microsoft(settings)
+    return missing
+
+
+def missing_microsoft(settings: Settings) -> list[str]:
+    if settings.mam_cloud is Cloud.SANDBOX:
+        return []
+    missing: list[str] = []
+    if settings.azure_use_managed_identity:
+        return missing  # the identity comes from Azure; AZURE_CLIENT_ID optionally names a user-assigned one
+    if not settings.azure_tenant_id:
+        missing.append("AZURE_TENANT_ID")
+    if not settings.azure_client_id:
+        missing.append("AZURE_CLIENT_ID")
+    if settings.azure_client_secret is None and settings.azure_client_certificate_path is None:
+        missing.append("AZURE_CLIENT_SECRET")  # or AZURE_CLIENT_CERTIFICATE_PATH; the hint says so
+    if settings.mam_cloud is Cloud.CHINA and not settings.mam_defender_url:
+        missing.append("MAM_DEFENDER_URL")
+    return missing
+
+
+def missing_line(mode: Mode, missing: list[str]) -> str:
+    """One line for start-up: the first missing variable with what it should look like."""
+    first = missing[0]
+    hint = EXAMPLES.get(first, "")
+    if first == "AZURE_CLIENT_SECRET":
+        hint = "a client secret, or set AZURE_CLIENT_CERTIFICATE_PATH (PEM) or AZURE_USE_MANAGED_IDENTITY=true"
+    if first == "MAM_DEFENDER_URL":
+        hint = "the Defender for Endpoint API host for this cloud (none is documented for MAM_CLOUD=china)"
+    also = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+    return f"mam-bot {mode.value}: {first} is not set; expected {hint}{also}"

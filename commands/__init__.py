@@ -1,0 +1,18 @@
+"""Slack surfaces. Each module exposes `register(app, deps)`; `register_all` wires them up."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+
+    from bot.deps import Deps
+
+
+def register_all(app: App, deps: Deps) -> None:
+    from commands import connectors, help, home, router
+
+    for module in (help, connectors, home):
+        module.register(app, deps)
+    router.register(app, deps)  # last: the /mam listener dispatches to what the others registered

@@ -1,0 +1,179 @@
+"""Builds the one Bolt App every mode runs: Socket Mode, HTTP, the console and the tests.
+
+`process_before_response=True` makes Bolt answer as soon as the listener returns, instead of
+polling for the ack every 10 ms on a thread pool (10x slower under load, see
+../shared/reference/performance.md). Listeners therefore only parse, check and ack; anything
+slow goes to `deps.runner` after the ack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import App, BoltResponse, Respond
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context import BoltContext
+from slack_bolt.request import BoltRequest
+from slack_sdk import WebClient
+
+from bot.deps import Deps
+from bot.errors import apology, new_correlation_id
+from bot.roles import Access, Role, allowed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    """Who the bot is in the workspace: from `auth.test` once at start, never per request."""
+
+    team_id: str
+    bot_user_id: str
+    bot_id: str
+    enterprise_id: str | None = None
+
+
+def build_app(deps: Deps, *, client: WebClient, identity: BotIdentity, signing_secret: str = "") -> App:
+    token = client.token or ""
+
+    def authorize(**_: Any) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=identity.enterprise_id,
+            team_id=identity.team_id,
+            bot_token=token,
+            bot_user_id=identity.bot_user_id,
+            bot_id=identity.bot_id,
+        )
+
+    # Bolt takes the token from `authorize` on every request; a token on the client too only
+    # earns a warning, so the app gets a token-less copy with the same host, timeout and retries.
+    app_client = WebClient(base_url=client.base_url, timeout=client.timeout, retry_handlers=client.retry_handlers,
+                           headers=client.headers, proxy=client.proxy, ssl=client.ssl)
+    app = App(
+        client=app_client,
+        signing_secret=signing_secret,
+        authorize=authorize,
+        process_before_response=True,
+        token_verification_enabled=False,
+        url_verification_enabled=True,
+        ssl_check_enabled=True,
+        ignoring_self_events_enabled=True,
+    )
+    app.use(_authorization_middleware(deps))
+    app.error(_error_handler)
+
+    from commands import register_all
+
+    register_all(app, deps)
+    return app
+
+
+def _command_name(body: dict[str, Any]) -> str:
+    text = (body.get("text") or "").strip()
+    return text.split(None, 1)[0].lower() if text else "help"
+
+
+def _authorization_middleware(deps: Deps) -> Callable[..., BoltResponse | None]:
+    """The one place roles are checked, for every command, button, modal and options request."""
+
+    def authorize_roles(
+        body: dict[str, Any], context: BoltContext, respond: Respond, next: Callable[[], None]
+    ) -> BoltResponse | None:
+        user_id = context.user_id or ""
+        if body.get("command"):
+            sub = deps.registry.lookup(_command_name(body))
+            if sub is None:  # the router answers unknown subcommands with help
+                next()
+                return None
+            name, access = f"/mam {sub.name}", sub.access
+        elif body.get("type") in ("block_actions", "view_submission", "view_closed", "block_suggestion"):
+            ident, found = deps.registry.access_for_interaction(body)
+            name, access = ident, found
+        else:  # events (App Home, …) carry no privileged action
+            next()
+            return None
+
+        roles = deps.roles.roles_of(user_id)
+        if access is not None and access is Access.DM_RECIPIENT:
+            ok = _is_dm_recipient(body, user_id)
+        else:
+            ok = access is not None and allowed(access, roles)
+        if ok:
+            next()
+            return None
+
+        reason = _refusal_text(deps, name, access, roles)
+        deps.runner.submit(
+            deps.audit.record, actor=user_id, action=f"refused {name}", outcome="refused", detail=reason
+        )
+        kind = body.get("type") or "command"
+        if body.get("command"):
+            return BoltResponse(status=200, body={"response_type": "ephemeral", "text": reason})
+        if kind == "block_suggestion":
+            return BoltResponse(status=200, body={"options": []})
+        if kind == "view_submission":
+            return BoltResponse(
+                status=200,
+                body={
+                    "response_action": "update",
+                    "view": {
+                        "type": "modal",
+                        "title": {"type": "plain_text", "text": "Not allowed"},
+                        "close": {"type": "plain_text", "text": "Close"},
+                        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": reason}}],
+                    },
+                },
+            )
+        if body.get("response_url"):
+            deps.runner.submit(respond, text=reason, response_type="ephemeral", replace_original=False)
+        return BoltResponse(status=200, body="")
+
+    return authorize_roles
+
+
+def _is_dm_recipient(body: dict[str, Any], user_id: str) -> bool:
+    """A DM button names its recipient in its value (`<user id>|…`); only that user may press it."""
+    action = (body.get("actions") or [{}])[0]
+    recipient = str(action.get("value", "")).split("|", 1)[0]
+    return bool(user_id) and recipient == user_id
+
+
+def _refusal_text(deps: Deps, name: str, access: Access | None, roles: frozenset[Role]) -> str:
+    if access is None:
+        return f"I don't handle `{name}` any more; run `/mam help` to see what I can do."
+    if access is Access.DM_RECIPIENT:
+        return "Only the person this message was sent to can use these buttons."
+    if access is Access.ADMIN:
+        admins = deps.settings.mam_admins
+        if not admins:
+            return (f"`{name}` needs a mam-bot admin, and none is configured: "
+                    "set MAM_ADMINS to Slack user or user-group ids and restart the bot.")
+        who = ", ".join(_mention(p) for p in admins)
+        return f"`{name}` is for mam-bot admins (MAM_ADMINS). Ask one of them: {who}."
+    if access is Access.APPROVER:
+        return f"`{name}` is for approvers (MAM_APPROVERS); you are not one of them."
+    return (f"`{name}` is for mam-bot admins and approvers. "
+            "Ask an admin to add you to MAM_ADMINS or MAM_APPROVERS.")
+
+
+def _mention(principal: str) -> str:
+    return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
+
+
+def _error_handler(error: Exception, body: dict[str, Any], logger: logging.Logger) -> BoltResponse:
+    correlation_id = new_correlation_id()
+    logger.error("unhandled error [%s] for %s: %r", correlation_id, body.get("type") or body.get("command"),
+                 error, exc_info=error)
+    if body.get("type") in ("block_suggestion",):
+        return BoltResponse(status=200, body={"options": []})
+    if body.get("type") == "view_submission":
+        return BoltResponse(status=200, body={"response_action": "clear"})
+    return BoltResponse(status=200, body={"response_type": "ephemeral", "text": apology(correlation_id)})
+
+
+def dispatch_socket_mode(app: App, body: dict[str, Any]) -> BoltResponse:
+    """Dispatch a payload the way Socket Mode does (no signature): the console and tests use this."""
+    return app.dispatch(BoltRequest(body=body, mode="socket_mode"))

@@ -1,0 +1,216 @@
+"""The `mam-bot` command line: run, serve, console, demo, sandbox serve, check, manifest, audit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from bot.settings import Mode, Settings, SettingsError, load_settings, missing_for, missing_line
+
+log = logging.getLogger("mam")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mam-bot", description=__doc__)
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run in Slack over Socket Mode (no public URL needed)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve Slack over HTTP at /slack/events, plus /healthz")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("console", help="drive the bot from this terminal, no Slack needed")
+    p.add_argument("--as", dest="user", default=None, help="Slack user id to act as (default: the demo admin)")
+    p.add_argument("--channel", default="C0CONSOLE", help="channel id the commands are typed in")
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("demo", help="a scripted walk-through against the sandbox tenant")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sandbox", help="the simulated Microsoft tenant")
+    sandbox_sub = p.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
+    ps = sandbox_sub.add_parser("serve", help="serve the sandbox tenant on a local port")
+    ps.add_argument("--host", default="127.0.0.1")
+    ps.add_argument("--port", type=int, default=8765)
+    ps.add_argument("--devices", type=int, default=None, help="Android devices (default: the small demo tenant)")
+    ps.add_argument("--registrations", type=int, default=None, help="managed app registrations")
+    ps.set_defaults(func=cmd_sandbox_serve)
+
+    p = sub.add_parser("check", help="say what is missing or misconfigured for each mode")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("manifest", help="print the Slack app manifest")
+    p.add_argument("--http-url", default=None, help="public https base URL: print the HTTP-mode variant")
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("audit", help="the audit log")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    pa = audit_sub.add_parser("export", help="write the whole audit log to stdout")
+    pa.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    pa.set_defaults(func=cmd_audit_export)
+    return parser
+
+
+def _fail(line: str, code: int = 2) -> NoReturn:
+    print(line, file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _require(settings: Settings, mode: Mode) -> None:
+    missing = missing_for(settings, mode)
+    if missing:
+        _fail(missing_line(mode, missing))
+
+
+# ---- Slack modes --------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _require(settings, Mode.RUN)
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    app, deps = _start_slack_app(settings)
+    assert settings.slack_app_token is not None
+    log.warning("mam-bot is connecting to Slack over Socket Mode")
+    try:
+        SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+    finally:
+        deps.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _require(settings, Mode.SERVE)
+    import uvicorn
+
+    from bot.http import build_asgi
+
+    app, deps = _start_slack_app(settings)
+    print(f"mam-bot serving Slack at http://{args.host}:{args.port}/slack/events (health: /healthz)",
+          file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(build_asgi(app, deps.store), host=args.host, port=args.port,
+                    log_level="warning", access_log=False)
+    finally:
+        deps.close()
+    return 0
+
+
+def _start_slack_app(settings: Settings):  # type: ignore[no-untyped-def]
+    from bot.app import build_app
+    from bot.deps import build_deps
+    from bot.slack import fetch_identity, slack_client
+
+    client = slack_client(settings)
+    identity = fetch_identity(client)
+    deps = build_deps(settings, slack_client=client)
+    deps.roles.refresh()
+    deps.roles.start_background_refresh()
+    if not deps.roles.has_admins:
+        log.warning("no admins are configured (MAM_ADMINS): nobody can request changes")
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    return build_app(deps, client=client, identity=identity, signing_secret=secret), deps
+
+
+# ---- console and demo ---------------------------------------------------------------------------
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from bot.local import run_console
+
+    return run_console(load_settings(), user=args.user, channel=args.channel)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(sys.stdout)
+
+
+# ---- the sandbox --------------------------------------------------------------------------------
+
+
+def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from bot.sandbox import SandboxConfig, SandboxTenant, serve_sandbox
+
+    config = SandboxConfig()
+    if args.devices or args.registrations:
+        config = SandboxConfig.large(devices=args.devices or 100_000, registrations=args.registrations or 250_000)
+    server = serve_sandbox(SandboxTenant(config), host=args.host, port=args.port)
+    print(f"sandbox tenant at {server.url}: set MAM_CLOUD=sandbox MAM_GRAPH_URL={server.url} "
+          f"MAM_DEFENDER_URL={server.url}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.shutdown()
+    return 0
+
+
+# ---- check, manifest, audit ---------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bot.checks import run_checks
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"settings: {exc}")
+        return 1
+    report = run_checks(settings)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from bot.manifest import dump, http_variant, load_manifest
+
+    manifest = load_manifest()
+    if args.http_url:
+        if not args.http_url.startswith("https://"):
+            _fail("mam-bot manifest: --http-url must be a public https URL, e.g. https://mam-bot.example.com")
+        manifest = http_variant(manifest, args.http_url)
+    sys.stdout.write(dump(manifest))
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from bot.store import AuditLog, create_store
+    from bot.store.audit import export_rows
+
+    store = create_store(load_settings().database_url)
+    try:
+        for chunk in export_rows(AuditLog(store).iter_all(), args.format):
+            sys.stdout.write(chunk)
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

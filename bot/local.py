@@ -1,0 +1,79 @@
+"""A whole bot with no Slack and, by default, no Microsoft tenant: the console, the demo and tests.
+
+The real Bolt app and listeners run against the in-process FakeSlack (a local HTTP server) and,
+with MAM_CLOUD=sandbox, the sandbox tenant.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from slack_bolt import App
+
+from bot.app import BotIdentity, build_app
+from bot.console.fake_slack import BOT_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack, default_users
+from bot.console.session import ConsoleSession
+from bot.deps import Deps, build_deps
+from bot.settings import Settings
+from bot.slack import slack_client
+
+if TYPE_CHECKING:
+    from bot.sandbox import SandboxTenant
+
+DEMO_ADMIN = "UADMIN001"
+DEMO_APPROVER = "UAPPROV01"
+DEMO_END_USER = "UENDUSR01"
+CONSOLE_IDENTITY = BotIdentity(team_id=TEAM_ID, bot_user_id=BOT_USER_ID, bot_id=BOT_ID)
+
+
+def with_demo_roles(settings: Settings) -> Settings:
+    """In the console workspace, with no roles configured, Alex is the admin and Sam the approver."""
+    if settings.mam_admins or settings.mam_approvers:
+        return settings
+    return settings.model_copy(update={"mam_admins": [DEMO_ADMIN], "mam_approvers": [DEMO_APPROVER]})
+
+
+@dataclass
+class LocalWorkspace:
+    slack: FakeSlack
+    deps: Deps
+    app: App
+
+    @classmethod
+    def start(
+        cls, settings: Settings, *, sandbox: SandboxTenant | None = None, signing_secret: str = "",
+        slack: FakeSlack | None = None,
+    ) -> LocalWorkspace:
+        slack = slack or FakeSlack(users=default_users()).start()
+        client = slack_client(settings, base_url=slack.api_url, token=BOT_TOKEN)
+        deps = build_deps(settings, slack_client=client, sandbox=sandbox)
+        deps.roles.refresh()
+        app = build_app(deps, client=client, identity=CONSOLE_IDENTITY, signing_secret=signing_secret)
+        return cls(slack=slack, deps=deps, app=app)
+
+    def session(self, user: str = DEMO_ADMIN, channel: str = "C0CONSOLE", **kwargs: Any) -> ConsoleSession:
+        return ConsoleSession(self.app, self.slack, self.deps.runner, user=user, channel=channel, **kwargs)
+
+    def close(self) -> None:
+        self.deps.runner.wait_idle(timeout=10)
+        self.deps.close()
+        self.slack.stop()
+
+
+def run_console(settings: Settings, *, user: str | None, channel: str, out: TextIO = sys.stdout) -> int:
+    settings = with_demo_roles(settings)
+    workspace = LocalWorkspace.start(settings)
+    try:
+        who = user or next((p for p in settings.mam_admins if p.startswith("U")), DEMO_ADMIN)
+        if workspace.slack.user(who) is None:
+            print(f"mam-bot console: --as {who}: no such user here; try one of "
+                  f"{', '.join(u.id for u in workspace.slack.users)}", file=sys.stderr)
+            return 2
+        tenant = "the sandbox tenant" if settings.uses_in_process_sandbox else settings.endpoints().graph_url
+        out.write(f"mam-bot console: Slack is simulated here; Microsoft is {tenant}.\n")
+        workspace.session(user=who, channel=channel, out=out, tty=out.isatty()).repl()
+    finally:
+        workspace.close()
+    return 0

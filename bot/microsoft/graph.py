@@ -1,0 +1,353 @@
+"""Typed Microsoft Graph operations the bot needs (Intune MAM is beta-only; directory uses v1.0)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from bot.microsoft import bodies
+from bot.microsoft.bodies import BatchRequest
+from bot.microsoft.errors import IncompleteOperation, MicrosoftError
+from bot.microsoft.models import (
+    AndroidPolicy,
+    AndroidPolicyDraft,
+    AppGroupType,
+    AssignmentTarget,
+    Group,
+    ManagedAppRegistration,
+    MtdConnector,
+    PolicyAssignment,
+    User,
+)
+from bot.microsoft.permissions import (
+    APPS_READ,
+    APPS_WRITE,
+    GROUP_READ,
+    SERVICE_CONFIG_READ,
+    SERVICE_CONFIG_WRITE,
+    USER_READ,
+)
+from bot.microsoft.transport import (
+    BACKGROUND,
+    INTERACTIVE,
+    ApiSession,
+    CallProfile,
+    Operation,
+    error_for,
+    parse_json,
+)
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+CONNECTORS = "/beta/deviceManagement/mobileThreatDefenseConnectors"
+POLICIES = "/beta/deviceAppManagement/androidManagedAppProtections"
+REGISTRATIONS = "/beta/deviceAppManagement/managedAppRegistrations"
+GROUP_FIELDS = "id,displayName,description,mail,mailEnabled,securityEnabled,groupTypes,membershipRule"
+USER_FIELDS = "id,displayName,mail,userPrincipalName"
+EVENTUAL = {"ConsistencyLevel": "eventual"}
+
+
+def _seg(value: str) -> str:
+    """One path segment; policy ids (`T_<guid>`) and app ids (`pkg.android`) are not GUIDs."""
+    return quote(value.strip(), safe="@")
+
+
+def _odata_string(value: str) -> str:
+    return value.replace("'", "''")
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    before: list[PolicyAssignment]
+    after: list[PolicyAssignment]
+
+
+class GraphClient:
+    def __init__(self, session: ApiSession) -> None:
+        self._s = session
+
+    def with_profile(self, profile: CallProfile) -> GraphClient:
+        return GraphClient(self._s.with_profile(profile))
+
+    def background(self) -> GraphClient:
+        """The same client with the sweep's longer timeouts and waits."""
+        return self.with_profile(BACKGROUND)
+
+    def interactive(self) -> GraphClient:
+        return self.with_profile(INTERACTIVE)
+
+    # ---- Mobile Threat Defense connectors ----------------------------------------------------
+
+    def list_mtd_connectors(self) -> list[MtdConnector]:
+        op = Operation("list the Mobile Threat Defense connectors", SERVICE_CONFIG_READ)
+        return list(_parse_each(MtdConnector, self._s.iter_values(CONNECTORS, op=op)))
+
+    def get_mde_connector(self) -> MtdConnector | None:
+        """The Defender for Endpoint connector, or None when Intune isn't connected to Defender."""
+        return next((c for c in self.list_mtd_connectors() if c.is_mde), None)
+
+    def get_connector(self, connector_id: str) -> MtdConnector:
+        op = Operation("read the Mobile Threat Defense connector", SERVICE_CONFIG_READ,
+                       f"Mobile Threat Defense connector {connector_id}")
+        return MtdConnector.model_validate(self._s.json("GET", f"{CONNECTORS}/{_seg(connector_id)}", op=op))
+
+    def update_connector(self, connector_id: str, **flags: bool) -> MtdConnector:
+        """Read the connector, change `flags` (Graph property names) and write all its booleans back."""
+        current = self.get_connector(connector_id)
+        body = bodies.connector_patch_body(current, flags)
+        op = Operation("change the Mobile Threat Defense connector", SERVICE_CONFIG_WRITE,
+                       f"Mobile Threat Defense connector {connector_id}")
+        data = self._s.json("PATCH", f"{CONNECTORS}/{_seg(connector_id)}", op=op, json_body=body)
+        if isinstance(data, dict) and data.get("id"):
+            return MtdConnector.model_validate(data)
+        return self.get_connector(connector_id)  # a 204 carries no body
+
+    # ---- Android app protection policies -----------------------------------------------------
+
+    def iter_android_policies(self) -> Iterator[AndroidPolicy]:
+        op = Operation("list Android app protection policies", APPS_READ)
+        items = self._s.iter_values(POLICIES, op=op, params={"$expand": "apps,assignments"})
+        return _parse_each(AndroidPolicy, items)
+
+    def list_android_policies(self) -> list[AndroidPolicy]:
+        """All of them at once: for a Slack list, where the count is small and wanted whole."""
+        return list(self.iter_android_policies())
+
+    def get_android_policy(self, policy_id: str) -> AndroidPolicy:
+        op = Operation("read the Android app protection policy", APPS_READ,
+                       f"Android app protection policy {policy_id}")
+        data = self._s.json("GET", f"{POLICIES}/{_seg(policy_id)}", op=op,
+                            params={"$expand": "apps,assignments"})
+        return AndroidPolicy.model_validate(data)
+
+    def create_android_policy(self, draft: AndroidPolicyDraft) -> AndroidPolicy:
+        """Create the policy, then attach its apps with targetApps; returns it as Graph now has it."""
+        op = Operation("create an Android app protection policy", APPS_WRITE)
+        created = AndroidPolicy.model_validate(
+            self._s.json("POST", POLICIES, op=op, json_body=bodies.policy_create_body(draft))
+        )
+        if not draft.packageIds and draft.appGroupType is AppGroupType.SELECTED_PUBLIC_APPS:
+            return created
+        try:
+            self.set_target_apps(created.id, draft.packageIds, draft.appGroupType)
+            return self.get_android_policy(created.id)
+        except MicrosoftError as exc:
+            raise IncompleteOperation(
+                f"Created policy '{created.displayName}' ({created.id}) but couldn't attach its apps: "
+                f"{exc.message}",
+                done=f"created policy {created.id}",
+                cause=exc,
+            ) from exc
+
+    def set_target_apps(
+        self, policy_id: str, package_ids: Iterable[str], app_group_type: AppGroupType | str
+    ) -> None:
+        """Replace the policy's apps (`targetApps`)."""
+        body = bodies.target_apps_body(package_ids, app_group_type)
+        op = Operation("set the policy's apps", APPS_WRITE, f"Android app protection policy {policy_id}")
+        # targetApps sets the whole list, so repeating it after a lost answer is harmless.
+        self._s.send("POST", f"{POLICIES}/{_seg(policy_id)}/targetApps", op=op, json_body=body,
+                     idempotent=True)
+
+    def get_assignments(self, policy_id: str) -> list[PolicyAssignment]:
+        op = Operation("read the policy's group assignments", APPS_READ,
+                       f"Android app protection policy {policy_id}")
+        return list(_parse_each(PolicyAssignment,
+                                self._s.iter_values(f"{POLICIES}/{_seg(policy_id)}/assignments", op=op)))
+
+    def replace_assignments(
+        self, policy_id: str, assignments: Iterable[PolicyAssignment | AssignmentTarget]
+    ) -> None:
+        """The raw `assign`: the policy's assignments become exactly `assignments`."""
+        body = bodies.assign_body(assignments)
+        op = Operation("assign the policy to groups", APPS_WRITE,
+                       f"Android app protection policy {policy_id}")
+        # `assign` sets the whole set, so repeating it after a lost answer is harmless.
+        self._s.send("POST", f"{POLICIES}/{_seg(policy_id)}/assign", op=op, json_body=body, idempotent=True)
+
+    def change_assignments(
+        self,
+        policy_id: str,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        remove: Sequence[str] = (),
+    ) -> AssignmentChange:
+        """Read the assignment set, apply group changes and write the whole set back."""
+        before = self.get_assignments(policy_id)
+        dropped = {g.lower() for g in remove}
+        changed = {g.lower() for g in (*include, *exclude)}
+        # A group moving between include and exclude keeps one entry: the new one.
+        kept = [a for a in before
+                if not (a.target.groupId and a.target.groupId.lower() in dropped | changed)]
+        after = kept + [PolicyAssignment(target=AssignmentTarget.include_group(g)) for g in include] + [
+            PolicyAssignment(target=AssignmentTarget.exclude_group(g)) for g in exclude
+        ]
+        self.replace_assignments(policy_id, after)
+        return AssignmentChange(before=before, after=after)
+
+    def patch_android_policy(self, policy_id: str, changes: Mapping[str, Any]) -> None:
+        body = bodies.policy_patch_body(changes)
+        op = Operation("change the Android app protection policy", APPS_WRITE,
+                       f"Android app protection policy {policy_id}")
+        self._s.send("PATCH", f"{POLICIES}/{_seg(policy_id)}", op=op, json_body=body)
+
+    def delete_android_policy(self, policy_id: str) -> None:
+        op = Operation("delete the Android app protection policy", APPS_WRITE,
+                       f"Android app protection policy {policy_id}")
+        self._s.send("DELETE", f"{POLICIES}/{_seg(policy_id)}", op=op)
+
+    # ---- managed app registrations -----------------------------------------------------------
+
+    def iter_managed_app_registrations(self, user_id: str | None = None) -> Iterator[ManagedAppRegistration]:
+        """Every registration in the tenant, or one user's, a page at a time."""
+        if user_id:
+            path = f"/beta/users/{_seg(user_id)}/managedAppRegistrations"
+            op = Operation("read the user's app protection registrations", APPS_READ, f"user {user_id}")
+        else:
+            path = REGISTRATIONS
+            op = Operation("list app protection registrations", APPS_READ)
+        return _parse_each(ManagedAppRegistration, self._s.iter_values(path, op=op))
+
+    # ---- groups and users --------------------------------------------------------------------
+
+    def find_groups(self, name: str, *, limit: int = 20) -> list[Group]:
+        """Groups named `name` exactly; else those whose name starts with it; else a word search."""
+        name = name.strip()
+        if not name:
+            return []
+        op = Operation("look up groups", GROUP_READ)
+        quoted = _odata_string(name)
+        top = max(1, min(limit, 999))
+        attempts: tuple[dict[str, str | int], ...] = (
+            {"$filter": f"displayName eq '{quoted}'", "$select": GROUP_FIELDS, "$top": top},
+            {"$filter": f"startswith(displayName,'{quoted}')", "$select": GROUP_FIELDS, "$top": top},
+        )
+        for params in attempts:
+            found = self._first_page(Group, "/v1.0/groups", op, params)
+            if found:
+                return found[:limit]
+        # $search matches words anywhere in the name but needs the advanced-query header.
+        search = name.replace("\\", "\\\\").replace('"', '\\"')
+        searching: dict[str, str | int] = {
+            "$search": f'"displayName:{search}"', "$select": GROUP_FIELDS, "$top": top,
+        }
+        return self._first_page(Group, "/v1.0/groups", op, searching, headers=EVENTUAL)[:limit]
+
+    def get_group(self, group_id: str) -> Group:
+        op = Operation("read the group", GROUP_READ, f"group {group_id}")
+        return Group.model_validate(
+            self._s.json("GET", f"/v1.0/groups/{_seg(group_id)}", op=op, params={"$select": GROUP_FIELDS})
+        )
+
+    def group_member_count(self, group_id: str) -> int:
+        """Direct members (`/members/$count`: plain text, needs ConsistencyLevel: eventual)."""
+        op = Operation("count the group's members", GROUP_READ, f"group {group_id}")
+        response = self._s.send("GET", f"/v1.0/groups/{_seg(group_id)}/members/$count", op=op,
+                                headers={**EVENTUAL, "Accept": "text/plain"})
+        text = response.content.decode("utf-8-sig").strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise MicrosoftError(f"Microsoft Graph answered the member count with {text[:40]!r}",
+                                 api=self._s.api.name) from None
+
+    def get_users(self, ids: Iterable[str]) -> dict[str, User]:
+        """Users by id (mail, UPN, display name), 20 to a `$batch`; unknown ids are left out."""
+        wanted = list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
+        found: dict[str, User] = {}
+        op = Operation("read users", USER_READ)
+        for start in range(0, len(wanted), bodies.MAX_BATCH_REQUESTS):
+            chunk = wanted[start:start + bodies.MAX_BATCH_REQUESTS]
+            requests = [
+                BatchRequest(str(n), "GET", f"/users/{_seg(uid)}?$select={USER_FIELDS}")
+                for n, uid in enumerate(chunk)
+            ]
+            for n, body in self._batch(requests, op).items():
+                user = User.model_validate(body)
+                found[chunk[int(n)]] = user
+        return found
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _first_page(
+        self, model: type[M], path: str, op: Operation, params: Mapping[str, str | int],
+        headers: Mapping[str, str] | None = None,
+    ) -> list[M]:
+        page = self._s.json("GET", path, op=op, params=params, headers=headers) or {}
+        return list(_parse_each(model, (v for v in page.get("value") or [] if isinstance(v, dict))))
+
+    def _batch(self, requests: list[BatchRequest], op: Operation, version: str = "/v1.0") -> dict[str, Any]:
+        """Run a batch of GETs; bodies of the 2xx answers by request id, 404s left out.
+
+        Each inner request is throttled on its own, so inner 429/503/504s are sent again in a
+        smaller batch after the longest Retry-After among them.
+        """
+        results: dict[str, Any] = {}
+        pending = list(requests)
+        attempt = 0
+        while pending:
+            attempt += 1
+            response = self._s.send("POST", f"{version}/$batch", op=op, json_body=bodies.batch_body(pending),
+                                    idempotent=True, write=False, cost=len(pending))
+            answer = parse_json(response.content) or {}
+            client_request_id = response.request.headers.get("client-request-id", "")
+            retry: list[BatchRequest] = []
+            delays: list[float] = []
+            by_id = {r.id: r for r in pending}
+            for item in answer.get("responses") or []:
+                rid = str(item.get("id"))
+                status = int(item.get("status") or 0)
+                if rid not in by_id:
+                    continue
+                if 200 <= status < 300:
+                    results[rid] = item.get("body")
+                elif status == 404:
+                    continue
+                elif status in (429, 503, 504) and attempt < self._s.profile.max_attempts:
+                    retry.append(by_id[rid])
+                    delays.append(_inner_retry_after(item.get("headers")))
+                else:
+                    raise error_for(_inner_response(item), self._s.api, op, client_request_id)
+            if retry:
+                delay = min(max(delays), self._s.profile.max_retry_after)
+                log.warning("graph $batch: %d inner requests throttled; retry in %.1f s", len(retry), delay)
+                self._s.pause(delay)
+            pending = retry
+        return results
+
+
+def _inner_retry_after(headers: object) -> float:
+    if isinstance(headers, dict):
+        for key, value in headers.items():
+            if key.lower() == "retry-after":
+                try:
+                    return max(0.0, float(value))
+                except (TypeError, ValueError):
+                    break
+    return 1.0
+
+
+def _inner_response(item: Mapping[str, Any]) -> httpx.Response:
+    headers = {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+    body = item.get("body")
+    return httpx.Response(int(item.get("status") or 500), headers=headers,
+                          json=body if body is not None else {})
+
+
+def _parse_each(model: type[M], items: Iterable[dict[str, Any]]) -> Iterator[M]:
+    """Models from a stream; one malformed item is logged and skipped, not fatal to a sweep."""
+    for item in items:
+        try:
+            yield model.model_validate(item)
+        except ValidationError as exc:
+            log.warning("skipping a %s Graph returned that doesn't parse (id %s): %s",
+                        model.__name__, item.get("id"), exc.errors()[0].get("msg"))

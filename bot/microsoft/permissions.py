@@ -1,0 +1,129 @@
+"""Which application permissions each feature needs, and a check of what the tokens grant.
+
+`mam-bot check` prints `check_permissions(clients)`: one row per feature, with the permissions it
+needs and those missing from the access tokens' `roles` claims (what admin consent really granted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.microsoft.errors import DEFENDER, GRANT_LOCATIONS, GRAPH, MicrosoftError
+
+if TYPE_CHECKING:
+    from bot.microsoft.clients import MicrosoftClients
+
+# Graph application permissions (microsoft-graph.md §1 to §4).
+SERVICE_CONFIG_READ = "DeviceManagementServiceConfig.Read.All"
+SERVICE_CONFIG_WRITE = "DeviceManagementServiceConfig.ReadWrite.All"
+APPS_READ = "DeviceManagementApps.Read.All"
+APPS_WRITE = "DeviceManagementApps.ReadWrite.All"
+GROUP_READ = "Group.Read.All"
+USER_READ = "User.Read.All"
+# Defender for Endpoint (WindowsDefenderATP) application permission (§5).
+MACHINE_READ = "Machine.Read.All"
+
+# Broader permissions that include a narrower one, so a tenant that granted those passes too.
+_ALSO_SATISFIED_BY: dict[str, frozenset[str]] = {
+    SERVICE_CONFIG_READ: frozenset({SERVICE_CONFIG_WRITE}),
+    APPS_READ: frozenset({APPS_WRITE}),
+    GROUP_READ: frozenset({"Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}),
+    USER_READ: frozenset({"User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}),
+    MACHINE_READ: frozenset({"Machine.ReadWrite.All"}),
+}
+
+API_SHORT = {GRAPH: "Microsoft Graph", DEFENDER: "WindowsDefenderATP"}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    api: str
+    permission: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.permission} ({API_SHORT[self.api]})"
+
+    def satisfied_by(self, roles: Iterable[str]) -> bool:
+        granted = set(roles)
+        broader = _ALSO_SATISFIED_BY.get(self.permission, frozenset())
+        return self.permission in granted or bool(granted & broader)
+
+
+@dataclass(frozen=True)
+class Feature:
+    key: str
+    name: str
+    requirements: tuple[Requirement, ...]
+
+
+def _g(permission: str) -> Requirement:
+    return Requirement(GRAPH, permission)
+
+
+def _d(permission: str) -> Requirement:
+    return Requirement(DEFENDER, permission)
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("connector-status", "Check the Defender for Endpoint connector", (_g(SERVICE_CONFIG_READ),)),
+    Feature("connector-enable", "Turn on the connector's app protection setting",
+            (_g(SERVICE_CONFIG_WRITE),)),
+    Feature("policy-read", "List and show Android app protection policies", (_g(APPS_READ),)),
+    Feature("policy-write", "Create and change Android app protection policies", (_g(APPS_WRITE),)),
+    Feature("assignments", "Assign policies to groups", (_g(APPS_WRITE), _g(GROUP_READ))),
+    Feature("group-lookup", "Find groups and count their members", (_g(GROUP_READ),)),
+    Feature("threat-alerts", "Alert admins when a device's threat level blocks apps",
+            (_d(MACHINE_READ), _g(APPS_READ), _g(USER_READ))),
+    Feature("onboarding-nudges", "Nudge users to install and activate Defender",
+            (_d(MACHINE_READ), _g(APPS_READ), _g(USER_READ))),
+)
+
+ALL_ROLES: dict[str, frozenset[str]] = {
+    api: frozenset(r.permission for f in FEATURES for r in f.requirements if r.api == api)
+    for api in (GRAPH, DEFENDER)
+}
+
+
+@dataclass(frozen=True)
+class PermissionRow:
+    key: str
+    feature: str
+    needed: tuple[str, ...]  # "DeviceManagementApps.Read.All (Microsoft Graph)", …
+    missing: tuple[str, ...]  # not in the token, or unverifiable because the token couldn't be had
+    problems: tuple[str, ...] = ()  # why a token could not be read (sign-in failed, no API host)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.problems
+
+
+def check_permissions(clients: MicrosoftClients) -> list[PermissionRow]:
+    """Per feature: needed permissions, and those the app's tokens don't carry."""
+    roles: dict[str, frozenset[str]] = {}
+    problems: dict[str, str] = {}
+    for api in (GRAPH, DEFENDER):
+        try:
+            roles[api] = frozenset(clients.roles_for(api))
+        except MicrosoftError as exc:
+            problems[api] = str(exc)
+    rows = []
+    for feature in FEATURES:
+        missing = tuple(
+            r.label for r in feature.requirements if r.api not in roles or not r.satisfied_by(roles[r.api])
+        )
+        reasons = tuple(dict.fromkeys(problems[r.api] for r in feature.requirements if r.api in problems))
+        rows.append(PermissionRow(
+            key=feature.key,
+            feature=feature.name,
+            needed=tuple(r.label for r in feature.requirements),
+            missing=missing,
+            problems=reasons,
+        ))
+    return rows
+
+
+def where_to_grant(api: str) -> str:
+    return GRANT_LOCATIONS[api]

@@ -1,0 +1,373 @@
+"""The one HTTP path to Graph and Defender: tokens, budget, retries, ids, logging, typed errors.
+
+Both API clients share one `httpx.Client` (one connection pool). Each call carries a fresh
+`client-request-id`, logged with the `request-id` Microsoft answers with, so a failed Slack command
+can be found in Microsoft's logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from bot.microsoft.auth import TokenSource
+from bot.microsoft.budget import RequestBudget
+from bot.microsoft.errors import (
+    API_LABELS,
+    GRANT_LOCATIONS,
+    ApiUnavailable,
+    ConnectionFailed,
+    MicrosoftError,
+    NotFound,
+    PermissionDenied,
+    RequestRejected,
+    ServiceUnavailable,
+    Throttled,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 503, 504})
+USER_AGENT = "mam-bot/0.1"
+
+
+@dataclass(frozen=True)
+class CallProfile:
+    """How long a caller can wait: a person in Slack, or the background sweep."""
+
+    name: str
+    timeout: httpx.Timeout
+    max_attempts: int
+    max_retry_after: float  # a longer Retry-After than this is surfaced, not slept through
+    max_total_wait: float  # all sleeping (Retry-After, backoff, budget) for one call
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+
+
+INTERACTIVE = CallProfile("interactive", httpx.Timeout(15.0, connect=5.0), max_attempts=4,
+                          max_retry_after=15.0, max_total_wait=30.0)
+BACKGROUND = CallProfile("background", httpx.Timeout(60.0, connect=10.0), max_attempts=8,
+                         max_retry_after=300.0, max_total_wait=1_800.0, backoff_max=60.0)
+
+
+@dataclass(frozen=True)
+class Api:
+    name: str  # errors.GRAPH or errors.DEFENDER
+    base_url: str | None  # None: this cloud has no such API
+    resource: str | None  # whose token: `https://graph.microsoft.com`, …
+
+    @property
+    def label(self) -> str:
+        return API_LABELS.get(self.name, self.name)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A call in an admin's words: what it does, the permission it needs, what a 404 means."""
+
+    action: str  # "list the Mobile Threat Defense connectors"
+    permission: str  # the least-privileged application permission that allows it
+    subject: str | None = None  # "Android app protection policy 'T_…'"
+
+
+class ApiSession:
+    """Calls one API through the shared client; copies with another profile share everything else."""
+
+    def __init__(
+        self,
+        api: Api,
+        http: httpx.Client,
+        tokens: TokenSource,
+        budget: RequestBudget,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        profile: CallProfile = INTERACTIVE,
+    ) -> None:
+        self.api = api
+        self._http = http
+        self._tokens = tokens
+        self._budget = budget
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.profile = profile
+
+    def with_profile(self, profile: CallProfile) -> ApiSession:
+        clone = ApiSession.__new__(ApiSession)
+        clone.__dict__.update(self.__dict__)
+        clone.profile = profile
+        return clone
+
+    @property
+    def tokens(self) -> TokenSource:
+        return self._tokens
+
+    def url(self, path: str) -> str:
+        if self.api.base_url is None or self.api.resource is None:
+            raise ApiUnavailable(
+                f"{self.api.label} has no documented host in this cloud; set MAM_DEFENDER_URL to use it",
+                api=self.api.name,
+            )
+        if path.startswith(("https://", "http://")):
+            return path
+        return self.api.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+    # ---- one call ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        op: Operation,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        write: bool | None = None,
+        cost: int = 1,
+    ) -> httpx.Response:
+        """Send with budget, token and retries; a response ≥ 400 becomes a MicrosoftError.
+
+        `cost` is how many requests this counts as against the budget (a `$batch` counts each
+        inner request); `write` defaults to "not a GET".
+        """
+        method = method.upper()
+        url = self.url(path)
+        if write is None:
+            write = method not in ("GET", "HEAD")
+        if idempotent is None:
+            idempotent = method != "POST"
+        client_request_id = str(uuid.uuid4())
+        profile = self.profile
+        waited = 0.0
+        token_renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            waited += self._take_budget(write=write, cost=cost, waited=waited)
+            token = self._tokens.token(self.api.resource or "")
+            request_headers = {
+                "Authorization": f"Bearer {token.value}",
+                "client-request-id": client_request_id,
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                **(headers or {}),
+            }
+            started = self._clock()
+            try:
+                response = self._http.request(method, url, params=params, json=json_body,
+                                              headers=request_headers, timeout=profile.timeout)
+            except httpx.TransportError as exc:
+                # A connect failure never reached Microsoft; a read failure may have, so only an
+                # idempotent call is safe to repeat (a second create would make a second policy).
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+                safe = idempotent or never_sent
+                delay = self._backoff(attempt)
+                if safe and attempt < profile.max_attempts and waited + delay <= profile.max_total_wait:
+                    log.warning("%s %s %s failed (%s); retry %d in %.1f s (client-request-id %s)",
+                                self.api.name, method, _path(url), type(exc).__name__, attempt, delay,
+                                client_request_id)
+                    self._sleep(delay)
+                    waited += delay
+                    continue
+                raise ConnectionFailed(
+                    f"Couldn't reach {self.api.label} to {op.action} ({type(exc).__name__}: {exc})",
+                    api=self.api.name, code=type(exc).__name__, client_request_id=client_request_id,
+                ) from exc
+            elapsed_ms = (self._clock() - started) * 1000
+            status = response.status_code
+            request_id = response.headers.get("request-id") or response.headers.get("x-ms-request-id")
+            log.log(
+                logging.DEBUG if status < 400 else logging.WARNING,
+                "%s %s %s -> %d in %.0f ms (client-request-id %s, request-id %s, attempt %d)",
+                self.api.name, method, _path(url), status, elapsed_ms, client_request_id, request_id, attempt,
+            )
+            if status < 400:
+                return response
+            if status == 401 and not token_renewed and math.isfinite(token.expires_at):
+                # An expired or revoked token: sign in again once before blaming permissions
+                # (the sandbox's static token can't be renewed).
+                token_renewed = True
+                self._tokens.invalidate(self.api.resource or "")
+                continue
+            if status in RETRY_STATUSES and (idempotent or status != 504) and attempt < profile.max_attempts:
+                retry_after = _retry_after(response)
+                delay = retry_after if retry_after is not None else self._backoff(attempt)
+                if delay <= profile.max_retry_after and waited + delay <= profile.max_total_wait:
+                    log.warning("%s %s %s -> %d; retry %d in %.1f s (client-request-id %s)",
+                                self.api.name, method, _path(url), status, attempt, delay, client_request_id)
+                    self._sleep(delay)
+                    waited += delay
+                    continue
+            raise error_for(response, self.api, op, client_request_id)
+
+    def json(self, method: str, path: str, *, op: Operation, **kwargs: Any) -> Any:
+        """`send`, then the body as JSON (None for an empty body); BOMs and all."""
+        response = self.send(method, path, op=op, **kwargs)
+        return parse_json(response.content)
+
+    def iter_values(
+        self,
+        path: str,
+        *,
+        op: Operation,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Items of a collection, one page at a time, following `@odata.nextLink`."""
+        url: str | None = self.url(path)
+        page_params = params
+        while url:
+            page = self.json("GET", url, op=op, params=page_params, headers=headers) or {}
+            for item in page.get("value") or []:
+                if isinstance(item, dict):
+                    yield item
+            url = self.check_next_link(page.get("@odata.nextLink"))
+            page_params = None  # the next link carries the query
+
+    def check_next_link(self, link: object) -> str | None:
+        """The next page's URL, if it stays on this API's host (our bearer token goes with it)."""
+        if not isinstance(link, str) or not link:
+            return None
+        here = urlsplit(self.url("/"))
+        there = urlsplit(link)
+        if (there.scheme, there.netloc.lower()) != (here.scheme, here.netloc.lower()):
+            raise MicrosoftError(
+                f"{self.api.label} sent a next-page link to another host ({there.netloc}); not following it",
+                api=self.api.name,
+            )
+        return link
+
+    # ---- waiting ---------------------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        """Sleep on the injected clock (tests don't really sleep)."""
+        self._sleep(seconds)
+
+    def _take_budget(self, *, write: bool, cost: int, waited: float) -> float:
+        slept = 0.0
+        while (wait := self._budget.reserve(self.api.name, count=cost, write=write)) > 0:
+            if waited + slept + wait > self.profile.max_total_wait:
+                raise Throttled(
+                    f"The bot is pacing its calls to stay under {self.api.label}'s rate limits; "
+                    f"try again in {math.ceil(wait)} s",
+                    api=self.api.name, code="clientBudget", retry_after=wait,
+                )
+            self._sleep(wait)
+            slept += wait
+        return slept
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.profile.backoff_max, self.profile.backoff_base * 2 ** (attempt - 1))
+        # Half fixed, half random: spread out replicas that failed together, yet always wait.
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+
+def parse_json(content: bytes) -> Any:
+    """JSON from Microsoft, tolerating a UTF-8 BOM (exports and some Intune responses carry one)."""
+    text = content.decode("utf-8-sig").strip()
+    return json.loads(text) if text else None
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        # HTTP-date form: measure against the response's own Date header, not our clock.
+        when = parsedate_to_datetime(value)
+        date = response.headers.get("Date")
+        now = parsedate_to_datetime(date).timestamp() if date else time.time()
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_fields(response: httpx.Response) -> tuple[str | None, str | None, str | None]:
+    """(code, message, request-id) from a Graph or Defender error body."""
+    try:
+        body = parse_json(response.content)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        text = response.text.strip()[:300] if response.content else None
+        return None, text or None, None
+    inner = error.get("innerError") or error.get("innererror") or {}
+    request_id = inner.get("request-id") if isinstance(inner, dict) else None
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    return code, message, request_id
+
+
+def error_for(response: httpx.Response, api: Api, op: Operation, client_request_id: str) -> MicrosoftError:
+    status = response.status_code
+    code, detail, body_request_id = _error_fields(response)
+    ids: dict[str, Any] = {
+        "api": api.name,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "request_id": response.headers.get("request-id")
+        or response.headers.get("x-ms-request-id")
+        or body_request_id,
+        "client_request_id": client_request_id,
+    }
+    short = _shorten(detail)
+    if status in (401, 403):
+        where = GRANT_LOCATIONS.get(api.name, "the app registration's API permissions")
+        refused = "rejected the bot's token" if status == 401 else "refused"
+        return PermissionDenied(
+            f"{api.label} {refused} when the bot tried to {op.action}: the app registration needs the "
+            f"application permission {op.permission}. Grant it in {where}.",
+            permission=op.permission, where=where, **ids,
+        )
+    if status == 404:
+        return NotFound(f"{_capitalize(op.subject or 'what the bot asked for')} was not found "
+                        f"(while trying to {op.action})", **ids)
+    if status == 429:
+        retry_after = _retry_after(response)
+        when = f"try again in {math.ceil(retry_after)} s" if retry_after else "try again shortly"
+        return Throttled(f"{api.label} is throttling the bot and it couldn't {op.action}; {when}",
+                         retry_after=retry_after, **ids)
+    if status >= 500:
+        return ServiceUnavailable(
+            f"{api.label} had a problem ({status}) and the bot couldn't {op.action}; "
+            "try again in a few minutes", **ids)
+    return RequestRejected(
+        f"{api.label} rejected the request to {op.action} ({status}){': ' + short if short else ''}", **ids
+    )
+
+
+def _shorten(text: str | None, limit: int = 300) -> str | None:
+    if not text:
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
+

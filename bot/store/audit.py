@@ -1,0 +1,99 @@
+"""The append-only audit log: rows are inserted, never updated or deleted."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from sqlmodel import col, select
+
+from bot.store.db import Store
+from bot.store.models import AuditEntry
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditLog:
+    def __init__(self, store: Store, clock: Callable[[], datetime] = _now) -> None:
+        self._store = store
+        self._clock = clock
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        target: str = "",
+        detail: str = "",
+        correlation_id: str = "",
+        graph_request_id: str = "",
+    ) -> AuditEntry:
+        entry = AuditEntry(
+            at=self._clock(),
+            actor=actor,
+            action=action[:128],
+            target=target[:512],
+            outcome=outcome[:32],
+            detail=detail[:4000],
+            correlation_id=correlation_id,
+            graph_request_id=graph_request_id,
+        )
+        with self._store.session() as session:
+            session.add(entry)
+            session.commit()
+            session.refresh(entry)
+        return entry
+
+    def recent(self, limit: int = 20, actor: str | None = None) -> list[AuditEntry]:
+        query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
+        if actor:
+            query = query.where(AuditEntry.actor == actor)
+        with self._store.session() as session:
+            return list(session.exec(query))
+
+    def iter_all(self, batch: int = 1000) -> Iterator[AuditEntry]:
+        """Oldest first, in batches, so an export never holds the whole log."""
+        last_id = 0
+        while True:
+            with self._store.session() as session:
+                rows = list(
+                    session.exec(
+                        select(AuditEntry).where(col(AuditEntry.id) > last_id).order_by(col(AuditEntry.id)).limit(batch)
+                    )
+                )
+            if not rows:
+                return
+            yield from rows
+            last_id = rows[-1].id or last_id
+
+
+EXPORT_FIELDS = ["id", "at", "actor", "action", "target", "outcome", "detail", "correlation_id", "graph_request_id"]
+
+
+def export_rows(entries: Iterator[AuditEntry], fmt: str) -> Iterator[str]:
+    """Serialise entries as CSV (with a header) or JSON Lines, one chunk per row."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS)
+        writer.writeheader()
+        yield buf.getvalue()
+        for entry in entries:
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow({k: _plain(getattr(entry, k)) for k in EXPORT_FIELDS})
+            yield buf.getvalue()
+    elif fmt == "jsonl":
+        for entry in entries:
+            yield json.dumps({k: _plain(getattr(entry, k)) for k in EXPORT_FIELDS}) + "\n"
+    else:
+        raise ValueError(f"unknown format {fmt!r}: use csv or jsonl")
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value

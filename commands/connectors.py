@@ -1,0 +1,93 @@
+"""`/mam connectors` (alias `/mam validate`): the connector card, acked in its checking state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot.blocks import Block, actions, button, context, escape, header, section
+from bot.deps import Deps
+from bot.errors import UsageError, new_correlation_id, run_guarded
+from bot.registry import Subcommand
+from bot.roles import Access
+from commands.context import CommandRequest
+from commands.ids import Action
+from workflows.connectors import Check, ConnectorReport, Status, check_connectors, permissions_check
+
+ICONS = {Status.OK: ":white_check_mark:", Status.WARN: ":warning:", Status.FAIL: ":x:",
+         Status.INFO: ":information_source:"}
+TITLE = "Defender for Endpoint connector"
+
+
+def register(app: App, deps: Deps) -> None:
+    deps.registry.add_command(Subcommand(
+        name="connectors", usage="/mam connectors",
+        summary="Check the Defender-Intune connection and the Android app protection toggle.",
+        access=Access.READ, handler=connectors_command, aliases=("validate",), group="Connectors",
+    ))
+    deps.registry.add_interaction("action", Action.CONNECTORS_RECHECK, Access.READ)
+
+    @app.action(Action.CONNECTORS_RECHECK)
+    def recheck(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        correlation_id = new_correlation_id()
+        deps.runner.submit(_check_and_fill, deps, respond, correlation_id)
+
+
+def connectors_command(req: CommandRequest) -> None:
+    if req.args:
+        raise UsageError(f"`/mam connectors` takes no arguments (got `{escape(' '.join(req.args))}`).")
+    # The ack carries the card in its checking state; one response_url update fills it in.
+    req.ack(response_type="ephemeral", text=f"{TITLE}: checking…", blocks=checking_card())
+    req.deps.runner.submit(_check_and_fill, req.deps, req.respond, req.correlation_id)
+
+
+def _check_and_fill(deps: Deps, respond: Respond, correlation_id: str) -> None:
+    def work() -> None:
+        permissions = [permissions_check(deps.microsoft.check_permissions())]
+        report = check_connectors(deps.microsoft.graph, now=deps.now(), cloud=deps.settings.mam_cloud.value,
+                                  permissions=permissions)
+        respond(replace_original=True, response_type="ephemeral", text=summary_text(report),
+                blocks=connector_card(report))
+
+    def tell(text: str) -> None:
+        respond(replace_original=True, response_type="ephemeral", text=text,
+                blocks=[header(TITLE), section(text), actions(button("Check again", Action.CONNECTORS_RECHECK))])
+
+    run_guarded(work, tell=tell, correlation_id=correlation_id, what="connector check")
+
+
+def checking_card() -> list[Block]:
+    return [
+        header(TITLE),
+        section(":hourglass_flowing_sand: Checking the connector, its heartbeat and the Android "
+                "app protection toggle…"),
+    ]
+
+
+def summary_text(report: ConnectorReport) -> str:
+    failing = [c.title for c in report.checks if c.status is Status.FAIL]
+    if not failing:
+        return f"{TITLE}: ready for Android app protection."
+    return f"{TITLE}: needs attention ({', '.join(failing)})."
+
+
+def connector_card(report: ConnectorReport) -> list[Block]:
+    verdict = (":white_check_mark: *Ready*: Defender's device threat level reaches Android app protection."
+               if report.ready else
+               ":x: *Not ready*: fix the items marked :x: before relying on threat-level policies.")
+    blocks: list[Block] = [header(TITLE), section(verdict)]
+    blocks += [check_block(c) for c in report.checks]
+    blocks.append(context(f"Checked {report.checked_at:%Y-%m-%d %H:%M} UTC. Read-only: nothing was changed."))
+    blocks.append(actions(button("Check again", Action.CONNECTORS_RECHECK)))
+    return blocks
+
+
+def check_block(check: Check) -> Block:
+    lines = [f"{ICONS[check.status]} *{escape(check.title)}*: {escape(check.detail)}"]
+    if check.fix:
+        lines.append(f"*Fix:* {escape(check.fix)}")
+    if check.link:
+        lines.append(f"<{check.link}|Open the portal>")
+    return section("\n".join(lines))

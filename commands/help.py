@@ -1,0 +1,65 @@
+"""`/mam help`: what the caller may run, grouped, with usage lines."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from bot.blocks import context, divider, escape, header, section
+from bot.deps import Deps
+from bot.errors import UsageError
+from bot.registry import Registry, Subcommand
+from bot.roles import Access, Role
+from commands.context import CommandRequest
+
+GROUP_ORDER = ["General", "Connectors", "Policies", "Approvals", "Watch", "Audit"]
+
+
+def register(app: App, deps: Deps) -> None:
+    deps.registry.add_command(
+        Subcommand(
+            name="help", usage="/mam help [command]", summary="What you can run here, and how.",
+            access=Access.ANYONE, handler=show_help, aliases=("?",),
+        )
+    )
+
+
+def show_help(req: CommandRequest) -> None:
+    roles = req.deps.roles.roles_of(req.user_id)
+    if req.args:
+        sub = req.deps.registry.lookup(req.args[0])
+        if sub is None:
+            raise UsageError(f"There is no `/mam {escape(req.args[0])}` to explain.")
+        req.ack(response_type="ephemeral", text=f"`{escape(sub.usage)}`: {escape(sub.summary)}")
+        return
+    blocks = help_blocks(req.deps.registry, roles, has_admins=req.deps.roles.has_admins)
+    req.ack(response_type="ephemeral", text="mam-bot commands", blocks=blocks)
+
+
+def describe_roles(roles: frozenset[Role]) -> str:
+    if not roles:
+        return "You have no mam-bot role yet, so you can only read this help."
+    names = " and ".join(sorted(r.value for r in roles))
+    return f"You are a mam-bot {names}."
+
+
+def help_blocks(registry: Registry, roles: frozenset[Role], *, has_admins: bool) -> list[dict[str, object]]:
+    visible = registry.visible_to(roles)
+    groups: dict[str, list[Subcommand]] = {}
+    for sub in visible:
+        groups.setdefault(sub.group, []).append(sub)
+    blocks: list[dict[str, object]] = [
+        header("mam-bot: Defender risk signals in Intune app protection"),
+        context(describe_roles(roles)),
+    ]
+    for group in sorted(groups, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99):
+        lines = [f"`{escape(s.usage)}`  {escape(s.summary)}" for s in sorted(groups[group], key=lambda s: s.name)]
+        blocks.append(section(f"*{group}*\n" + "\n".join(lines)))
+    hidden = len(registry.unique()) - len(visible)
+    notes = []
+    if hidden:
+        notes.append(f"{hidden} more command(s) need a role you don't have (MAM_ADMINS / MAM_APPROVERS).")
+    if not has_admins:
+        notes.append(":warning: No admins are configured (MAM_ADMINS), so nobody can request changes.")
+    if notes:
+        blocks += [divider(), context(*notes)]
+    return blocks
