@@ -83,6 +83,7 @@ def _authorization_middleware(deps: Deps) -> Callable[..., BoltResponse | None]:
         body: dict[str, Any], context: BoltContext, respond: Respond, next: Callable[[], None]
     ) -> BoltResponse | None:
         user_id = context.user_id or ""
+        access: Access | None
         if body.get("command"):
             sub = deps.registry.lookup(_command_name(body))
             if sub is None:  # the router answers unknown subcommands with help
@@ -90,8 +91,7 @@ def _authorization_middleware(deps: Deps) -> Callable[..., BoltResponse | None]:
                 return None
             name, access = f"/mam {sub.name}", sub.access
         elif body.get("type") in ("block_actions", "view_submission", "view_closed", "block_suggestion"):
-            ident, found = deps.registry.access_for_interaction(body)
-            name, access = ident, found
+            name, access = deps.registry.access_for_interaction(body)
         else:  # events (App Home, …) carry no privileged action
             next()
             return None

@@ -6,9 +6,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from bot.settings import Mode, Settings, SettingsError, load_settings, missing_for, missing_line
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+
+    from bot.deps import Deps
 
 log = logging.getLogger("mam")
 
@@ -121,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_slack_app(settings: Settings):  # type: ignore[no-untyped-def]
+def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
     from bot.app import build_app
     from bot.deps import build_deps
     from bot.slack import fetch_identity, slack_client

@@ -8,6 +8,7 @@ listener has acked.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
@@ -29,10 +30,10 @@ def build_asgi(bolt_app: App, store: Store) -> Starlette:
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
             return Response(status_code=413)
-        headers: dict[str, str | list[str]] = {}
-        for key, value in request.headers.multi_items():
-            existing = headers.get(key)
-            headers[key] = [*existing, value] if isinstance(existing, list) else [value]
+        headers: dict[str, str | Sequence[str]] = {}
+        for key, value in request.headers.items():
+            headers.setdefault(key, [])
+            headers[key] = [*headers[key], value]
         bolt_request = BoltRequest(
             body=raw.decode("utf-8", errors="replace"), query=request.url.query, headers=headers
         )

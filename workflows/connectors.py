@@ -54,7 +54,9 @@ PORTALS: dict[str, Portals] = {
 DEFENDER_SWITCH = (
     "Microsoft Defender portal: Settings > Endpoints > Advanced features > Microsoft Intune connection: On"
 )
-INTUNE_CONNECTOR = "Intune admin center: Tenant administration > Connectors and tokens > Microsoft Defender for Endpoint"
+INTUNE_CONNECTOR = (
+    "Intune admin center: Tenant administration > Connectors and tokens > Microsoft Defender for Endpoint"
+)
 ANDROID_APP_TOGGLE = (
     f"{INTUNE_CONNECTOR} > App Protection Policy Settings > Connect Android devices to Microsoft Defender "
     "for Endpoint for app protection policy evaluation: On"

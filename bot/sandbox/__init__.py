@@ -1,0 +1,25 @@
+"""A simulated Microsoft tenant (Graph beta/v1.0 + Defender for Endpoint) for the demo, tests and benchmarks.
+
+    tenant = SandboxTenant(SandboxConfig())
+    client = httpx.Client(base_url=SANDBOX_GRAPH_URL, transport=tenant.transport())
+    server = serve_sandbox(tenant, port=0)   # or over a real local port: server.url
+"""
+
+from bot.sandbox.config import ConnectorConfig, SandboxConfig, ThrottleConfig
+from bot.sandbox.schema import MDE_CONNECTOR_ID
+from bot.sandbox.seed import SEED_POLICY_ID, SEED_POLICY_NAME
+from bot.sandbox.server import SandboxServer, serve_sandbox
+from bot.sandbox.tenant import SandboxStats, SandboxTenant
+
+__all__ = [
+    "MDE_CONNECTOR_ID",
+    "SEED_POLICY_ID",
+    "SEED_POLICY_NAME",
+    "ConnectorConfig",
+    "SandboxConfig",
+    "SandboxServer",
+    "SandboxStats",
+    "SandboxTenant",
+    "ThrottleConfig",
+    "serve_sandbox",
+]

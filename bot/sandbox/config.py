@@ -1,0 +1,96 @@
+"""How a sandbox tenant is shaped: sizes, paging, throttling, scripted failures, connector state."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+PartnerState = Literal["unavailable", "available", "enabled", "unresponsive", "notSetUp", "error"]
+
+# Sizes of the hand-written seed (see seed.py); a config below them truncates that seed.
+CURATED_USERS = 10
+CURATED_ANDROID_DEVICES = 12
+
+
+@dataclass(frozen=True)
+class ThrottleConfig:
+    """When to answer 429 with Retry-After.
+
+    Scripted: `every` (every Nth counted request) and `on_requests` (1-based request numbers).
+    Counted requests are all Graph and Defender calls including each request inside a `$batch`,
+    but not the `$batch` envelope itself, restricted to `scope`.
+
+    Quotas (`enforce_quotas`): sliding windows on the injectable `clock` (seconds, monotonic):
+    Intune (deviceAppManagement/deviceManagement) 1,000 requests and 100 writes per 20 s;
+    Defender 100 calls per minute and 1,500 per hour. One app per tenant is assumed.
+    Directory calls (users, groups) have no enforced quota.
+    """
+
+    every: int | None = None
+    on_requests: Collection[int] = ()
+    retry_after: int = 1
+    scope: Literal["all", "graph", "defender"] = "all"
+    enforce_quotas: bool = False
+    clock: Callable[[], float] | None = None
+    intune_requests_per_window: int = 1000
+    intune_writes_per_window: int = 100
+    intune_window_seconds: float = 20.0
+    defender_per_minute: int = 100
+    defender_per_hour: int = 1500
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """The seeded MDE connector. `heartbeat_age=None` picks one that fits the state."""
+
+    partner_state: PartnerState = "enabled"
+    heartbeat_age: timedelta | None = None
+    android_mam_enabled: bool = False
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SandboxConfig:
+    """A sandbox tenant's shape. Everything not given is derived from `seed`, deterministically.
+
+    `users`/`registrations` None: the hand-written seed plus one user and two registrations per
+    Android device beyond it. Sizes beyond the hand-written seed are generated lazily by index.
+    `fail` maps a route prefix (optionally "METHOD /prefix") to statuses answered by successive
+    matching requests (a status below 400 lets that request through); `forbid` holds prefixes
+    answered 403. A prefix without /beta, /v1.0 or /api matches Graph paths of either version.
+    `connector` None means no MDE connector; a string is a partnerState.
+    """
+
+    seed: int = 7
+    android_devices: int = CURATED_ANDROID_DEVICES
+    windows_devices: int = 3
+    users: int | None = None
+    registrations: int | None = None
+    graph_page_size: int = 100
+    graph_max_top: int = 999
+    registrations_page_size: int = 50
+    defender_max_top: int = 10_000
+    throttle: ThrottleConfig | None = None
+    fail: dict[str, list[int]] = field(default_factory=dict)
+    forbid: set[str] = field(default_factory=set)
+    connector: ConnectorConfig | PartnerState | None = field(default_factory=ConnectorConfig)
+    now: datetime | None = None
+    clock: Callable[[], datetime] | None = None
+    require_auth: bool = True
+    policy_patch_status: Literal[200, 204] = 200
+
+    @classmethod
+    def large(cls, devices: int = 100_000, registrations: int = 250_000, **overrides: Any) -> SandboxConfig:
+        """A benchmark-sized tenant; rows are generated on demand, never all held in memory."""
+        return cls(android_devices=devices, registrations=registrations, **overrides)
+
+    def replace(self, **changes: Any) -> SandboxConfig:
+        return dataclasses.replace(self, **changes)
+
+    def connector_config(self) -> ConnectorConfig | None:
+        if self.connector is None or isinstance(self.connector, ConnectorConfig):
+            return self.connector
+        return ConnectorConfig(partner_state=self.connector)

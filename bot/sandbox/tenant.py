@@ -1,0 +1,603 @@
+"""The sandbox tenant: one router for Graph and Defender paths, plus the knobs tests and demos turn."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, overload
+from urllib.parse import parse_qsl
+
+import httpx
+
+from bot.sandbox import defender as defender_module
+from bot.sandbox import graph as graph_module
+from bot.sandbox.config import ConnectorConfig, SandboxConfig
+from bot.sandbox.core import ApiError, Call, Reply, bad_request
+from bot.sandbox.defender import DefenderApi
+from bot.sandbox.graph import GraphApi, normalize_graph_path
+from bot.sandbox.ids import stable_guid
+from bot.sandbox.policies import PolicyStore
+from bot.sandbox.schema import CONNECTOR_PROPERTIES, MDE_CONNECTOR_ID
+from bot.sandbox.seed import (
+    CAST_GROUPS,
+    ONBOARDING_STATES,
+    RISK_LEVELS,
+    SEED_POLICY_ID,
+    SEED_POLICY_NAME,
+    World,
+    stamp,
+)
+
+NEVER = "0001-01-01T00:00:00Z"
+_GRAPH_JSON = ("application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; "
+               "charset=utf-8")
+_DEFENDER_JSON = "application/json; odata.metadata=minimal; charset=utf-8"
+_KEY_SYNTAX = re.compile(r"([A-Za-z]+)\('([^']*)'\)")
+_BATCH_FIELDS = ("id", "method", "url")
+_WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_DEFAULT_HEARTBEAT_AGE: dict[str, timedelta | None] = {
+    "enabled": timedelta(minutes=4),
+    "unresponsive": timedelta(days=9),
+    "error": timedelta(days=2),
+    "available": None,
+    "unavailable": None,
+    "notSetUp": None,
+}
+_STATUS_TEXT = {
+    400: ("BadRequest", "The request is invalid."),
+    401: ("InvalidAuthenticationToken", "Access token validation failure."),
+    403: ("Forbidden", "Access is denied."),
+    404: ("ResourceNotFound", "The resource was not found."),
+    409: ("Conflict", "The request conflicts with the current state of the resource."),
+    429: ("TooManyRequests", "Too many requests; retry after the interval in the Retry-After header."),
+    500: ("InternalServerError", "An internal server error occurred."),
+    502: ("BadGateway", "The gateway received an invalid response."),
+    503: ("ServiceUnavailable", "The service is temporarily unavailable. Please retry after a short delay."),
+    504: ("GatewayTimeout", "The gateway timed out."),
+}
+_PERMISSIONS = {
+    "deviceappmanagement": ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"),
+    "users": ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"),
+    "devicemanagement": ("DeviceManagementServiceConfig.Read.All",
+                         "DeviceManagementServiceConfig.ReadWrite.All"),
+}
+
+
+@dataclass
+class SandboxStats:
+    """What the tenant was asked: requests by (method, route), 429s answered, writes applied."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    throttled: int = 0
+    writes: int = 0
+    write_log: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    def count(self, method: str | None = None, route: str | None = None) -> int:
+        """Requests matching a method and/or a substring of the route template."""
+        return sum(n for (m, r), n in self.requests.items()
+                   if (method is None or m == method.upper())
+                   and (route is None or route.lower() in r.lower()))
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.statuses.clear()
+        self.throttled = 0
+        self.writes = 0
+        self.write_log.clear()
+
+
+@dataclass
+class _Rule:
+    method: str | None
+    prefix: str
+    statuses: deque[int] = field(default_factory=deque)
+
+    @classmethod
+    def parse(cls, text: str, statuses: Sequence[int] = ()) -> _Rule:
+        parts = text.strip().split(None, 1)
+        if len(parts) == 2 and parts[0].isalpha() and parts[0].isupper():
+            return cls(parts[0], parts[1].strip().lower(), deque(statuses))
+        return cls(None, text.strip().lower(), deque(statuses))
+
+    def matches(self, method: str, full_path: str, version_less: str | None) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        prefix = self.prefix if self.prefix.startswith("/") else "/" + self.prefix
+        if prefix.startswith(("/beta/", "/v1.0/", "/api/")) or prefix in ("/beta", "/v1.0", "/api"):
+            return full_path.lower().startswith(prefix)
+        return version_less is not None and version_less.lower().startswith(prefix)
+
+
+class SandboxTenant:
+    """A simulated Microsoft tenant answering Graph (beta, v1.0) and Defender for Endpoint calls."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self._clock: Callable[[], datetime] = self.config.clock or (lambda: datetime.now(UTC))
+        anchor = self.config.now or self._clock()
+        # Whole seconds, so two tenants built with the same `now` render identical timestamps.
+        self.world = World(self.config, anchor.replace(microsecond=0))
+        self.stats = SandboxStats()
+        self._lock = threading.RLock()
+        self._request_number = 0
+        from bot.sandbox.throttle import Throttler
+
+        self._throttler = Throttler(self.config.throttle)
+        self._fail = [_Rule.parse(k, v) for k, v in self.config.fail.items()]
+        self._forbid = [_Rule.parse(k) for k in self.config.forbid]
+        self.policies_store = PolicyStore(self.config.seed, self._clock, self._group_exists)
+        self._connector: dict[str, Any] | None = None
+        self._heartbeat_age: timedelta | None = None
+        self._seed_connector(self.config.connector_config())
+        self._seed_policy()
+        self._graph = GraphApi(self)
+        self._defender = DefenderApi(self)
+
+    # ---- transport -------------------------------------------------------------------------------
+
+    def transport(self) -> httpx.BaseTransport:
+        """An in-process transport: give it to httpx.Client(transport=...)."""
+        return httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer one HTTP request as Graph or Defender would. Safe to call from many threads."""
+        content = request.read()
+        base = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
+        query = parse_qsl(request.url.query.decode("utf-8"), keep_blank_values=True)
+        with self._lock:
+            reply, service = self._process(request.method.upper(), request.url.path, query, request.headers,
+                                           content, base)
+        return self._response(reply, service, request)
+
+    def _response(self, reply: Reply, service: str, request: httpx.Request) -> httpx.Response:
+        headers = dict(reply.headers)
+        if reply.body is None:
+            content = b""
+        elif isinstance(reply.body, str):
+            content = reply.body.encode()
+            headers["Content-Type"] = "text/plain"
+        else:
+            content = json.dumps(reply.body, separators=(",", ":"), ensure_ascii=False).encode()
+            headers["Content-Type"] = _DEFENDER_JSON if service == "defender" else _GRAPH_JSON
+        return httpx.Response(reply.status, headers=headers, content=content, request=request)
+
+    # ---- the router ------------------------------------------------------------------------------
+
+    def _process(self, method: str, raw_path: str, query: list[tuple[str, str]], headers: httpx.Headers,
+                 content: bytes, base: str, inner: bool = False) -> tuple[Reply, str]:
+        request_id = self._next_request_id()
+        client_request_id = headers.get("client-request-id") or request_id
+        path = _KEY_SYNTAX.sub(r"\1/\2", raw_path).rstrip("/")
+        segments = path.lstrip("/").split("/", 1)
+        version = segments[0].lower() if segments[0] != "v1.0" else "v1.0"
+        rest = segments[1] if len(segments) > 1 else ""
+        service = "defender" if version == "api" else "graph"
+        try:
+            route_key, area, handler, args, rest = self._match(method, version, rest)
+        except ApiError as exc:
+            self.stats.requests[(method, "<unmatched>")] += 1
+            return self._finish(self._error_reply(exc, service, request_id, client_request_id), request_id,
+                                client_request_id, service), service
+        self.stats.requests[(method, route_key)] += 1
+        call = Call(method, service, version, rest, query, headers, None, base, args, route_key)
+        try:
+            reply = self._guarded(call, area, handler, path, content, inner)
+        except ApiError as exc:
+            reply = self._error_reply(exc, service, request_id, client_request_id)
+        if 200 <= reply.status < 300 and method in _WRITE_METHODS and area != "batch":
+            self.stats.writes += 1
+            self.stats.write_log.append((method, route_key))
+        return self._finish(reply, request_id, client_request_id, service), service
+
+    def _next_request_id(self) -> str:
+        self._request_number += 1
+        return stable_guid(f"request:{self.config.seed}:{self._request_number}")
+
+    def _finish(self, reply: Reply, request_id: str, client_request_id: str, service: str) -> Reply:
+        self.stats.statuses[reply.status] += 1
+        if reply.status == 429:
+            self.stats.throttled += 1
+        reply.headers.setdefault("request-id", request_id)
+        reply.headers.setdefault("client-request-id", client_request_id)
+        reply.headers.setdefault("Date", self._clock().strftime("%a, %d %b %Y %H:%M:%S GMT"))
+        return reply
+
+    def _match(self, method: str, version: str, rest: str) -> tuple[str, str, str, dict[str, str], str]:
+        if version in ("beta", "v1.0"):
+            rest = normalize_graph_path(rest)
+            routes = [(r.methods, r.pattern, r.handler, r.template, r.area) for r in graph_module.ROUTES]
+        elif version == "api":
+            routes = [(m, p, h, t, "defender") for m, p, h, t in defender_module.ROUTES]
+        else:
+            raise ApiError(400, "BadRequest", f"Invalid version: '{version}'.")
+        for methods, pattern, handler, template, area in routes:
+            found = pattern.fullmatch(rest)
+            if found is None:
+                continue
+            if method not in methods:
+                raise ApiError(405, "BadRequest",
+                               f"The HTTP method '{method}' is not allowed on this resource.")
+            args = {k: v for k, v in found.groupdict().items() if v is not None}
+            return f"/{version}/{template}", area, handler, args, rest
+        first_unknown = _first_unknown_segment(rest, [t for _m, _p, _h, t, _a in routes]) or version
+        if version == "api":
+            raise ApiError(404, "ResourceNotFound", f"The resource '/api/{rest}' does not exist.")
+        raise ApiError(400, "BadRequest", f"Resource not found for the segment '{first_unknown}'.")
+
+    def _guarded(self, call: Call, area: str, handler: str, path: str, content: bytes, inner: bool) -> Reply:
+        if self.config.require_auth and not _has_bearer(call.headers):
+            if call.service == "defender":
+                raise ApiError(401, "Unauthorized",
+                               "Authorization header is missing or is not a bearer token.")
+            raise ApiError(401, "InvalidAuthenticationToken", "Access token is empty.")
+        version_less = f"/{call.path}" if call.service == "graph" else None
+        for rule in self._forbid:
+            if rule.matches(call.method, path, version_less):
+                raise self._forbidden(call, area)
+        if area != "batch":
+            wait = self._throttler.check(area, call.method in _WRITE_METHODS)
+            if wait is not None:
+                code, message = _STATUS_TEXT[429]
+                raise ApiError(429, code, message, {"Retry-After": str(wait)})
+        for rule in self._fail:
+            if rule.matches(call.method, path, version_less) and rule.statuses:
+                status = rule.statuses.popleft()
+                if status >= 400:
+                    code, message = _STATUS_TEXT.get(status, ("Error", f"Scripted failure {status}."))
+                    extra = {"Retry-After": "1"} if status in (429, 503) else {}
+                    raise ApiError(status, code, message, extra)
+                break
+        if content:
+            try:
+                call.body = json.loads(content)
+            except ValueError:
+                raise bad_request("Unable to read JSON request payload. Please ensure Content-Type header "
+                                  "is set and payload is of valid JSON format.") from None
+        if area == "batch":
+            if inner:
+                raise bad_request("A $batch request cannot be nested inside another $batch request.")
+            return self._batch(call)
+        if call.service == "defender":
+            return self._defender.dispatch(handler, call)
+        return self._graph.dispatch(handler, call)
+
+    def _forbidden(self, call: Call, area: str) -> ApiError:
+        if call.service == "defender":
+            return ApiError(403, "Forbidden", "The application does not have any of the required application "
+                            "roles (Machine.Read.All, Machine.ReadWrite.All) to access the resource.")
+        if area == "directory":
+            return ApiError(403, "Authorization_RequestDenied",
+                            "Insufficient privileges to complete the operation.")
+        head = call.path.split("/", 1)[0].lower()
+        read, write = _PERMISSIONS.get(head, _PERMISSIONS["deviceappmanagement"])
+        scopes = write if call.method in _WRITE_METHODS else f"{read}, {write}"
+        return ApiError(403, "Forbidden", "Application is not authorized to perform this operation. "
+                        f"Application must have one of the following scopes: {scopes}")
+
+    def _error_reply(self, exc: ApiError, service: str, request_id: str, client_request_id: str) -> Reply:
+        if service == "defender":
+            body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message, "target": request_id}}
+        else:
+            body = {"error": {"code": exc.code, "message": exc.message, "innerError": {
+                "date": self._clock().strftime("%Y-%m-%dT%H:%M:%S"),
+                "request-id": request_id,
+                "client-request-id": client_request_id,
+            }}}
+        return Reply(exc.status, body, dict(exc.headers))
+
+    # ---- $batch ----------------------------------------------------------------------------------
+
+    def _batch(self, call: Call) -> Reply:
+        body = call.body
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests:
+            raise bad_request("Invalid batch payload format.")
+        if len(requests) > 20:
+            raise bad_request("The number of batch requests exceeds the limit of 20.")
+        seen: set[str] = set()
+        for item in requests:
+            fields_ok = isinstance(item, dict) and all(isinstance(item.get(k), str) for k in _BATCH_FIELDS)
+            if not fields_ok:
+                raise bad_request("Each batch request needs 'id', 'method' and 'url' strings.")
+            if item["id"] in seen:
+                raise bad_request(f"Batch request id '{item['id']}' is used more than once.")
+            seen.add(item["id"])
+            inner_headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
+            if "body" in item and "content-type" not in inner_headers:
+                raise bad_request(f"Batch request '{item['id']}' has a body but no Content-Type header.")
+        statuses: dict[str, int] = {}
+        responses: list[dict[str, Any]] = []
+        for item in requests:
+            depends = item.get("dependsOn") or []
+            if any(statuses.get(d, 424) >= 400 for d in depends):
+                statuses[item["id"]] = 424
+                failed = {"error": {"code": "FailedDependency",
+                                    "message": "A request this one depends on failed."}}
+                responses.append({"id": item["id"], "status": 424,
+                                  "headers": {"Content-Type": "application/json"}, "body": failed})
+                continue
+            reply = self._inner(call, item)
+            statuses[item["id"]] = reply.status
+            entry: dict[str, Any] = {"id": item["id"], "status": reply.status, "headers": {
+                k: v for k, v in reply.headers.items() if k.lower() in ("retry-after", "location")}}
+            if reply.body is not None:
+                is_text = isinstance(reply.body, str)
+                entry["headers"]["Content-Type"] = "text/plain" if is_text else _GRAPH_JSON
+                entry["body"] = reply.body
+            responses.append(entry)
+        return Reply(200, {"responses": responses})
+
+    def _inner(self, call: Call, item: dict[str, Any]) -> Reply:
+        url: str = item["url"]
+        if "://" in url:
+            request_id = self._next_request_id()
+            return self._error_reply(bad_request("Batch request URLs must be relative, e.g. /users/{id}."),
+                                     "graph", request_id, request_id)
+        path, _, query_text = url.partition("?")
+        headers = httpx.Headers({k: v for k, v in call.headers.items() if k.lower() in ("authorization",)})
+        for key, value in (item.get("headers") or {}).items():
+            headers[key] = str(value)
+        content = json.dumps(item["body"]).encode() if "body" in item else b""
+        query = parse_qsl(query_text, keep_blank_values=True)
+        reply, _service = self._process(item["method"].upper(), f"/{call.version}/{path.lstrip('/')}", query,
+                                        headers, content, call.base, inner=True)
+        return reply
+
+    # ---- connector -------------------------------------------------------------------------------
+
+    def _seed_connector(self, config: ConnectorConfig | None) -> None:
+        if config is None:
+            return
+        state = config.partner_state
+        active = state in ("enabled", "unresponsive", "error")
+        connector: dict[str, Any] = {name: False for name, (kind, _) in CONNECTOR_PROPERTIES.items()
+                                     if kind == "Boolean"}
+        connector.update({
+            "id": MDE_CONNECTOR_ID,
+            "androidEnabled": active,
+            "iosEnabled": active,
+            "windowsEnabled": active,
+            "androidMobileApplicationManagementEnabled": config.android_mam_enabled,
+            "partnerUnresponsivenessThresholdInDays": 7,
+            "partnerState": state,
+            "lastHeartbeatDateTime": NEVER,
+        })
+        ordered = {name: connector.get(name) for name in CONNECTOR_PROPERTIES}
+        self._connector = ordered
+        self._heartbeat_age = config.heartbeat_age if config.heartbeat_age is not None \
+            else _DEFAULT_HEARTBEAT_AGE.get(state)
+        if config.fields:
+            self.set_connector(**config.fields)
+
+    def connector_state(self) -> dict[str, Any] | None:
+        with self._lock:
+            if self._connector is None:
+                return None
+            connector = dict(self._connector)
+            if self._heartbeat_age is not None:
+                connector["lastHeartbeatDateTime"] = stamp(self._clock() - self._heartbeat_age)
+            return connector
+
+    def connector(self, connector_id: str = MDE_CONNECTOR_ID) -> dict[str, Any] | None:
+        """The connector as a beta GET returns it, or None when absent."""
+        state = self.connector_state()
+        return state if state is not None and state["id"].lower() == connector_id.lower() else None
+
+    def patch_connector(self, changes: dict[str, Any]) -> None:
+        with self._lock:
+            if self._connector is not None:
+                self._connector.update(changes)
+
+    def set_connector(self, **fields: Any) -> None:
+        """Change the connector as the service would (partnerState, heartbeat, toggles); creates it if absent.
+
+        `lastHeartbeatDateTime` (datetime or str) pins the heartbeat; `heartbeat_age` (timedelta) keeps it
+        that far behind the clock; a new `partnerState` without either takes that state's usual heartbeat.
+        """
+        with self._lock:
+            if self._connector is None:
+                self._seed_connector(ConnectorConfig(partner_state=fields.get("partnerState", "enabled")))
+            assert self._connector is not None
+            heartbeat_set = False
+            for name, value in fields.items():
+                if name == "heartbeat_age":
+                    self._heartbeat_age = value
+                    heartbeat_set = True
+                elif name == "lastHeartbeatDateTime":
+                    self._heartbeat_age = None
+                    self._connector[name] = stamp(value) if isinstance(value, datetime) else value
+                    heartbeat_set = True
+                elif name in CONNECTOR_PROPERTIES:
+                    self._connector[name] = value
+                else:
+                    raise ValueError(f"unknown connector field {name!r}")
+            if "partnerState" in fields and not heartbeat_set:
+                self._heartbeat_age = _DEFAULT_HEARTBEAT_AGE.get(fields["partnerState"])
+                if self._heartbeat_age is None:
+                    self._connector["lastHeartbeatDateTime"] = NEVER
+
+    def remove_connector(self) -> None:
+        with self._lock:
+            self._connector = None
+
+    # ---- policies --------------------------------------------------------------------------------
+
+    def _group_exists(self, group_id: str) -> bool:
+        return self.world.find_group(group_id) is not None
+
+    def _seed_policy(self) -> None:
+        store = self.policies_store
+        policy = store.create({
+            "@odata.type": "#microsoft.graph.androidManagedAppProtection",
+            "displayName": SEED_POLICY_NAME,
+            "description": "Baseline app protection for personal Android devices",
+            "targetedAppManagementLevels": "unmanaged",
+            "allowedOutboundDataTransferDestinations": "managedApps",
+            "allowedOutboundClipboardSharingLevel": "managedAppsWithPasteIn",
+            "dataBackupBlocked": True,
+            "saveAsBlocked": True,
+            "printBlocked": True,
+            "screenCaptureBlocked": True,
+            "managedBrowserToOpenLinksRequired": True,
+            "managedBrowser": "microsoftEdge",
+            "minimumPinLength": 6,
+            "simplePinBlocked": True,
+            "allowedDataStorageLocations": ["oneDriveForBusiness", "sharePoint"],
+            "maximumAllowedDeviceThreatLevel": "notConfigured",
+            "mobileThreatDefenseRemediationAction": "block",
+        }, beta=True, policy_id=SEED_POLICY_ID)
+        store.target_apps(policy.id, {"appGroupType": "allMicrosoftApps"})
+        groups = {spec.name: spec.id for spec in CAST_GROUPS}
+        store.assign(policy.id, {"assignments": [
+            {"target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                        "groupId": groups["All Android Users"]}},
+            {"target": {"@odata.type": "#microsoft.graph.exclusionGroupAssignmentTarget",
+                        "groupId": groups["Executives"]}},
+        ]})
+        anchor = self.world.anchor
+        policy.props["createdDateTime"] = stamp(anchor - timedelta(days=210, hours=3), 1)
+        policy.props["lastModifiedDateTime"] = stamp(anchor - timedelta(days=35, hours=5), 4)
+
+    # ---- read-only views for tests and demos -----------------------------------------------------
+
+    @property
+    def users(self) -> list[dict[str, Any]]:
+        """Every user (materialised: meant for small tenants)."""
+        with self._lock:
+            return [self.world.user(i) for i in range(self.world.user_count)]
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self.world.groups)
+
+    @property
+    def policies(self) -> list[dict[str, Any]]:
+        """Policies as a beta GET with $expand=apps,assignments returns them."""
+        with self._lock:
+            store = self.policies_store
+            return [store.render(p, True, {"apps", "assignments"}) for p in store.items.values()]
+
+    @property
+    def machines(self) -> list[dict[str, Any]]:
+        """Machines Defender lists, Android and Windows (materialised: meant for small tenants)."""
+        with self._lock:
+            found = (self.world.machine(r) for r in range(self.world.machine_raw_count))
+            return [m for m in found if m is not None]
+
+    @property
+    def registrations(self) -> list[dict[str, Any]]:
+        """All app registrations as beta returns them (materialised: meant for small tenants)."""
+        with self._lock:
+            return [self.world.registration(i) for i in range(self.world.registration_count)]
+
+    def user(self, ref: str) -> dict[str, Any] | None:
+        """A user by id, mail or UPN."""
+        with self._lock:
+            index = self.world.find_user(ref)
+            return None if index is None else self.world.user(index)
+
+    def group(self, ref: str) -> dict[str, Any] | None:
+        """A group by id, or by display name when exactly one group has it."""
+        with self._lock:
+            index = self.world.find_group(ref)
+            if index is None:
+                wanted = ref.strip().lower()
+                named = [i for i, g in enumerate(self.world.groups) if g["displayName"].lower() == wanted]
+                index = named[0] if len(named) == 1 else None
+            return None if index is None else copy.deepcopy(self.world.groups[index])
+
+    def policy(self, policy_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            try:
+                found = self.policies_store.get(policy_id)
+            except ApiError:
+                return None
+            return self.policies_store.render(found, True, {"apps", "assignments"})
+
+    def machine(self, ref: str) -> dict[str, Any] | None:
+        """A machine by Defender id or Entra device id; None when Defender does not list it."""
+        with self._lock:
+            raw = self.world.find_machine(ref)
+            return None if raw is None else self.world.machine(raw)
+
+    def registrations_for(self, user_ref: str) -> list[dict[str, Any]]:
+        with self._lock:
+            index = self.world.find_user(user_ref)
+            if index is None:
+                return []
+            return [self.world.registration(i) for i in self.world.registrations_of(index)]
+
+    # ---- mutators --------------------------------------------------------------------------------
+
+    def _device(self, ref: str) -> int:
+        raw = self.world.find_machine(ref)
+        if raw is None:
+            raise KeyError(f"no device with machine id or Entra device id {ref!r}")
+        return raw
+
+    def set_risk(self, ref: str, level: str) -> None:
+        """Set a device's Defender riskScore (None, Informational, Low, Medium, High)."""
+        canonical = {r.lower(): r for r in RISK_LEVELS}.get(str(level).lower())
+        if canonical is None:
+            raise ValueError(f"riskScore must be one of {', '.join(RISK_LEVELS)}")
+        with self._lock:
+            raw = self._device(ref)
+            self.world.set_machine(raw, riskScore=canonical, lastSeen=stamp(self._clock()))
+
+    @overload
+    def set_onboarded(self, ref: str, status: bool = True) -> None: ...
+    @overload
+    def set_onboarded(self, ref: str, status: str) -> None: ...
+
+    def set_onboarded(self, ref: str, status: bool | str = True) -> None:
+        """True: onboarded (and listed by Defender); False: Defender no longer lists the device;
+        a string: that onboardingStatus (Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo)."""
+        with self._lock:
+            raw = self._device(ref)
+            if status is False:
+                self.world.set_machine(raw, _hidden=True)
+                return
+            value = "Onboarded" if status is True else str(status)
+            canonical = {s.lower(): s for s in ONBOARDING_STATES}.get(value.lower())
+            if canonical is None:
+                raise ValueError(f"onboardingStatus must be one of {', '.join(ONBOARDING_STATES)}")
+            was_listed = self.world.machine(raw) is not None
+            now = stamp(self._clock())
+            fields: dict[str, Any] = {"_hidden": False, "onboardingStatus": canonical, "lastSeen": now,
+                                      "healthStatus": "Active"}
+            if not was_listed:
+                fields["firstSeen"] = now
+            self.world.set_machine(raw, **fields)
+
+
+def _first_unknown_segment(path: str, templates: list[str]) -> str:
+    """The segment where `path` leaves every known route, for Graph's "Resource not found" message."""
+    segments = path.split("/")
+    best = 0
+    for template in templates:
+        known = template.split("/")
+        matched = 0
+        for have, want in zip(segments, known, strict=False):
+            if not (want.startswith("{") or have.lower() == want.lower()):
+                break
+            matched += 1
+        best = max(best, matched)
+    return segments[min(best, len(segments) - 1)]
+
+
+def _has_bearer(headers: httpx.Headers) -> bool:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())

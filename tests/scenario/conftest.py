@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from slack_bolt.request import BoltRequest
+from slack_bolt.response import BoltResponse
+
+from bot.console.session import ObservedAck
+from bot.local import DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
+from bot.sandbox import SandboxConfig, SandboxTenant
+from bot.settings import load_settings
+from tests.scenario.slack_requests import (
+    SIGNING_SECRET,
+    action_body,
+    command_body,
+    event_body,
+    signed_headers,
+)
+
+
+@dataclass
+class Bot:
+    """The real Bolt app with its deps, a FakeSlack and the sandbox tenant, driven by signed requests."""
+
+    ws: LocalWorkspace
+    sandbox: SandboxTenant
+
+    @property
+    def slack(self):
+        return self.ws.slack
+
+    @property
+    def deps(self):
+        return self.ws.deps
+
+    def dispatch(self, body: str, *, content_type: str = "application/x-www-form-urlencoded",
+                 on_ack: Callable[[BoltResponse], None] | None = None, **sign: Any) -> BoltResponse:
+        context = {"ack": ObservedAck(on_ack)} if on_ack else {}
+        response = self.ws.app.dispatch(BoltRequest(body=body, context=context, headers=signed_headers(
+            body, content_type=content_type, **sign)))
+        self.deps.runner.wait_idle()
+        return response
+
+    def command(self, text: str, *, user: str = DEMO_ADMIN, **sign: Any) -> tuple[BoltResponse, str]:
+        response_url = self.slack.new_response_url(channel="C0CONSOLE", user=user)
+
+        def show(ack: BoltResponse) -> None:  # Slack shows the ack's reply before any later update
+            if ack.status == 200 and ack.body:
+                self.slack.deliver_ack(response_url, json.loads(ack.body))
+
+        response = self.dispatch(command_body(text, user=user, response_url=response_url), on_ack=show, **sign)
+        return response, response_url
+
+    def click(self, action_id: str, *, user: str = DEMO_ADMIN, value: str = "") -> tuple[BoltResponse, str]:
+        response_url = self.slack.new_response_url(channel="C0CONSOLE", user=user)
+        return self.dispatch(action_body(action_id, user=user, response_url=response_url, value=value)), response_url
+
+    def event(self, event: dict[str, Any]) -> BoltResponse:
+        return self.dispatch(event_body(event), content_type="application/json")
+
+    def audit(self) -> list[Any]:
+        return list(reversed(self.deps.audit.recent(100)))
+
+
+def ack_json(response: BoltResponse) -> dict[str, Any]:
+    assert response.status == 200, response.body
+    return json.loads(response.body) if response.body else {}
+
+
+def block_text(blocks: list[dict[str, Any]]) -> str:
+    """Every piece of text in a list of blocks, for assertions."""
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("mrkdwn", "plain_text"):
+                parts.append(node.get("text", ""))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(blocks)
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def make_bot(tmp_path) -> Iterator[Any]:
+    made: list[LocalWorkspace] = []
+
+    def make(config: SandboxConfig | None = None, **settings: Any) -> Bot:
+        values = {
+            "database_url": f"sqlite:///{tmp_path}/bot-{len(made)}.db",
+            "mam_admins": [DEMO_ADMIN],
+            "mam_approvers": [DEMO_APPROVER],
+            "mam_cloud": "sandbox",
+            "mam_graph_url": None,
+            "mam_defender_url": None,
+        }
+        values.update(settings)
+        sandbox = SandboxTenant(config or SandboxConfig())
+        ws = LocalWorkspace.start(load_settings(**values), sandbox=sandbox, signing_secret=SIGNING_SECRET)
+        made.append(ws)
+        return Bot(ws, sandbox)
+
+    yield make
+    for ws in made:
+        ws.close()
+
+
+@pytest.fixture
+def bot(make_bot) -> Bot:
+    return make_bot()

@@ -1,0 +1,69 @@
+"""Signed Slack request bodies, shaped like bolt-python's own scenario tests."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from slack_sdk.signature import SignatureVerifier
+
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # a test secret, not a real one
+
+
+def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None,
+                   content_type: str = "application/x-www-form-urlencoded") -> dict[str, list[str]]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    return {
+        "content-type": [content_type],
+        "x-slack-signature": [signature],
+        "x-slack-request-timestamp": [ts],
+    }
+
+
+def command_body(text: str, *, user: str, channel: str = "C0CONSOLE", response_url: str,
+                 trigger_id: str = "13345224609.738474920.8088930838d88f008e0") -> str:
+    return urlencode({
+        "token": "legacy-unused",
+        "team_id": "T0CONSOLE",
+        "team_domain": "console",
+        "channel_id": channel,
+        "channel_name": "console",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/mam",
+        "text": text,
+        "api_app_id": "A0MAMBOT1",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": trigger_id,
+    })
+
+
+def action_body(action_id: str, *, user: str, response_url: str, value: str = "",
+                channel: str = "C0CONSOLE", message_ts: str = "1700000000.000100") -> str:
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "team": {"id": "T0CONSOLE", "domain": "console"},
+        "user": {"id": user, "username": user.lower(), "team_id": "T0CONSOLE"},
+        "api_app_id": "A0MAMBOT1",
+        "token": "legacy-unused",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": True},
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "channel": {"id": channel, "name": "console"},
+        "response_url": response_url,
+        "actions": [{
+            "action_id": action_id, "block_id": "b1", "type": "button", "value": value,
+            "text": {"type": "plain_text", "text": "x"}, "action_ts": str(time.time()),
+        }],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def event_body(event: dict[str, Any]) -> str:
+    return json.dumps({
+        "token": "legacy-unused", "team_id": "T0CONSOLE", "api_app_id": "A0MAMBOT1", "event": event,
+        "type": "event_callback", "event_id": "Ev0TEST", "event_time": int(time.time()),
+    })
