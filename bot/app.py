@@ -102,6 +102,9 @@ def _authorization_middleware(deps: Deps) -> Callable[..., BoltResponse | None]:
         else:
             ok = access is not None and allowed(access, roles)
         if ok:
+            if not body.get("command") and body.get("type") != "block_suggestion":
+                # commands are audited by the router, which knows the outcome; interactions here
+                deps.runner.submit(deps.audit.record, actor=user_id, action=f"clicked {name}", outcome="allowed")
             next()
             return None
 

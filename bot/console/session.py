@@ -273,6 +273,14 @@ class ConsoleSession:
         else:
             self._click_in_message(control)
 
+    def button_number(self, label: str) -> int | None:
+        """The newest numbered button or menu whose text is `label` (scripts click by label)."""
+        for number in sorted(self._controls, reverse=True):
+            text = self._controls[number].ref.element.get("text") or {}
+            if isinstance(text, dict) and text.get("text") == label:
+                return number
+        return None
+
     def say_in_channel(self, text: str) -> None:
         """A plain message typed in the current channel, sent to the app as a message event."""
         text = _MENTION.sub(self._mention, text)
