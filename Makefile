@@ -16,12 +16,12 @@ demo: $(STAMP)
 	$(BIN)/mam-bot demo
 
 test: $(STAMP)
-	$(BIN)/ruff check bot commands workflows tests benchmarks
+	$(BIN)/ruff check bot commands workflows tests $(wildcard benchmarks)
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check bot commands workflows tests benchmarks
+	$(BIN)/ruff check bot commands workflows tests $(wildcard benchmarks)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

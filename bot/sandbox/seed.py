@@ -272,7 +272,6 @@ class World:
         self.users_generated = total_users - CURATED_USERS
         if self.devices_generated and not self.users_generated:
             raise ValueError("devices beyond the hand-written seed need users beyond it too")
-        self.cast_registrations = CAST_REGISTRATIONS
         regs = config.registrations
         if regs is None:
             regs = len(CAST_REGISTRATIONS) + 2 * self.devices_generated
@@ -758,8 +757,9 @@ class MemberList:
     generated_groups: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Generated-user rules within one group tree are disjoint (different remainders), so the
+        # transitive list needs no de-duplication beyond the cast part.
         self._counts = [self.world._generated_count(g) for g in self.generated_groups]
-        # Cast users can also match a generated rule only if they are generated: no overlap to remove.
 
     def __len__(self) -> int:
         return len(self.cast) + sum(self._counts)

@@ -33,6 +33,7 @@ from bot.sandbox.seed import (
     World,
     stamp,
 )
+from bot.sandbox.throttle import Throttler
 
 NEVER = "0001-01-01T00:00:00Z"
 _GRAPH_JSON = ("application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; "
@@ -131,8 +132,6 @@ class SandboxTenant:
         self.stats = SandboxStats()
         self._lock = threading.RLock()
         self._request_number = 0
-        from bot.sandbox.throttle import Throttler
-
         self._throttler = Throttler(self.config.throttle)
         self._fail = [_Rule.parse(k, v) for k, v in self.config.fail.items()]
         self._forbid = [_Rule.parse(k) for k in self.config.forbid]
