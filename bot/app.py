@@ -71,9 +71,9 @@ def build_app(deps: Deps, *, client: WebClient, identity: BotIdentity, signing_s
     return app
 
 
-def _command_name(body: dict[str, Any]) -> str:
-    text = (body.get("text") or "").strip()
-    return text.split(None, 1)[0].lower() if text else "help"
+def _command_words(body: dict[str, Any]) -> list[str]:
+    words = (body.get("text") or "").split()
+    return words or ["help"]
 
 
 def _authorization_middleware(deps: Deps) -> Callable[..., BoltResponse | None]:
@@ -85,11 +85,12 @@ def _authorization_middleware(deps: Deps) -> Callable[..., BoltResponse | None]:
         user_id = context.user_id or ""
         access: Access | None
         if body.get("command"):
-            sub = deps.registry.lookup(_command_name(body))
+            words = _command_words(body)
+            sub = deps.registry.lookup(words[0])
             if sub is None:  # the router answers unknown subcommands with help
                 next()
                 return None
-            name, access = f"/mam {sub.name}", sub.access
+            name, access = sub.access_for(words[1:])
         elif body.get("type") in ("block_actions", "view_submission", "view_closed", "block_suggestion"):
             name, access = deps.registry.access_for_interaction(body)
         else:  # events (App Home, …) carry no privileged action

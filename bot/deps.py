@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 
 from bot.registry import Registry
-from bot.roles import RoleDirectory
+from bot.roles import Role, RoleDirectory
 from bot.runner import BackgroundRunner
 from bot.settings import Settings
 from bot.store import AuditLog, Store, create_store
 
 if TYPE_CHECKING:
     from bot.microsoft import MicrosoftClients
+    from bot.outbox import Outbox
     from bot.sandbox import SandboxTenant
+    from workflows.changes import ChangeService
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,37 @@ class Deps:
     microsoft: MicrosoftClients
     runner: BackgroundRunner
     roles: RoleDirectory
+    outbox: Outbox
+    changes: ChangeService
     sandbox: SandboxTenant | None = None
     registry: Registry = field(default_factory=Registry)
     now: Callable[[], datetime] = utcnow
 
+    def start_background(self) -> None:
+        """The outbox worker, the approval timers, and any change a crashed process left unfinished."""
+        from bot.timers import start_timers
+
+        self.outbox.start()
+        self._scheduler = start_timers(self)
+        self.runner.submit(self.changes.resume)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Until background work and the outbox are both quiet (work can queue messages and vice versa)."""
+        deadline = datetime.now(UTC).timestamp() + timeout
+        while True:
+            remaining = max(0.0, deadline - datetime.now(UTC).timestamp())
+            if not self.runner.wait_idle(remaining) or not self.outbox.wait_idle(remaining):
+                return False
+            if self.runner.wait_idle(0):
+                return True
+
     def close(self) -> None:
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         self.roles.stop()
         self.runner.shutdown()
+        self.outbox.stop()
         self.microsoft.close()
         self.store.close()
 
@@ -56,6 +82,11 @@ def build_deps(
     """Connect the store and Microsoft's APIs. With MAM_CLOUD=sandbox and no host overrides the
     sandbox tenant runs in this process (pass one in to share it with a test or the demo)."""
     from bot.microsoft import build_clients
+    from bot.outbox import Outbox
+    from commands.approvals import SlackNotifier, approval_destinations
+    from workflows.changes import ChangeService, approvals_of
+    from workflows.connector_change import KIND as CONNECTOR_TOGGLE
+    from workflows.connector_change import ConnectorToggle
 
     store = create_store(settings.database_url)
     transport = None
@@ -67,12 +98,24 @@ def build_deps(
         transport = sandbox.transport()
     microsoft = build_clients(settings, transport=transport)
     roles = RoleDirectory(settings.mam_admins, settings.mam_approvers, slack_client)
-    return Deps(
-        settings=settings,
-        store=store,
-        audit=AuditLog(store),
-        microsoft=microsoft,
-        runner=runner or BackgroundRunner(),
-        roles=roles,
-        sandbox=sandbox,
+    audit = AuditLog(store)
+    outbox = Outbox(store, outbox_client(slack_client), on_failure=lambda message: audit.record(
+        actor="mam-bot", action=f"outbox {message.kind} {message.key}"[:128], outcome="failed",
+        target=message.channel or "", detail=message.last_error or ""))
+    changes = ChangeService(
+        store, audit, {CONNECTOR_TOGGLE: ConnectorToggle(microsoft.graph)},
+        SlackNotifier(outbox, lambda request_id: approvals_of(store, request_id)),
+        is_approver=lambda user: Role.APPROVER in roles.roles_of(user),
+        now=utcnow, quorum=settings.mam_approval_quorum,
+        expiry=timedelta(hours=settings.mam_approval_expiry_hours),
+        destinations=lambda: approval_destinations(settings, roles),
     )
+    return Deps(settings=settings, store=store, audit=audit, microsoft=microsoft,
+                runner=runner or BackgroundRunner(), roles=roles, outbox=outbox, changes=changes, sandbox=sandbox)
+
+
+def outbox_client(client: WebClient | None) -> WebClient:
+    """The outbox paces and retries itself: its client must not sleep on 429s inside a call."""
+    if client is None:
+        return WebClient()
+    return WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout, retry_handlers=[])

@@ -51,13 +51,15 @@ class LocalWorkspace:
         deps = build_deps(settings, slack_client=client, sandbox=sandbox)
         deps.roles.refresh()
         app = build_app(deps, client=client, identity=CONSOLE_IDENTITY, signing_secret=signing_secret)
+        deps.start_background()
         return cls(slack=slack, deps=deps, app=app)
 
     def session(self, user: str = DEMO_ADMIN, channel: str = "C0CONSOLE", **kwargs: Any) -> ConsoleSession:
-        return ConsoleSession(self.app, self.slack, self.deps.runner, user=user, channel=channel, **kwargs)
+        # the session waits on `deps` (background work and the outbox), not only on the runner
+        return ConsoleSession(self.app, self.slack, self.deps, user=user, channel=channel, **kwargs)
 
     def close(self) -> None:
-        self.deps.runner.wait_idle(timeout=10)
+        self.deps.wait_idle(timeout=10)
         self.deps.close()
         self.slack.stop()
 

@@ -18,6 +18,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Verb:
+    """A second word that needs a different role, e.g. `/mam connectors enable-android` (admins)."""
+
+    name: str
+    usage: str
+    summary: str
+    access: Access
+
+
+@dataclass(frozen=True)
 class Subcommand:
     name: str
     usage: str
@@ -26,6 +36,19 @@ class Subcommand:
     handler: Callable[[CommandRequest], None]
     aliases: tuple[str, ...] = ()
     group: str = "General"
+    verbs: tuple[Verb, ...] = ()
+
+    def access_for(self, args: list[str]) -> tuple[str, Access]:
+        """The name and access of what `args` asks for: a verb's own, else the subcommand's."""
+        if args:
+            for verb in self.verbs:
+                if verb.name == args[0].lower():
+                    return f"/mam {self.name} {verb.name}", verb.access
+        return f"/mam {self.name}", self.access
+
+    def entries(self) -> list[tuple[str, str, Access]]:
+        """(usage, summary, access) for help: the subcommand and each verb."""
+        return [(self.usage, self.summary, self.access), *((v.usage, v.summary, v.access) for v in self.verbs)]
 
 
 @dataclass
@@ -55,8 +78,13 @@ class Registry:
             seen.setdefault(sub.name, sub)
         return list(seen.values())
 
-    def visible_to(self, roles: frozenset[Role]) -> list[Subcommand]:
-        return [s for s in self.unique() if allowed(s.access, roles)]
+    def visible_to(self, roles: frozenset[Role]) -> list[tuple[Subcommand, str, str]]:
+        """(subcommand, usage, summary) of everything these roles may run."""
+        return [(s, usage, summary) for s in self.unique() for usage, summary, access in s.entries()
+                if allowed(access, roles)]
+
+    def entry_count(self) -> int:
+        return sum(len(s.entries()) for s in self.unique())
 
     def closest(self, name: str, n: int = 3) -> list[str]:
         return difflib.get_close_matches(name.lower(), list(self.commands), n=n, cutoff=0.5)

@@ -66,6 +66,17 @@ class RoleDirectory:
                     break
         return frozenset(found)
 
+    def members(self, role: Role) -> list[str]:
+        """The user ids holding a role: configured users plus the loaded members of configured groups."""
+        with self._lock:
+            loaded = self._members
+        users: list[str] = []
+        for principal in self._configured[role]:
+            for user in ([principal] if not principal.startswith("S") else sorted(loaded.get(principal, ()))):
+                if user not in users:
+                    users.append(user)
+        return users
+
     def refresh(self) -> None:
         """Load user-group members from Slack. Runs at start and on a timer, never during a request."""
         if not self.usergroups or self._client is None:

@@ -99,6 +99,8 @@ EXAMPLES: dict[str, str] = {
     "MAM_APPROVERS": "comma-separated Slack user ids (U…/W…) and/or user-group ids (S…), e.g. U045EF6GH",
     "MAM_ALERT_CHANNEL": "a Slack channel id such as C0123ABCD (channel details > About)",
     "MAM_APPROVAL_CHANNEL": "a Slack channel id such as C0123ABCD (channel details > About)",
+    "MAM_APPROVAL_QUORUM": "how many approvers must approve a change, a whole number from 1 to 10 (default 1)",
+    "MAM_APPROVAL_EXPIRY_HOURS": "hours a request waits for approval before it expires, e.g. 24",
 }
 
 
@@ -131,6 +133,8 @@ class Settings(BaseSettings):
     mam_approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     mam_alert_channel: str | None = None
     mam_approval_channel: str | None = None
+    mam_approval_quorum: int = Field(default=1, ge=1, le=10)
+    mam_approval_expiry_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
     @field_validator(
         "slack_bot_token", "slack_app_token", "slack_signing_secret", "azure_client_secret", mode="before"

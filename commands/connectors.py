@@ -5,19 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 
 from bot.blocks import Block, actions, button, context, escape, header, section
 from bot.deps import Deps
 from bot.errors import UsageError, new_correlation_id, run_guarded
-from bot.registry import Subcommand
+from bot.registry import Subcommand, Verb
 from bot.roles import Access
+from commands.approvals import ask_or_file, justification_modal
 from commands.context import CommandRequest
 from commands.ids import Action
+from workflows.connector_change import ANDROID_MAM, KIND
 from workflows.connectors import Check, ConnectorReport, Status, check_connectors, permissions_check
 
 ICONS = {Status.OK: ":white_check_mark:", Status.WARN: ":warning:", Status.FAIL: ":x:",
          Status.INFO: ":information_source:"}
 TITLE = "Defender for Endpoint connector"
+ENABLE_CHANGE = {"flag": ANDROID_MAM, "value": True}
+
+
+ENABLE_ANDROID = "enable-android"
+ENABLE_TITLE = "Turn on Android app protection evaluation in the Defender for Endpoint connector"
 
 
 def register(app: App, deps: Deps) -> None:
@@ -25,8 +33,20 @@ def register(app: App, deps: Deps) -> None:
         name="connectors", usage="/mam connectors",
         summary="Check the Defender-Intune connection and the Android app protection toggle.",
         access=Access.READ, handler=connectors_command, aliases=("validate",), group="Connectors",
+        verbs=(Verb(ENABLE_ANDROID, f"/mam connectors {ENABLE_ANDROID} [why]",
+                    "Ask to turn on Android app protection evaluation (an approver approves).", Access.ADMIN),),
     ))
     deps.registry.add_interaction("action", Action.CONNECTORS_RECHECK, Access.READ)
+    deps.registry.add_interaction("action", Action.CONNECTORS_ENABLE_ANDROID, Access.ADMIN)
+
+    @app.action(Action.CONNECTORS_ENABLE_ANDROID)
+    def enable_clicked(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        ack()
+        modal = justification_modal(KIND, ENABLE_CHANGE, ENABLE_TITLE, (body.get("channel") or {}).get("id", ""))
+        deps.runner.submit(
+            run_guarded, lambda: client.views_open(trigger_id=body["trigger_id"], view=modal),
+            tell=lambda text: respond(text=text, response_type="ephemeral", replace_original=False),
+            correlation_id=new_correlation_id(), what="open the justification modal")
 
     @app.action(Action.CONNECTORS_RECHECK)
     def recheck(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
@@ -36,8 +56,12 @@ def register(app: App, deps: Deps) -> None:
 
 
 def connectors_command(req: CommandRequest) -> None:
+    if req.args and req.args[0].lower() == ENABLE_ANDROID:
+        ask_or_file(req, KIND, ENABLE_CHANGE, ENABLE_TITLE, " ".join(req.args[1:]))
+        return
     if req.args:
-        raise UsageError(f"`/mam connectors` takes no arguments (got `{escape(' '.join(req.args))}`).")
+        raise UsageError(f"`/mam connectors` takes no arguments or `{ENABLE_ANDROID}` "
+                         f"(got `{escape(' '.join(req.args))}`).")
     # The ack carries the card in its checking state; one response_url update fills it in.
     req.ack(response_type="ephemeral", text=f"{TITLE}: checking…", blocks=checking_card())
     req.deps.runner.submit(_check_and_fill, req.deps, req.respond, req.correlation_id)
@@ -80,7 +104,10 @@ def connector_card(report: ConnectorReport) -> list[Block]:
     blocks: list[Block] = [header(TITLE), section(verdict)]
     blocks += [check_block(c) for c in report.checks]
     blocks.append(context(f"Checked {report.checked_at:%Y-%m-%d %H:%M} UTC. Read-only: nothing was changed."))
-    blocks.append(actions(button("Check again", Action.CONNECTORS_RECHECK)))
+    buttons = [button("Check again", Action.CONNECTORS_RECHECK)]
+    if report.android_app_toggle_off:
+        buttons.insert(0, button("Enable (needs approval)", Action.CONNECTORS_ENABLE_ANDROID, style="primary"))
+    blocks.append(actions(*buttons))
     return blocks
 
 

@@ -44,17 +44,17 @@ def describe_roles(roles: frozenset[Role]) -> str:
 
 def help_blocks(registry: Registry, roles: frozenset[Role], *, has_admins: bool) -> list[dict[str, object]]:
     visible = registry.visible_to(roles)
-    groups: dict[str, list[Subcommand]] = {}
-    for sub in visible:
-        groups.setdefault(sub.group, []).append(sub)
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for sub, usage, summary in visible:
+        groups.setdefault(sub.group, []).append((usage, summary))
     blocks: list[dict[str, object]] = [
         header("mam-bot: Defender risk signals in Intune app protection"),
         context(describe_roles(roles)),
     ]
     for group in sorted(groups, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99):
-        lines = [f"`{escape(s.usage)}`  {escape(s.summary)}" for s in sorted(groups[group], key=lambda s: s.name)]
+        lines = [f"`{escape(usage)}`  {escape(summary)}" for usage, summary in groups[group]]
         blocks.append(section(f"*{group}*\n" + "\n".join(lines)))
-    hidden = len(registry.unique()) - len(visible)
+    hidden = registry.entry_count() - len(visible)
     notes = []
     if hidden:
         notes.append(f"{hidden} more command(s) need a role you don't have (MAM_ADMINS / MAM_APPROVERS).")

@@ -126,10 +126,11 @@ class FakeUsergroup:
 
 
 def default_users() -> list[FakeUser]:
-    """An admin, an approver and an end user: enough people to walk through an approval."""
+    """An admin, two approvers and an end user: enough people to walk through a quorum of two."""
     return [
         FakeUser("UADMIN001", "alex", "Alex Admin", "alex@contoso.example", is_admin=True),
         FakeUser("UAPPROV01", "sam", "Sam Approver", "sam@contoso.example"),
+        FakeUser("UAPPROV02", "kim", "Kim Approver", "kim@contoso.example"),
         FakeUser("UENDUSR01", "jordan", "Jordan User", "jordan@contoso.example"),
     ]
 

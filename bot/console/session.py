@@ -16,7 +16,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
@@ -38,7 +38,13 @@ from bot.console.fake_slack import (
 )
 from bot.console.forms import ASKABLE, Cancelled, FieldAsker
 from bot.console.render import CLICKABLE_ELEMENTS, ButtonRef, Style, render_message, render_view, text_of
-from bot.runner import BackgroundRunner
+
+
+class WaitsIdle(Protocol):
+    """What the session waits on after each dispatch: the app's background work (and its outbox)."""
+
+    def wait_idle(self, timeout: float = ...) -> bool: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +138,7 @@ class ConsoleSession:
         self,
         app: App,
         slack: FakeSlack,
-        runner: BackgroundRunner,
+        runner: WaitsIdle,
         *,
         user: str = "UADMIN001",
         channel: str = CONSOLE_CHANNEL,

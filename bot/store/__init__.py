@@ -2,6 +2,6 @@
 
 from bot.store.audit import AuditLog
 from bot.store.db import Store, create_store
-from bot.store.models import AuditEntry
+from bot.store.models import Approval, AuditEntry, ChangeRequest
 
-__all__ = ["AuditEntry", "AuditLog", "Store", "create_store"]
+__all__ = ["Approval", "AuditEntry", "AuditLog", "ChangeRequest", "Store", "create_store"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -21,3 +22,46 @@ class AuditEntry(SQLModel, table=True):
     detail: str = Field(default="", max_length=4000)
     correlation_id: str = Field(default="", max_length=64)
     graph_request_id: str = Field(default="", max_length=64)
+
+
+class ChangeRequest(SQLModel, table=True):
+    """One tenant write, from request to outcome. `state` only moves by guarded UPDATEs."""
+
+    __tablename__ = "change_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True, max_length=64)
+    title: str = Field(max_length=512)
+    target: str = Field(default="", max_length=512)
+    change: str = Field(default="{}")  # JSON: exactly what is approved
+    snapshot: str = Field(default="{}")  # JSON: the state it was asked against
+    plan: str = Field(default="[]")  # JSON: the Graph calls it would make, as shown on the card
+    requester: str = Field(index=True, max_length=64)
+    justification: str = Field(max_length=3000)
+    state: str = Field(index=True, max_length=16)
+    quorum: int = 1
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+    decided_at: datetime | None = None
+    decided_by: str = Field(default="", max_length=64)
+    reject_reason: str = Field(default="", max_length=3000)
+    executed_at: datetime | None = None
+    attempts: int = 0
+    result: str = Field(default="")  # what the executor did, drift included
+    error: str = Field(default="")
+    reminded_at: datetime | None = None
+    version: int = 0  # bumped on every change, so each card edit has its own outbox key
+    origin_channel: str = Field(default="", max_length=64)
+    card_destinations: str = Field(default="[]")  # JSON: where its approval cards were posted
+
+
+class Approval(SQLModel, table=True):
+    """One approver's yes; the unique pair makes an approver count once, however often they click."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("request_id", "approver", name="uq_approval_request_approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="change_requests.id", index=True)
+    approver: str = Field(max_length=64)
+    at: datetime

@@ -19,6 +19,7 @@ from tests.scenario.slack_requests import (
     command_body,
     event_body,
     signed_headers,
+    view_body,
 )
 
 
@@ -42,7 +43,7 @@ class Bot:
         context = {"ack": ObservedAck(on_ack)} if on_ack else {}
         response = self.ws.app.dispatch(BoltRequest(body=body, context=context, headers=signed_headers(
             body, content_type=content_type, **sign)))
-        self.deps.runner.wait_idle()
+        self.deps.wait_idle()
         return response
 
     def command(self, text: str, *, user: str = DEMO_ADMIN, **sign: Any) -> tuple[BoltResponse, str]:
@@ -52,12 +53,22 @@ class Bot:
             if ack.status == 200 and ack.body:
                 self.slack.deliver_ack(response_url, json.loads(ack.body))
 
-        response = self.dispatch(command_body(text, user=user, response_url=response_url), on_ack=show, **sign)
+        body = command_body(text, user=user, response_url=response_url, trigger_id=self.slack.new_trigger_id(user))
+        response = self.dispatch(body, on_ack=show, **sign)
         return response, response_url
 
     def click(self, action_id: str, *, user: str = DEMO_ADMIN, value: str = "") -> tuple[BoltResponse, str]:
         response_url = self.slack.new_response_url(channel="C0CONSOLE", user=user)
-        return self.dispatch(action_body(action_id, user=user, response_url=response_url, value=value)), response_url
+        body = action_body(action_id, user=user, response_url=response_url, value=value,
+                           trigger_id=self.slack.new_trigger_id(user))
+        return self.dispatch(body), response_url
+
+    def submit(self, callback_id: str, *, user: str = DEMO_ADMIN, values: dict[str, str],
+               private_metadata: str = "") -> BoltResponse:
+        return self.dispatch(view_body(callback_id, user=user, values=values, private_metadata=private_metadata))
+
+    def dm_messages(self, user: str) -> list[Any]:
+        return self.slack.messages(user)
 
     def event(self, event: dict[str, Any]) -> BoltResponse:
         return self.dispatch(event_body(event), content_type="application/json")

@@ -43,7 +43,8 @@ def command_body(text: str, *, user: str, channel: str = "C0CONSOLE", response_u
 
 
 def action_body(action_id: str, *, user: str, response_url: str, value: str = "",
-                channel: str = "C0CONSOLE", message_ts: str = "1700000000.000100") -> str:
+                channel: str = "C0CONSOLE", message_ts: str = "1700000000.000100",
+                trigger_id: str = "13345224609.738474920.8088930838d88f008e0") -> str:
     payload: dict[str, Any] = {
         "type": "block_actions",
         "team": {"id": "T0CONSOLE", "domain": "console"},
@@ -51,7 +52,7 @@ def action_body(action_id: str, *, user: str, response_url: str, value: str = ""
         "api_app_id": "A0MAMBOT1",
         "token": "legacy-unused",
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": True},
-        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "trigger_id": trigger_id,
         "channel": {"id": channel, "name": "console"},
         "response_url": response_url,
         "actions": [{
@@ -67,3 +68,23 @@ def event_body(event: dict[str, Any]) -> str:
         "token": "legacy-unused", "team_id": "T0CONSOLE", "api_app_id": "A0MAMBOT1", "event": event,
         "type": "event_callback", "event_id": "Ev0TEST", "event_time": int(time.time()),
     })
+
+
+def view_body(callback_id: str, *, user: str, values: dict[str, str], private_metadata: str = "") -> str:
+    """A view_submission whose plain-text inputs (block id → text) carry `values`."""
+    payload = {
+        "type": "view_submission",
+        "team": {"id": "T0CONSOLE", "domain": "console"},
+        "user": {"id": user, "username": user.lower(), "team_id": "T0CONSOLE"},
+        "api_app_id": "A0MAMBOT1",
+        "token": "legacy-unused",
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "view": {
+            "id": "V0TEST", "type": "modal", "callback_id": callback_id, "private_metadata": private_metadata,
+            "state": {"values": {block: {"value": {"type": "plain_text_input", "value": text}}
+                                 for block, text in values.items()}},
+            "hash": "1", "title": {"type": "plain_text", "text": "x"}, "blocks": [],
+        },
+        "response_urls": [],
+    }
+    return urlencode({"payload": json.dumps(payload)})

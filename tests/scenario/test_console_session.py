@@ -404,7 +404,7 @@ def test_meta_commands_explain_themselves(bot: Bot, slack: FakeSlack, out: io.St
 
     text = out.getvalue()
     assert "(unknown :frobnicate; try :help" in text
-    assert "(no user 'nobody'; people here: @alex, @sam, @jordan)" in text
+    assert "(no user 'nobody'; people here: @alex, @sam, @kim, @jordan)" in text
     assert "(nothing in the app answered /other" in text
     assert session.done and not [p for p in bot.payloads if p.get("text") == "hello"]
 

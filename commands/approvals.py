@@ -1,0 +1,370 @@
+"""Approval cards and their buttons, the justification and rejection modals, and the request commands.
+
+Cards and DMs go out through the outbox (idempotent keys), so a card is posted once and every
+later edit of it is one `chat.update` in order, whichever process made the change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot.blocks import Block, actions, button, context, divider, escape, fields_section, header, section
+from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
+from bot.registry import Subcommand
+from bot.roles import Access, Role, RoleDirectory
+from bot.settings import Settings
+from commands.context import CommandRequest
+from commands.ids import Action, View
+from workflows.changes import ChangeService, State, as_utc
+
+if TYPE_CHECKING:
+    from bot.deps import Deps
+    from bot.outbox import Outbox
+    from bot.store import Approval, ChangeRequest
+
+STATE_LABELS = {
+    State.PENDING: ":hourglass_flowing_sand: Waiting for approval",
+    State.APPROVED: ":white_check_mark: Approved, about to run",
+    State.EXECUTING: ":gear: Approved, running now",
+    State.SUCCEEDED: ":white_check_mark: Done",
+    State.FAILED: ":x: Failed",
+    State.REJECTED: ":no_entry: Rejected",
+    State.EXPIRED: ":hourglass: Expired without a decision",
+    State.CANCELLED: ":heavy_multiplication_x: Cancelled by the requester",
+}
+FINAL_FOR_REQUESTER = {State.SUCCEEDED, State.FAILED, State.REJECTED, State.EXPIRED}
+MAX_CALLS_TEXT = 2600  # a section holds 3000 characters; leave room for the fences and the note
+
+
+# ---- rendering (pure) ---------------------------------------------------------------------------
+
+
+def request_card(request: ChangeRequest, approvals: list[Approval]) -> list[Block]:
+    state = State(request.state)
+    snapshot = json.loads(request.snapshot or "{}")
+    blocks: list[Block] = [
+        header(f"Change request #{request.id}"),
+        section(f"*{escape(request.title)}*\n{STATE_LABELS[state]}"),
+        fields_section([
+            f"*Requested by*\n<@{request.requester}>",
+            f"*Target*\n{escape(request.target)}",
+            f"*Before*\n{escape(snapshot.get('_before', '?'))}",
+            f"*After*\n{escape(snapshot.get('_after', '?'))}",
+        ]),
+        section(f"*Why*\n>{escape(request.justification)}"),
+        section("*Graph calls it will make*\n" + calls_text(request.plan)),
+    ]
+    blocks += decision_blocks(request, approvals)
+    blocks.append(context(
+        f"{len(approvals)} of {request.quorum} approval(s)"
+        f" · requested {as_utc(request.created_at):%Y-%m-%d %H:%M} UTC"
+        f" · expires {as_utc(request.expires_at):%Y-%m-%d %H:%M} UTC · the requester cannot approve"))
+    if state is State.PENDING:
+        blocks.append(actions(
+            button("Approve", Action.APPROVE, str(request.id), style="primary"),
+            button("Reject", Action.REJECT, str(request.id), style="danger"),
+        ))
+    elif state is State.FAILED:
+        blocks.append(actions(button("Retry", Action.RETRY, str(request.id))))
+    return blocks
+
+
+def decision_blocks(request: ChangeRequest, approvals: list[Approval]) -> list[Block]:
+    lines = [f":ballot_box_with_check: Approved by <@{a.approver}> at {as_utc(a.at):%H:%M} UTC" for a in approvals]
+    if request.state == State.REJECTED:
+        lines.append(f":no_entry: Rejected by <@{request.decided_by}>: {escape(request.reject_reason)}")
+    if request.state == State.CANCELLED:
+        lines.append(f"Cancelled by <@{request.decided_by}>.")
+    if request.result:
+        lines.append(f"*Result:* {escape(request.result)}")
+    if request.error:
+        lines.append(f"*Error:* {escape(request.error)}")
+        lines.append("Retry runs the same approved change again (no new approval) while the approval is valid.")
+    return [divider(), section("\n".join(lines))] if lines else []
+
+
+def calls_text(plan_json: str) -> str:
+    lines: list[str] = []
+    for call in json.loads(plan_json or "[]"):
+        lines.append(f"{call['method']} {call['path']}")
+        if call.get("body") is not None:
+            lines.append(json.dumps(call["body"], indent=1, sort_keys=True))
+    text = "\n".join(lines)
+    if len(text) > MAX_CALLS_TEXT:
+        text = text[:MAX_CALLS_TEXT] + "\n… (truncated; `mam-bot audit export` has the whole plan)"
+    # inside a code block Slack still reads &, < and >, so they are escaped here too
+    return f"```{escape(text)}```"
+
+
+def summary_line(request: ChangeRequest) -> str:
+    return (f"#{request.id} {escape(request.title)}: {STATE_LABELS[State(request.state)]} "
+            f"(by <@{request.requester}>, {as_utc(request.created_at):%Y-%m-%d %H:%M} UTC)")
+
+
+def justification_modal(kind: str, change: dict[str, Any], title: str, channel: str) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": View.JUSTIFY,
+        "private_metadata": json.dumps({"kind": kind, "change": change, "channel": channel}),
+        "title": {"type": "plain_text", "text": "Request a change"},
+        "submit": {"type": "plain_text", "text": "Send for approval"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            section(f"*{escape(title)}*\nAn approver (not you) has to approve it before it runs."),
+            {"type": "input", "block_id": "justification", "label": {"type": "plain_text", "text": "Why?"},
+             "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
+                         "min_length": 5, "max_length": 3000,
+                         "placeholder": {"type": "plain_text", "text": "e.g. roll out MAM threat signals (CHG0042)"}}},
+        ],
+    }
+
+
+def reject_modal(request_id: int, title: str) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": View.REJECT,
+        "private_metadata": str(request_id),
+        "title": {"type": "plain_text", "text": f"Reject #{request_id}"[:24]},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Back"},
+        "blocks": [
+            section(f"*{escape(title)}*"),
+            {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Reason"},
+             "element": {"type": "plain_text_input", "action_id": "value", "multiline": True, "max_length": 3000}},
+        ],
+    }
+
+
+# ---- the notifier the workflow calls ----------------------------------------------------------------
+
+
+class SlackNotifier:
+    """Posts and edits approval cards and DMs the requester, through the outbox."""
+
+    def __init__(self, outbox: Outbox, approvals_of: Callable[[int], list[Approval]]) -> None:
+        self.outbox = outbox
+        self.approvals_of = approvals_of
+
+    def filed(self, request: ChangeRequest) -> None:
+        blocks = request_card(request, [])
+        destinations = json.loads(request.card_destinations)
+        for dest in destinations:
+            self.outbox.post(f"cr:{request.id}:card:{dest}", channel=dest, text=self._text(request), blocks=blocks)
+        where = ("the approval channel" if any(d.startswith(("C", "G")) for d in destinations)
+                 else f"{len(destinations)} approver(s) by DM")
+        note = (f"Your change request #{request.id} ({escape(request.title)}) is waiting for approval; "
+                f"its card went to {where}.") if destinations else (
+                f":warning: Your change request #{request.id} was filed, but no approver is configured "
+                "(MAM_APPROVERS / MAM_APPROVAL_CHANNEL), so nobody can approve it.")
+        self.outbox.post(f"cr:{request.id}:dm:filed", channel=request.requester, text=note)
+
+    def changed(self, request: ChangeRequest) -> None:
+        assert request.id is not None
+        approvals = self.approvals_of(request.id)
+        blocks = request_card(request, approvals)
+        for dest in json.loads(request.card_destinations):
+            self.outbox.update(f"cr:{request.id}:v{request.version}:{dest}", of=f"cr:{request.id}:card:{dest}",
+                               text=self._text(request), blocks=blocks)
+        state = State(request.state)
+        if state in FINAL_FOR_REQUESTER:
+            # keyed by state and attempt: a retry that fails again is news, a repeat of the same is not
+            self.outbox.post(f"cr:{request.id}:dm:{state.value}:{request.attempts}", channel=request.requester,
+                             text=f"Change request #{request.id}: {STATE_LABELS[state]}.", blocks=blocks)
+
+    def reminded(self, request: ChangeRequest) -> None:
+        for dest in json.loads(request.card_destinations):
+            self.outbox.post(f"cr:{request.id}:reminder:{dest}", channel=dest, thread_of=f"cr:{request.id}:card:{dest}",
+                             text=f":bell: Reminder: change request #{request.id} still waits for an approver; it "
+                                  f"expires {as_utc(request.expires_at):%Y-%m-%d %H:%M} UTC.")
+
+    @staticmethod
+    def _text(request: ChangeRequest) -> str:
+        return f"Change request #{request.id}: {request.title} ({STATE_LABELS[State(request.state)]})"
+
+
+def approval_destinations(settings: Settings, roles: RoleDirectory) -> list[str]:
+    """The approval channel, or else every approver by DM."""
+    if settings.mam_approval_channel:
+        return [settings.mam_approval_channel]
+    return roles.members(Role.APPROVER)
+
+
+# ---- Slack listeners ----------------------------------------------------------------------------
+
+
+def register(app: App, deps: Deps) -> None:
+    registry = deps.registry
+    registry.add_command(Subcommand(
+        name="requests", usage="/mam requests", summary="Open change requests, and yours.",
+        access=Access.READ, handler=list_requests, group="Approvals"))
+    registry.add_command(Subcommand(
+        name="cancel", usage="/mam cancel <request id>", summary="Cancel a pending request you made.",
+        access=Access.ADMIN, handler=cancel_request, group="Approvals"))
+    registry.add_command(Subcommand(
+        name="audit", usage="/mam audit [count]", summary="The latest audit log entries (default 10).",
+        access=Access.READ, handler=show_audit, group="Audit"))
+    registry.add_interaction("action", Action.APPROVE, Access.APPROVER)
+    registry.add_interaction("action", Action.REJECT, Access.APPROVER)
+    registry.add_interaction("view", View.REJECT, Access.APPROVER)
+    registry.add_interaction("action", Action.RETRY, Access.READ)  # the workflow admits requester or approver
+    registry.add_interaction("view", View.JUSTIFY, Access.ADMIN)
+
+    def in_background(fn: Callable[[], Any], tell: Callable[[str], Any], what: str) -> None:
+        deps.runner.submit(run_guarded, fn, tell=tell, correlation_id=new_correlation_id(), what=what)
+
+    def dm(user: str) -> Callable[[str], Any]:
+        return lambda text: deps.outbox.post(f"note:{new_correlation_id()}", channel=user, text=text)
+
+    def ephemeral(respond: Respond) -> Callable[[str], Any]:
+        return lambda text: respond(text=text, response_type="ephemeral", replace_original=False)
+
+    @app.action(Action.APPROVE)
+    def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user, request_id = body["user"]["id"], _request_id(body)
+
+        def work() -> None:
+            result = deps.changes.approve(request_id, user)
+            if not result.ok:
+                respond(text=f":x: {result.message}", response_type="ephemeral", replace_original=False)
+
+        in_background(work, ephemeral(respond), "approve")
+
+    @app.action(Action.REJECT)
+    def reject(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        ack()
+        request_id, trigger_id = _request_id(body), body.get("trigger_id", "")
+
+        def work() -> None:
+            request = deps.changes.require(request_id)
+            if request.state != State.PENDING:
+                raise UserError(f"#{request_id} is already {request.state}.")
+            client.views_open(trigger_id=trigger_id, view=reject_modal(request_id, request.title))
+
+        in_background(work, ephemeral(respond), "open the reject modal")
+
+    @app.view(View.REJECT)
+    def reject_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        reason = _input(view, "reason").strip()
+        if len(reason) < 3:
+            ack(response_action="errors", errors={"reason": "Say why, so the requester can act on it."})
+            return
+        ack()
+        user, request_id = body["user"]["id"], int(view["private_metadata"])
+
+        def work() -> None:
+            result = deps.changes.reject(request_id, user, reason)
+            if not result.ok:
+                dm(user)(f":x: {result.message}")
+
+        in_background(work, dm(user), "reject")
+
+    @app.action(Action.RETRY)
+    def retry(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user, request_id = body["user"]["id"], _request_id(body)
+
+        def work() -> None:
+            result = deps.changes.retry(request_id, user)
+            if not result.ok:
+                respond(text=f":x: {result.message}", response_type="ephemeral", replace_original=False)
+
+        in_background(work, ephemeral(respond), "retry")
+
+    @app.view(View.JUSTIFY)
+    def justified(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        justification = _input(view, "justification").strip()
+        if len(justification) < 5:
+            ack(response_action="errors", errors={"justification": "Say why this change is needed (5+ characters)."})
+            return
+        ack()
+        user, meta = body["user"]["id"], json.loads(view["private_metadata"])
+        in_background(lambda: file_request(deps, meta["kind"], meta["change"], user, justification,
+                                           meta.get("channel", ""), tell=dm(user)), dm(user), "file a change request")
+
+
+def file_request(deps: Deps, kind: str, change: dict[str, Any], user: str, justification: str, channel: str,
+                 *, tell: Callable[[str], Any] | None = None) -> ChangeRequest:
+    request = deps.changes.file(kind, change, requester=user, justification=justification, origin_channel=channel)
+    if tell is not None and not json.loads(request.card_destinations):
+        tell(f":warning: #{request.id} has no approver to go to: set MAM_APPROVERS or MAM_APPROVAL_CHANNEL.")
+    return request
+
+
+def ask_or_file(req: CommandRequest, kind: str, change: dict[str, Any], title: str, justification: str) -> None:
+    """With a justification on the command line, file at once; without one, ask for it in a modal."""
+    if not justification:
+        req.ack()
+        modal = justification_modal(kind, change, title, req.channel_id)
+        req.later(lambda: req.client.views_open(trigger_id=req.trigger_id, view=modal), "open the justification modal")
+        return
+    req.ack(response_type="ephemeral", text=f":inbox_tray: Filing a change request: {escape(title)}…")
+
+    def work() -> None:
+        request = file_request(req.deps, kind, change, req.user_id, justification, req.channel_id)
+        req.respond(text=f":inbox_tray: Filed change request #{request.id}: {escape(request.title)}. "
+                         "An approver (not you) has to approve it; you'll get a DM with the outcome. "
+                         f"`/mam cancel {request.id}` withdraws it.",
+                    response_type="ephemeral", replace_original=True)
+
+    req.later(work, "file a change request")
+
+
+def list_requests(req: CommandRequest) -> None:
+    if req.args:
+        raise UsageError("`/mam requests` takes no arguments.")
+    service: ChangeService = req.deps.changes
+    open_requests = service.open_requests()
+    mine = [r for r in service.requests_by(req.user_id) if r.id not in {o.id for o in open_requests}]
+    lines = ["*Open change requests*"] + ([summary_line(r) for r in open_requests] or ["None."])
+    lines += ["", "*Your recent requests*"] + ([summary_line(r) for r in mine] or ["None."])
+    req.ack(response_type="ephemeral", text="Change requests", blocks=[section("\n".join(lines))])
+
+
+def cancel_request(req: CommandRequest) -> None:
+    if len(req.args) != 1 or not req.args[0].lstrip("#").isdigit():
+        raise UsageError("Name the request by its number, e.g. `/mam cancel 12`.")
+    request_id = int(req.args[0].lstrip("#"))
+    req.ack(response_type="ephemeral", text=f"Cancelling #{request_id}…")
+
+    def work() -> None:
+        result = req.deps.changes.cancel(request_id, req.user_id)
+        req.respond(text=(":heavy_multiplication_x: " if result.ok else ":x: ") + result.message,
+                    response_type="ephemeral", replace_original=True)
+
+    req.later(work, "cancel")
+
+
+def show_audit(req: CommandRequest) -> None:
+    if len(req.args) > 1 or (req.args and not req.args[0].isdigit()):
+        raise UsageError("Give a number of entries, e.g. `/mam audit 20`.")
+    count = min(int(req.args[0]) if req.args else 10, 50)
+    entries = req.deps.audit.recent(count)
+    lines = [f"`{as_utc(e.at):%m-%d %H:%M}` {_actor(e.actor)} {escape(e.action)} → *{escape(e.outcome)}*"
+             + (f" ({escape(e.detail[:120])})" if e.detail else "") for e in entries]
+    text = "\n".join(lines) or "The audit log is empty."
+    req.ack(response_type="ephemeral", text=f"Last {len(entries)} audit entries",
+            blocks=[section(f"*Last {len(entries)} audit entries* (newest first)\n{text}"),
+                    context("The whole log: `mam-bot audit export --format csv|jsonl`.")])
+
+
+def _actor(actor: str) -> str:
+    return f"<@{actor}>" if actor[:1] in ("U", "W") else escape(actor)
+
+
+def _request_id(body: dict[str, Any]) -> int:
+    value = str(body["actions"][0].get("value", ""))
+    if not value.isdigit():
+        raise UserError("This button does not name a change request.")
+    return int(value)
+
+
+def _input(view: dict[str, Any], block_id: str) -> str:
+    block: dict[str, dict[str, Any]] = view.get("state", {}).get("values", {}).get(block_id, {})
+    element: dict[str, Any] = next(iter(block.values()), {})
+    return str(element.get("value") or "")

@@ -1,0 +1,396 @@
+"""Change requests: ask, approve (four eyes), execute exactly once, on record.
+
+Every tenant write is a `ChangeRequest` row. Its state moves only by guarded transitions
+(`UPDATE … WHERE id = ? AND state = ?`), so double clicks, two approvers at once, Slack retries
+and two bot processes all end with one execution. What is approved is the *change* (a delta); the
+executor re-reads the tenant and applies that delta to whatever is there now, reporting drift.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from bot.errors import UserError
+from bot.microsoft.errors import MicrosoftError
+from bot.store import Approval, AuditLog, ChangeRequest, Store
+
+log = logging.getLogger(__name__)
+
+# A crashed executor leaves a row in `executing`; another process takes it over after this long
+# (a live executor finishes a single change in seconds).
+EXECUTION_LEASE = timedelta(minutes=5)
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATES = (State.PENDING, State.APPROVED, State.EXECUTING)
+
+
+@dataclass(frozen=True)
+class GraphCall:
+    method: str
+    path: str
+    body: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "body": self.body}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a change kind says about a requested change, read against the tenant now."""
+
+    title: str
+    target: str
+    change: Mapping[str, Any]
+    snapshot: Mapping[str, Any]
+    calls: list[GraphCall]
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    applied: bool  # False: the change was already in place, a recorded no-op
+    summary: str
+    drift: list[str] = field(default_factory=list)
+
+
+class ChangeKind(Protocol):
+    """One kind of tenant write. `apply` must be safe to run again: it re-reads and applies the delta."""
+
+    name: str
+
+    def plan(self, change: Mapping[str, Any]) -> Plan: ...
+
+    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Outcome: ...
+
+
+class Notifier(Protocol):
+    """Tells people about a request: cards for approvers, a DM for the requester."""
+
+    def filed(self, request: ChangeRequest) -> None: ...
+
+    def changed(self, request: ChangeRequest) -> None: ...
+
+    def reminded(self, request: ChangeRequest) -> None: ...
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    message: str
+    request: ChangeRequest | None = None
+
+
+def as_utc(value: datetime) -> datetime:
+    """Everything in the database is UTC; a naive value (from an older row or driver) is read as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ChangeService:
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        kinds: Mapping[str, ChangeKind],
+        notifier: Notifier,
+        *,
+        is_approver: Callable[[str], bool],
+        now: Callable[[], datetime],
+        quorum: int = 1,
+        expiry: timedelta = timedelta(hours=24),
+        destinations: Callable[[], list[str]] = list,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.kinds = dict(kinds)
+        self.notifier = notifier
+        self.is_approver = is_approver
+        self.now = now
+        self.quorum = max(1, quorum)
+        self.expiry = expiry
+        self.destinations = destinations
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def get(self, request_id: int) -> ChangeRequest | None:
+        with self.store.session() as session:
+            return session.get(ChangeRequest, request_id)
+
+    def require(self, request_id: int) -> ChangeRequest:
+        request = self.get(request_id)
+        if request is None:
+            raise UserError(f"There is no change request #{request_id}.")
+        return request
+
+    def approvals(self, request_id: int) -> list[Approval]:
+        return approvals_of(self.store, request_id)
+
+    def open_requests(self, limit: int = 20) -> list[ChangeRequest]:
+        return self._list(col(ChangeRequest.state).in_([s.value for s in OPEN_STATES]), limit)
+
+    def requests_by(self, user_id: str, limit: int = 10) -> list[ChangeRequest]:
+        return self._list(col(ChangeRequest.requester) == user_id, limit)
+
+    def _list(self, where: Any, limit: int) -> list[ChangeRequest]:
+        with self.store.session() as session:
+            return list(session.exec(
+                select(ChangeRequest).where(where).order_by(col(ChangeRequest.id).desc()).limit(limit)))
+
+    # ---- asking -------------------------------------------------------------------------------
+
+    def file(self, kind: str, change: Mapping[str, Any], *, requester: str, justification: str,
+             origin_channel: str = "") -> ChangeRequest:
+        """Read the tenant, record the request with its snapshot and planned calls, notify approvers."""
+        justification = justification.strip()
+        if not justification:
+            raise UserError("A justification is required: say why this change is needed.")
+        plan = self._kind(kind).plan(change)
+        now = self.now()
+        request = ChangeRequest(
+            kind=kind, title=plan.title, target=plan.target, change=json.dumps(dict(plan.change)),
+            snapshot=json.dumps({**plan.snapshot, "_before": plan.before, "_after": plan.after}, default=str),
+            plan=json.dumps([c.to_json() for c in plan.calls]), requester=requester,
+            justification=justification[:3000], state=State.PENDING, quorum=self.quorum,
+            created_at=now, expires_at=now + self.expiry, origin_channel=origin_channel,
+            card_destinations=json.dumps(self.destinations()),
+        )
+        with self.store.session() as session:
+            session.add(request)
+            session.commit()
+            session.refresh(request)
+        assert request.id is not None
+        self.audit.record(actor=requester, action=f"requested #{request.id} {kind}", outcome="pending",
+                          target=plan.target, detail=f"{plan.title}; why: {justification}"[:4000])
+        self.notifier.filed(request)
+        return request
+
+    # ---- deciding -----------------------------------------------------------------------------
+
+    def approve(self, request_id: int, approver: str) -> Result:
+        request = self.require(request_id)
+        refusal = self._refuse_decision(request, approver, "approve")
+        if refusal:
+            self.audit.record(actor=approver, action=f"approve #{request_id}", outcome="refused", detail=refusal)
+            return Result(False, refusal, request)
+        try:
+            with self.store.session() as session:
+                session.add(Approval(request_id=request_id, approver=approver, at=self.now()))
+                session.commit()
+        except IntegrityError:
+            return Result(False, f"You have already approved #{request_id}; an approver counts once.", request)
+        count = len(self.approvals(request_id))
+        self.audit.record(actor=approver, action=f"approve #{request_id}", outcome="approved",
+                          detail=f"{count} of {request.quorum}")
+        if count < request.quorum:
+            self._touch(request_id)
+            current = self.require(request_id)
+            self.notifier.changed(current)
+            return Result(True, f"Approval recorded ({count} of {request.quorum}).", current)
+        if not self._transition(request_id, [State.PENDING], State.APPROVED, decided_by=approver,
+                                decided_at=self.now()):
+            # another approver (or process) completed the quorum first: theirs runs it
+            return Result(True, f"Approval recorded; #{request_id} is already {self.require(request_id).state}.")
+        approved = self.require(request_id)
+        self.notifier.changed(approved)
+        executed = self.execute(request_id)
+        return Result(True, f"Approved #{request_id}.", executed or approved)
+
+    def reject(self, request_id: int, approver: str, reason: str) -> Result:
+        request = self.require(request_id)
+        reason = reason.strip()
+        if not reason:
+            return Result(False, "A reason is required to reject a request.", request)
+        refusal = self._refuse_decision(request, approver, "reject")
+        if refusal:
+            self.audit.record(actor=approver, action=f"reject #{request_id}", outcome="refused", detail=refusal)
+            return Result(False, refusal, request)
+        if not self._transition(request_id, [State.PENDING], State.REJECTED, decided_by=approver,
+                                decided_at=self.now(), reject_reason=reason[:3000]):
+            return Result(False, f"#{request_id} is already {self.require(request_id).state}.")
+        self.audit.record(actor=approver, action=f"reject #{request_id}", outcome="rejected", detail=reason)
+        rejected = self.require(request_id)
+        self.notifier.changed(rejected)
+        return Result(True, f"Rejected #{request_id}.", rejected)
+
+    def cancel(self, request_id: int, user: str) -> Result:
+        request = self.require(request_id)
+        if request.requester != user:
+            return Result(False, f"Only the requester (<@{request.requester}>) can cancel #{request_id}.", request)
+        if not self._transition(request_id, [State.PENDING], State.CANCELLED, decided_by=user,
+                                decided_at=self.now()):
+            return Result(False, f"#{request_id} is {request.state}; only pending requests can be cancelled.")
+        self.audit.record(actor=user, action=f"cancel #{request_id}", outcome="cancelled")
+        cancelled = self.require(request_id)
+        self.notifier.changed(cancelled)
+        return Result(True, f"Cancelled #{request_id}.", cancelled)
+
+    def _refuse_decision(self, request: ChangeRequest, user: str, verb: str) -> str | None:
+        if request.requester == user:
+            return f"You asked for #{request.id}, so you can't {verb} it: another approver has to."
+        if not self.is_approver(user):
+            return f"Only approvers (MAM_APPROVERS) can {verb} change requests."
+        if request.state != State.PENDING:
+            return f"#{request.id} is already {request.state}."
+        if as_utc(request.expires_at) <= self.now():
+            return f"#{request.id} has expired; ask for a new request."
+        return None
+
+    # ---- executing ----------------------------------------------------------------------------
+
+    def execute(self, request_id: int) -> ChangeRequest | None:
+        """Run an approved change once. Returns the request as it ended, or None if not ours to run."""
+        if not self._transition(request_id, [State.APPROVED], State.EXECUTING,
+                                executed_at=self.now(), attempts=ChangeRequest.attempts + 1):
+            return None
+        request = self.require(request_id)
+        # the intent is on record before any Graph call, so a crash here is found again on start
+        self.audit.record(actor="mam-bot", action=f"execute #{request_id} {request.kind}", outcome="executing",
+                          target=request.target, detail=request.plan[:4000])
+        self.notifier.changed(request)
+        try:
+            outcome = self._kind(request.kind).apply(json.loads(request.change), json.loads(request.snapshot))
+        except (MicrosoftError, UserError) as exc:
+            return self._fail(request, str(exc), getattr(exc, "request_id", None) or "")
+        except Exception as exc:
+            log.exception("change #%s failed", request_id)
+            return self._fail(request, f"unexpected error ({type(exc).__name__}); see the bot's log", "")
+        result = outcome.summary + "".join(f"\n• {d}" for d in outcome.drift)
+        self._transition(request_id, [State.EXECUTING], State.SUCCEEDED, result=result[:8000], error="")
+        self.audit.record(actor="mam-bot", action=f"execute #{request_id} {request.kind}",
+                          outcome="succeeded" if outcome.applied else "no-op", target=request.target,
+                          detail=result[:4000])
+        done = self.require(request_id)
+        self.notifier.changed(done)
+        return done
+
+    def _fail(self, request: ChangeRequest, error: str, graph_request_id: str) -> ChangeRequest:
+        assert request.id is not None
+        self._transition(request.id, [State.EXECUTING], State.FAILED, error=error[:8000])
+        self.audit.record(actor="mam-bot", action=f"execute #{request.id} {request.kind}", outcome="failed",
+                          target=request.target, detail=error[:4000], graph_request_id=graph_request_id[:64])
+        failed = self.require(request.id)
+        self.notifier.changed(failed)
+        return failed
+
+    def retry(self, request_id: int, user: str) -> Result:
+        """Run a failed change again: the same approved change, no new approval, while it is valid."""
+        request = self.require(request_id)
+        if user != request.requester and not self.is_approver(user):
+            return Result(False, f"Only the requester or an approver can retry #{request_id}.", request)
+        if request.state != State.FAILED:
+            return Result(False, f"#{request_id} is {request.state}; only a failed change can be retried.", request)
+        if as_utc(request.expires_at) <= self.now():
+            return Result(False, f"The approval of #{request_id} has expired; file a new request.", request)
+        if not self._transition(request_id, [State.FAILED], State.APPROVED):
+            return Result(False, f"#{request_id} is already being retried.")
+        self.audit.record(actor=user, action=f"retry #{request_id}", outcome="approved")
+        done = self.execute(request_id)
+        return Result(True, f"Retried #{request_id}.", done)
+
+    def resume(self) -> int:
+        """On start: run what was approved but not run, and take over executions whose process died."""
+        stale = self.now() - EXECUTION_LEASE
+        with self.store.session() as session:
+            ids = list(session.exec(select(ChangeRequest.id).where(or_(
+                col(ChangeRequest.state) == State.APPROVED,
+                and_(col(ChangeRequest.state) == State.EXECUTING, col(ChangeRequest.executed_at) < stale),
+            ))))
+        resumed = 0
+        for request_id in ids:
+            assert request_id is not None
+            # `apply` re-reads the tenant, so running a half-done change again finishes it, once
+            self._transition(request_id, [State.EXECUTING], State.APPROVED)
+            if self.execute(request_id) is not None:
+                resumed += 1
+        return resumed
+
+    # ---- timers -------------------------------------------------------------------------------
+
+    def expire_due(self) -> int:
+        now = self.now()
+        with self.store.session() as session:
+            ids = list(session.exec(select(ChangeRequest.id).where(
+                ChangeRequest.state == State.PENDING, col(ChangeRequest.expires_at) <= now)))
+        expired = 0
+        for request_id in ids:
+            assert request_id is not None
+            if self._transition(request_id, [State.PENDING], State.EXPIRED, decided_at=now):
+                expired += 1
+                self.audit.record(actor="mam-bot", action=f"expire #{request_id}", outcome="expired")
+                self.notifier.changed(self.require(request_id))
+        return expired
+
+    def remind_due(self) -> int:
+        """One reminder per request, half-way to its expiry."""
+        now = self.now()
+        reminded = 0
+        with self.store.session() as session:
+            candidates = list(session.exec(select(ChangeRequest).where(
+                ChangeRequest.state == State.PENDING, col(ChangeRequest.reminded_at).is_(None))))
+        for request in candidates:
+            halfway = as_utc(request.created_at) + (as_utc(request.expires_at) - as_utc(request.created_at)) / 2
+            if now < halfway or as_utc(request.expires_at) <= now:
+                continue
+            with self.store.session() as session:
+                claimed = session.exec(
+                    update(ChangeRequest).where(col(ChangeRequest.id) == request.id,
+                                                col(ChangeRequest.reminded_at).is_(None),
+                                                col(ChangeRequest.state) == State.PENDING)
+                    .values(reminded_at=now)).rowcount
+                session.commit()
+            if claimed == 1:
+                reminded += 1
+                self.notifier.reminded(request)
+        return reminded
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _kind(self, kind: str) -> ChangeKind:
+        try:
+            return self.kinds[kind]
+        except KeyError:
+            raise UserError(f"I don't know how to make a {kind!r} change.") from None
+
+    def _transition(self, request_id: int, from_states: Iterable[State], to_state: State, **values: Any) -> bool:
+        """The only way state changes: succeeds for exactly one caller, whatever the concurrency."""
+        with self.store.session() as session:
+            rowcount = session.exec(
+                update(ChangeRequest)
+                .where(col(ChangeRequest.id) == request_id,
+                       col(ChangeRequest.state).in_([s.value for s in from_states]))
+                .values(state=to_state.value, version=ChangeRequest.version + 1, **values)
+            ).rowcount
+            session.commit()
+        return bool(rowcount == 1)
+
+    def _touch(self, request_id: int) -> None:
+        with self.store.session() as session:
+            session.exec(update(ChangeRequest).where(col(ChangeRequest.id) == request_id)
+                         .values(version=ChangeRequest.version + 1))
+            session.commit()
+
+
+def approvals_of(store: Store, request_id: int) -> list[Approval]:
+    with store.session() as session:
+        return list(session.exec(select(Approval).where(Approval.request_id == request_id).order_by(col(Approval.id))))
