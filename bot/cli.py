@@ -139,7 +139,9 @@ def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
     if not deps.roles.has_admins:
         log.warning("no admins are configured (MAM_ADMINS): nobody can request changes")
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
-    return build_app(deps, client=client, identity=identity, signing_secret=secret), deps
+    app = build_app(deps, client=client, identity=identity, signing_secret=secret)
+    deps.start_background()
+    return app, deps
 
 
 # ---- console and demo ---------------------------------------------------------------------------

@@ -45,14 +45,21 @@ SCRIPT: list[Step] = [
     Step("Alex checks the Defender for Endpoint connector in the (sandbox) tenant. The reply arrives at once "
          "in its checking state; the checks fill it in with one update.", DEMO_ADMIN, "/mam connectors",
          check=_connector_toggle_is(False)),
-    Step("Alex fixed nothing yet, so checking again gives the same answer: the Android app-protection "
-         "toggle is still off (turning it on is a change request, coming with the approvals work).",
-         DEMO_ADMIN, click="Check again"),
+    Step("Turning the toggle on is a tenant write, so it is a change request: Alex asks, with a reason. "
+         "The card, with the exact Graph calls, goes to the approvers; Alex cannot approve it.",
+         DEMO_ADMIN, "/mam connectors enable-android Turn on MAM threat signals for the Android pilot (CHG0042)",
+         check=_connector_toggle_is(False)),
+    Step("Sam, an approver, opens the card in his DM and approves. The bot re-reads the connector, "
+         "applies exactly the approved change, edits the card in place and DMs Alex the outcome.",
+         DEMO_APPROVER, click="Approve", check=_connector_toggle_is(True)),
+    Step("Alex checks again: the connector is ready for threat-level app protection policies.",
+         DEMO_ADMIN, "/mam connectors"),
     Step("Jordan is an end user with no mam-bot role. The role check runs on the server, for every "
          "command and button.", DEMO_END_USER, "/mam connectors"),
     Step("A typo gets the closest command and the usage line, not silence.", DEMO_ADMIN, "/mam conectors"),
     Step("Sam is an approver (MAM_APPROVERS): read-only commands only.", DEMO_APPROVER, "/mam help"),
     Step("App Home shows each person what they can do.", DEMO_APPROVER, ":home"),
+    Step("Everything is on record: the request, the approval, the Graph write.", DEMO_ADMIN, "/mam audit 8"),
 ]
 
 
@@ -63,7 +70,7 @@ def run_demo(out: TextIO, script: Sequence[Step] = SCRIPT) -> int:
         settings = load_settings(
             database_url=f"sqlite:///{Path(tmp) / 'demo.db'}",
             mam_cloud="sandbox", mam_graph_url=None, mam_defender_url=None,
-            mam_admins=[DEMO_ADMIN], mam_approvers=[DEMO_APPROVER],
+            mam_admins=[DEMO_ADMIN], mam_approvers=[DEMO_APPROVER, "UAPPROV02"],
         )
         workspace = LocalWorkspace.start(settings)
         try:
@@ -76,7 +83,7 @@ def _play(workspace: LocalWorkspace, script: Sequence[Step], out: TextIO) -> int
     answers = ScriptedInput(echo=out)
     session: ConsoleSession = workspace.session(user=DEMO_ADMIN, out=out, ask=answers, echo=True)
     out.write("mam-bot demo: the real bot, a simulated Slack workspace and the sandbox tenant.\n")
-    out.write("People: @alex (admin), @sam (approver), @jordan (end user).\n")
+    out.write("People: @alex (admin), @sam and @kim (approvers), @jordan (end user).\n")
     problems: list[str] = []
     for number, step in enumerate(script, start=1):
         out.write(f"\n── {number}. {step.narration}\n")

@@ -165,12 +165,14 @@ class SlackNotifier:
 
     def changed(self, request: ChangeRequest) -> None:
         assert request.id is not None
+        state = State(request.state)
+        if state is State.APPROVED:
+            return  # "executing" follows at once (or after a restart); one edit fewer per card
         approvals = self.approvals_of(request.id)
         blocks = request_card(request, approvals)
         for dest in json.loads(request.card_destinations):
             self.outbox.update(f"cr:{request.id}:v{request.version}:{dest}", of=f"cr:{request.id}:card:{dest}",
                                text=self._text(request), blocks=blocks)
-        state = State(request.state)
         if state in FINAL_FOR_REQUESTER:
             # keyed by state and attempt: a retry that fails again is news, a repeat of the same is not
             self.outbox.post(f"cr:{request.id}:dm:{state.value}:{request.attempts}", channel=request.requester,

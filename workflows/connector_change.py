@@ -20,8 +20,7 @@ KIND = "connector_toggle"
 ANDROID_MAM = "androidMobileApplicationManagementEnabled"
 
 FLAG_LABELS = {
-    ANDROID_MAM: "Android app protection evaluation (Connect Android devices to Microsoft Defender for Endpoint "
-                 "for app protection policy evaluation)",
+    ANDROID_MAM: "Android app protection evaluation",
     "androidEnabled": "Android MDM compliance evaluation",
     "iosEnabled": "iOS MDM compliance evaluation",
     "iosMobileApplicationManagementEnabled": "iOS app protection evaluation",

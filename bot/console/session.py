@@ -280,11 +280,17 @@ class ConsoleSession:
             self._click_in_message(control)
 
     def button_number(self, label: str) -> int | None:
-        """The newest numbered button or menu whose text is `label` (scripts click by label)."""
+        """The newest numbered button or menu labelled `label` that the current user can see."""
         for number in sorted(self._controls, reverse=True):
-            text = self._controls[number].ref.element.get("text") or {}
-            if isinstance(text, dict) and text.get("text") == label:
-                return number
+            control = self._controls[number]
+            text = control.ref.element.get("text") or {}
+            if not (isinstance(text, dict) and text.get("text") == label):
+                continue
+            if control.channel is not None and control.ts is not None:
+                message = self.slack.message(control.channel, control.ts)
+                if message is None or not message.visible_to(self.user):
+                    continue
+            return number
         return None
 
     def say_in_channel(self, text: str) -> None:

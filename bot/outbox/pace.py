@@ -47,7 +47,7 @@ class Pace:
 # whole-second Retry-After again and again.
 BACKOFF_FACTOR = 0.75
 MIN_FACTOR = 0.25
-RECOVERY = 0.0025
+RECOVERY = 0.001
 # Two channel-scoped 429s on different channels this close together mean the limit hit is the workspace's.
 ESCALATE_WINDOW = 1.0
 

@@ -21,7 +21,7 @@ def patches(bot) -> int:
 
 
 def request_enable(bot, user: str = DEMO_ADMIN) -> int:
-    response, url = bot.command(f"connectors enable-android {WHY}", user=user)
+    response, _ = bot.command(f"connectors enable-android {WHY}", user=user)
     assert "Filing a change request" in ack_json(response)["text"]
     filed = [e for e in bot.slack.events if e.kind == "response" and "Filed change request #" in e.text]
     assert filed, [e.text for e in bot.slack.events]
@@ -61,7 +61,7 @@ def test_an_admin_asks_and_another_person_approves(bot):
 def test_the_requester_cannot_approve_even_as_an_approver(make_bot):
     bot = make_bot(mam_approvers=[DEMO_ADMIN, DEMO_APPROVER])
     request_id = request_enable(bot)
-    _, url = bot.click(Action.APPROVE, user=DEMO_ADMIN, value=str(request_id))
+    bot.click(Action.APPROVE, user=DEMO_ADMIN, value=str(request_id))
     refusal = [e for e in bot.slack.events if e.kind == "response"][-1]
     assert "so you can't approve it" in refusal.text
     assert toggle(bot) is False and bot.deps.changes.require(request_id).state == State.PENDING

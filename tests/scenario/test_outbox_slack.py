@@ -17,8 +17,8 @@ from bot.store import Store, create_store
 
 USERS = [f"UBURST{i:03d}" for i in range(200)]
 CHANNELS = [f"C0ROOM{i:02d}" for i in range(10)]
-# Faster than the fake allows, so it answers 429s and the outbox has to slow itself down.
-PACE = Pace(channel_per_second=20, channel_burst=5, workspace_per_second=300, workspace_burst=40)
+# The fake's rate, but twice its burst: the first burst meets 429s and the outbox has to back off.
+PACE = Pace(channel_per_second=20, channel_burst=5, workspace_per_second=250, workspace_burst=40)
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def slack() -> Iterator[FakeSlack]:
     fake = FakeSlack().start()
     for user in USERS:
         fake.add_user(FakeUser(user, user.lower()))
-    fake.rate_limit("chat.postMessage", per_second=200, burst=20)
+    fake.rate_limit("chat.postMessage", per_second=250, burst=20)
     yield fake
     fake.stop()
 
@@ -66,8 +66,8 @@ def enqueue(outbox: Outbox, keys: list[str], threads: int = 4) -> None:
 
 def test_a_burst_with_429s_and_a_restart_loses_and_doubles_nothing(tmp_path: Path, slack: FakeSlack) -> None:
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
-    first_keys = [f"dm:{i}" for i in range(250)] + [f"room:{i}" for i in range(50)]
-    second_keys = [f"dm:{i}" for i in range(250, 350)]
+    first_keys = [f"dm:{i}" for i in range(200)] + [f"room:{i}" for i in range(50)]
+    second_keys = [f"dm:{i}" for i in range(200, 300)]
 
     store = create_store(url)
     outbox = Outbox(store, client(slack), pace=PACE, worker_id="proc-a")

@@ -216,7 +216,9 @@ def test_two_approvers_at_the_same_moment_lead_to_one_write(world: World):
         t.start()
     for t in threads:
         t.join()
-    assert all(r.ok for r in results)
+    # the slower one is either counted (and finds the quorum already met) or told it is already decided
+    assert any(r.ok for r in results)
+    assert all(r.ok or "already" in r.message for r in results)
     assert world.patches() == 1 and service.require(request_id).state == State.SUCCEEDED
 
 
