@@ -87,6 +87,7 @@ def build_deps(
     from workflows.changes import ChangeService, approvals_of
     from workflows.connector_change import KIND as CONNECTOR_TOGGLE
     from workflows.connector_change import ConnectorToggle
+    from workflows.policy_changes import ASSIGN, CREATE, PolicyAssignments, PolicyCreate
 
     store = create_store(settings.database_url)
     transport = None
@@ -103,7 +104,9 @@ def build_deps(
         actor="mam-bot", action=f"outbox {message.kind} {message.key}"[:128], outcome="failed",
         target=message.channel or "", detail=message.last_error or ""))
     changes = ChangeService(
-        store, audit, {CONNECTOR_TOGGLE: ConnectorToggle(microsoft.graph)},
+        store, audit,
+        {CONNECTOR_TOGGLE: ConnectorToggle(microsoft.graph), CREATE: PolicyCreate(microsoft.graph, utcnow),
+         ASSIGN: PolicyAssignments(microsoft.graph)},
         SlackNotifier(outbox, lambda request_id: approvals_of(store, request_id)),
         is_approver=lambda user: Role.APPROVER in roles.roles_of(user),
         now=utcnow, quorum=settings.mam_approval_quorum,

@@ -1,0 +1,250 @@
+"""Change kinds for Android app protection policies: create one, and change its group assignments.
+
+Both re-read the tenant when they run, so running one again (a retry, or a restart after a crash)
+finishes the job instead of doing it twice: a creation finds its policy again by its unique name,
+and an assignment change applies only its delta to the assignment set as it is now (`assign`
+replaces the whole set, so everything else is written back as it was).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from bot.errors import UserError
+from bot.microsoft import bodies
+from bot.microsoft.errors import MicrosoftError, NotFound
+from bot.microsoft.graph import POLICIES
+from bot.microsoft.models import (
+    AndroidPolicy,
+    AndroidPolicyDraft,
+    AppGroupType,
+    AssignmentTarget,
+    Group,
+    PolicyAssignment,
+)
+from workflows.changes import GraphCall, Outcome, Plan, as_utc
+from workflows.policies import ACTION_LABELS, APP_GROUP_LABELS, MANAGEMENT_LEVEL_LABELS, THREAT_LEVEL_LABELS, label
+
+CREATE = "policy_create"
+ASSIGN = "policy_assign"
+
+
+class PolicyGraph(Protocol):
+    def iter_android_policies(self) -> Iterable[AndroidPolicy]: ...
+
+    def get_android_policy(self, policy_id: str) -> AndroidPolicy: ...
+
+    def create_android_policy(self, draft: AndroidPolicyDraft) -> AndroidPolicy: ...
+
+    def set_target_apps(self, policy_id: str, package_ids: Iterable[str], app_group_type: Any) -> None: ...
+
+    def get_assignments(self, policy_id: str) -> list[PolicyAssignment]: ...
+
+    def change_assignments(self, policy_id: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                           remove: Sequence[str] = ()) -> Any: ...
+
+    def delete_android_policy(self, policy_id: str) -> None: ...
+
+    def get_group(self, group_id: str) -> Group: ...
+
+
+def _fold(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def find_policy_by_name(graph: PolicyGraph, name: str) -> AndroidPolicy | None:
+    wanted = _fold(name)
+    return next((p for p in graph.iter_android_policies() if _fold(p.displayName) == wanted), None)
+
+
+def _group_names(graph: PolicyGraph, group_ids: Iterable[str]) -> dict[str, str]:
+    names = {}
+    for group_id in group_ids:
+        try:
+            names[group_id] = graph.get_group(group_id).displayName or group_id
+        except NotFound:
+            raise UserError(f"There is no group with id {group_id} (deleted?).") from None
+    return names
+
+
+def _assignment_lines(assignments: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> str:
+    lines = [("exclude " if a["exclude"] else "include ") + names.get(a["groupId"], a["groupId"])
+             for a in assignments]
+    return ", ".join(lines) or "no groups"
+
+
+# ---- create ---------------------------------------------------------------------------------------
+
+
+class PolicyCreate:
+    name = CREATE
+
+    def __init__(self, graph: PolicyGraph, now: Any) -> None:
+        self.graph = graph
+        self.now = now
+
+    def plan(self, change: Mapping[str, Any]) -> Plan:
+        draft = AndroidPolicyDraft.model_validate(change["draft"])
+        include, exclude = list(change.get("include", [])), list(change.get("exclude", []))
+        existing = find_policy_by_name(self.graph, draft.displayName)
+        if existing is not None:
+            raise UserError(f"An Android app protection policy called '{existing.displayName}' already exists "
+                            f"({existing.id}); choose another name.")
+        names = _group_names(self.graph, [*include, *exclude])
+        targets = [AssignmentTarget.include_group(g) for g in include] + [
+            AssignmentTarget.exclude_group(g) for g in exclude]
+        calls = [GraphCall("POST", POLICIES, bodies.policy_create_body(draft))]
+        if draft.packageIds or draft.appGroupType is not AppGroupType.SELECTED_PUBLIC_APPS:
+            calls.append(GraphCall("POST", f"{POLICIES}/{{new id}}/targetApps",
+                                   bodies.target_apps_body(draft.packageIds, draft.appGroupType)))
+        if targets:
+            calls.append(GraphCall("POST", f"{POLICIES}/{{new id}}/assign", bodies.assign_body(targets)))
+        groups = [{"groupId": g, "exclude": False} for g in include] + [
+            {"groupId": g, "exclude": True} for g in exclude]
+        apps = (f"{len(draft.packageIds)} app(s)" if draft.appGroupType is AppGroupType.SELECTED_PUBLIC_APPS
+                else label(APP_GROUP_LABELS, draft.appGroupType.value))
+        device_types = ", ".join(label(MANAGEMENT_LEVEL_LABELS, v.value) for v in draft.targetedAppManagementLevels)
+        threat = label(THREAT_LEVEL_LABELS, draft.maximumAllowedDeviceThreatLevel.value)
+        after = (f"policy '{draft.displayName}': above {threat}"
+                 f" → {label(ACTION_LABELS, draft.mobileThreatDefenseRemediationAction.value)}; "
+                 f"{device_types}; {apps}; groups: {_assignment_lines(groups, names)}")
+        return Plan(
+            title=f"Create Android app protection policy '{draft.displayName}'",
+            target=f"new policy '{draft.displayName}'",
+            change={**change, "group_names": names, "requested_at": as_utc(self.now()).isoformat()},
+            snapshot={"existing": None},
+            calls=calls,
+            before=f"no policy called '{draft.displayName}'",
+            after=after,
+        )
+
+    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Outcome:
+        draft = AndroidPolicyDraft.model_validate(change["draft"])
+        include, exclude = list(change.get("include", [])), list(change.get("exclude", []))
+        drift: list[str] = []
+        policy = find_policy_by_name(self.graph, draft.displayName)
+        created_now = False
+        if policy is not None:
+            requested = datetime.fromisoformat(change["requested_at"])
+            if policy.createdDateTime is None or as_utc(policy.createdDateTime) < requested:
+                raise UserError(f"A policy called '{policy.displayName}' ({policy.id}) was created by someone "
+                                "else since this request; nothing was changed. File a new request with another name.")
+            drift.append(f"found policy {policy.id} from an earlier attempt by its name; completed it")
+        else:
+            bare = draft.model_copy(update={"packageIds": (), "appGroupType": AppGroupType.SELECTED_PUBLIC_APPS})
+            policy = self.graph.create_android_policy(bare)
+            created_now = True
+        steps = [f"created policy {policy.id}" if created_now else f"policy {policy.id} exists"]
+        try:
+            if draft.packageIds or draft.appGroupType is not AppGroupType.SELECTED_PUBLIC_APPS:
+                self.graph.set_target_apps(policy.id, draft.packageIds, draft.appGroupType)
+                steps.append("attached its apps")
+            if include or exclude:
+                self.graph.change_assignments(policy.id, include=include, exclude=exclude)
+                steps.append(f"assigned it to {len(include) + len(exclude)} group(s)")
+        except MicrosoftError as exc:
+            raise UserError(self._rollback(policy, created_now, steps, exc)) from exc
+        return Outcome(True, f"Created '{draft.displayName}' ({policy.id}): {'; '.join(steps)}.", drift)
+
+    def _rollback(self, policy: AndroidPolicy, created_now: bool, steps: list[str], exc: MicrosoftError) -> str:
+        """Nothing half-done stays silent: remove what this attempt created, or say exactly what exists."""
+        if created_now:
+            try:
+                self.graph.delete_android_policy(policy.id)
+                return (f"{exc} After '{'; '.join(steps)}' the next step failed, so the new policy was deleted "
+                        "again: nothing is left in the tenant. Retry runs the whole change again.")
+            except MicrosoftError as cleanup:
+                return (f"{exc} The policy {policy.id} exists ({'; '.join(steps)}) and could not be removed "
+                        f"({cleanup}). Retry completes it; or delete it in Intune.")
+        return (f"{exc} The policy {policy.id} exists ({'; '.join(steps)}); Retry completes it.")
+
+
+# ---- assignments ----------------------------------------------------------------------------------
+
+
+def _current(assignments: Iterable[PolicyAssignment]) -> list[dict[str, Any]]:
+    return [{"groupId": a.target.groupId, "exclude": a.target.is_exclusion}
+            for a in assignments if a.target.groupId]
+
+
+class PolicyAssignments:
+    name = ASSIGN
+
+    def __init__(self, graph: PolicyGraph) -> None:
+        self.graph = graph
+
+    def plan(self, change: Mapping[str, Any]) -> Plan:
+        policy_id = str(change["policy_id"])
+        include, exclude = list(change.get("include", [])), list(change.get("exclude", []))
+        remove = list(change.get("remove", []))
+        try:
+            policy = self.graph.get_android_policy(policy_id)
+        except NotFound:
+            raise UserError(f"There is no Android app protection policy {policy_id} any more.") from None
+        current = _current(self.graph.get_assignments(policy_id))
+        names = _group_names(self.graph, {a["groupId"] for a in current} | {*include, *exclude, *remove})
+        if self._in_place(current, include, exclude, remove):
+            raise UserError("The policy's assignments already look like that: there is nothing to change.")
+        after = self._after(current, include, exclude, remove)
+        targets = [AssignmentTarget.exclude_group(a["groupId"]) if a["exclude"]
+                   else AssignmentTarget.include_group(a["groupId"]) for a in after]
+        path = f"{POLICIES}/{policy_id}"
+        verbs = ([f"include {names[g]}" for g in include] + [f"exclude {names[g]}" for g in exclude]
+                 + [f"remove {names[g]}" for g in remove])
+        return Plan(
+            title=f"Change the groups of '{policy.displayName}': {', '.join(verbs)}",
+            target=f"policy '{policy.displayName}' ({policy_id})",
+            change={**change, "policy_name": policy.displayName, "group_names": names},
+            snapshot={"assignments": current},
+            calls=[GraphCall("GET", f"{path}/assignments"), GraphCall("POST", f"{path}/assign",
+                                                                      bodies.assign_body(targets))],
+            before=_assignment_lines(current, names),
+            after=_assignment_lines(after, names),
+        )
+
+    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Outcome:
+        policy_id = str(change["policy_id"])
+        include, exclude = list(change.get("include", [])), list(change.get("exclude", []))
+        remove = list(change.get("remove", []))
+        current = _current(self.graph.get_assignments(policy_id))
+        names = dict(change.get("group_names", {}))
+        for group_id in {a["groupId"] for a in current} - set(names):  # added by someone else meanwhile
+            try:
+                names[group_id] = self.graph.get_group(group_id).displayName or group_id
+            except NotFound:
+                names[group_id] = f"{group_id} (deleted group)"
+        drift = self._drift(snapshot.get("assignments", []), current, names)
+        if self._in_place(current, include, exclude, remove):
+            return Outcome(False, "The assignments were already as approved: no change made.", drift)
+        self.graph.change_assignments(policy_id, include=include, exclude=exclude, remove=remove)
+        after = self._after(current, include, exclude, remove)
+        return Outcome(True, f"'{change.get('policy_name', policy_id)}' is now assigned to: "
+                             f"{_assignment_lines(after, names)}.", drift)
+
+    @staticmethod
+    def _after(current: list[dict[str, Any]], include: list[str], exclude: list[str],
+               remove: list[str]) -> list[dict[str, Any]]:
+        touched = {g.lower() for g in (*include, *exclude, *remove)}
+        kept = [a for a in current if a["groupId"].lower() not in touched]
+        return kept + [{"groupId": g, "exclude": False} for g in include] + [
+            {"groupId": g, "exclude": True} for g in exclude]
+
+    @staticmethod
+    def _in_place(current: list[dict[str, Any]], include: list[str], exclude: list[str], remove: list[str]) -> bool:
+        have = {(a["groupId"].lower(), a["exclude"]) for a in current}
+        present = {a["groupId"].lower() for a in current}
+        return (all((g.lower(), False) in have for g in include) and all((g.lower(), True) in have for g in exclude)
+                and not any(g.lower() in present for g in remove))
+
+    @staticmethod
+    def _drift(before: list[dict[str, Any]], now: list[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
+        then = {(a["groupId"].lower(), a["exclude"]) for a in before}
+        current = {(a["groupId"].lower(), a["exclude"]) for a in now}
+        label = {g.lower(): n for g, n in names.items()}
+        notes = [f"{'exclusion of' if ex else 'assignment to'} {label.get(g, g)} was added since the request (kept)"
+                 for g, ex in sorted(current - then)]
+        notes += [f"{'exclusion of' if ex else 'assignment to'} {label.get(g, g)} was removed since the request "
+                  "(left removed)" for g, ex in sorted(then - current)]
+        return notes
