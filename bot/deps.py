@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 
+from bot.cache import TimedCache
 from bot.registry import Registry
 from bot.roles import Role, RoleDirectory
 from bot.runner import BackgroundRunner
@@ -39,6 +40,7 @@ class Deps:
     roles: RoleDirectory
     outbox: Outbox
     changes: ChangeService
+    policy_names: TimedCache  # (id, name) of the Android policies: modal checks and pickers, never a wait
     sandbox: SandboxTenant | None = None
     registry: Registry = field(default_factory=Registry)
     now: Callable[[], datetime] = utcnow
@@ -113,8 +115,10 @@ def build_deps(
         expiry=timedelta(hours=settings.mam_approval_expiry_hours),
         destinations=lambda: approval_destinations(settings, roles),
     )
+    policy_names = TimedCache(lambda: [(p.id, p.displayName) for p in microsoft.graph.iter_android_policies()])
     return Deps(settings=settings, store=store, audit=audit, microsoft=microsoft,
-                runner=runner or BackgroundRunner(), roles=roles, outbox=outbox, changes=changes, sandbox=sandbox)
+                runner=runner or BackgroundRunner(), roles=roles, outbox=outbox, changes=changes,
+                policy_names=policy_names, sandbox=sandbox)
 
 
 def outbox_client(client: WebClient | None) -> WebClient:

@@ -11,8 +11,8 @@ if TYPE_CHECKING:
 
 
 def register_all(app: App, deps: Deps) -> None:
-    from commands import approvals, connectors, help, home, policies, router
+    from commands import approvals, assignments, connectors, help, home, pickers, policies, policy_new, router
 
-    for module in (help, connectors, policies, approvals, home):
+    for module in (help, connectors, policies, policy_new, assignments, pickers, approvals, home):
         module.register(app, deps)
     router.register(app, deps)  # last: the /mam listener dispatches to what the others registered

@@ -9,11 +9,16 @@ class Action(StrEnum):
     APPROVE = "cr_approve"
     REJECT = "cr_reject"
     RETRY = "cr_retry"
-    OPEN_HELP = "open_help"
     POLICY_SHOW = "policy_show"  # a policy list's Details button: the picture in a new message
     POLICY_PICK = "policy_pick"  # a pick list's button: the picture replaces the pick list
+    PICK_GROUP = "pick_group"
+    PICK_POLICY = "pick_policy"
+    ASSIGN_PICK = "assign_pick"
+    ASSIGN_REQUEST = "assign_request"
 
 
 class View(StrEnum):
     JUSTIFY = "cr_justify"
     REJECT = "cr_reject_reason"
+    POLICY_NEW = "policy_new"
+    ASSIGN = "policy_assign"

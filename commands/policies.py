@@ -16,8 +16,9 @@ from bot.blocks import Block, button, context, escape, fields_section, header, s
 from bot.deps import Deps
 from bot.errors import UsageError, new_correlation_id, run_guarded
 from bot.microsoft.models import AndroidPolicy
-from bot.registry import Subcommand
+from bot.registry import Subcommand, Verb
 from bot.roles import Access
+from commands import policy_new
 from commands.context import CommandRequest
 from commands.ids import Action
 from workflows.policies import (
@@ -39,6 +40,7 @@ from workflows.policies import (
 from workflows.resolve import Ambiguous, NotFound
 
 USAGE = "/mam policy list | show <name or id>"
+NEW_USAGE = "/mam policy new"
 MAX_MESSAGE_BLOCKS = 50
 LIST_LIMIT = MAX_MESSAGE_BLOCKS - 3  # header, summary and the "more" note take the other three
 PICK_LIMIT = 10
@@ -56,6 +58,8 @@ def register(app: App, deps: Deps) -> None:
         name="policy", usage=USAGE,
         summary="Android app protection policies: Defender threat level, action, apps and groups.",
         access=Access.READ, handler=policy_command, group="Policies",
+        verbs=(Verb("new", NEW_USAGE, "A form for a new Android app protection policy with a max device threat "
+                                      "level (an approver approves).", Access.ADMIN),),
     ))
     for action, replace in ((Action.POLICY_SHOW, False), (Action.POLICY_PICK, True)):
         deps.registry.add_interaction("action", action, Access.READ)
@@ -101,6 +105,7 @@ def show_command(req: CommandRequest, args: list[str]) -> None:
 VERBS: dict[str, Callable[[CommandRequest, list[str]], None]] = {
     "list": list_command,
     "show": show_command,
+    "new": policy_new.new_command,
 }
 
 

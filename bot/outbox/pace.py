@@ -20,7 +20,7 @@ class Pace:
     channel_burst: int = 3
     workspace_per_second: float = 10.0
     workspace_burst: int = 20
-    headroom: float = 0.05
+    headroom: float = 0.03
     """Aim this fraction under the rates and bursts above. At exactly Slack's rate its bucket sits near
     empty, and a few milliseconds of network jitter earn a 429 whose Retry-After is a whole second."""
     default_retry_after: float = 1.0

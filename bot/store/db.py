@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from bot.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from bot.store import watch  # noqa: F401
 
 
 def normalise_url(url: str) -> str:

@@ -18,8 +18,10 @@ from tests.scenario.slack_requests import (
     action_body,
     command_body,
     event_body,
+    options_body,
     signed_headers,
     view_body,
+    view_state_body,
 )
 
 
@@ -66,6 +68,14 @@ class Bot:
     def submit(self, callback_id: str, *, user: str = DEMO_ADMIN, values: dict[str, str],
                private_metadata: str = "") -> BoltResponse:
         return self.dispatch(view_body(callback_id, user=user, values=values, private_metadata=private_metadata))
+
+    def submit_state(self, callback_id: str, *, state: dict[str, Any], user: str = DEMO_ADMIN,
+                     view_id: str = "V0TEST", private_metadata: str = "") -> BoltResponse:
+        return self.dispatch(view_state_body(callback_id, user=user, state=state, view_id=view_id,
+                                             private_metadata=private_metadata))
+
+    def options(self, action_id: str, value: str, *, user: str = DEMO_ADMIN) -> BoltResponse:
+        return self.dispatch(options_body(action_id, user=user, value=value))
 
     def dm_messages(self, user: str) -> list[Any]:
         return self.slack.messages(user)

@@ -88,3 +88,37 @@ def view_body(callback_id: str, *, user: str, values: dict[str, str], private_me
         "response_urls": [],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+def options_body(action_id: str, *, user: str, value: str, block_id: str = "b1", callback_id: str = "") -> str:
+    payload = {
+        "type": "block_suggestion",
+        "user": {"id": user, "username": user.lower(), "team_id": "T0CONSOLE"},
+        "team": {"id": "T0CONSOLE", "domain": "console"},
+        "api_app_id": "A0MAMBOT1",
+        "token": "legacy-unused",
+        "action_id": action_id,
+        "block_id": block_id,
+        "value": value,
+        "container": {"type": "view", "view_id": "V0TEST"},
+        "view": {"id": "V0TEST", "type": "modal", "callback_id": callback_id, "private_metadata": "", "blocks": []},
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def view_state_body(callback_id: str, *, user: str, state: dict, view_id: str = "V0TEST",
+                    private_metadata: str = "") -> str:
+    """A view_submission with a full `state.values` (selects, multi-selects, radio buttons)."""
+    payload = {
+        "type": "view_submission",
+        "team": {"id": "T0CONSOLE", "domain": "console"},
+        "user": {"id": user, "username": user.lower(), "team_id": "T0CONSOLE"},
+        "api_app_id": "A0MAMBOT1",
+        "token": "legacy-unused",
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "view": {"id": view_id, "type": "modal", "callback_id": callback_id, "private_metadata": private_metadata,
+                 "state": {"values": state}, "hash": "1", "title": {"type": "plain_text", "text": "x"},
+                 "blocks": []},
+        "response_urls": [],
+    }
+    return urlencode({"payload": json.dumps(payload)})

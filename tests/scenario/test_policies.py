@@ -150,7 +150,7 @@ def test_a_policy_named_like_a_mention_pings_nobody(bot):
 
 def test_unknown_verb_and_missing_name_get_the_usage_line(bot):
     body = ack_json(bot.command("policy frobnicate")[0])
-    assert "I don't know `/mam policy frobnicate`; try `list`, `show`." in body["text"]
+    assert "I don't know `/mam policy frobnicate`; try `list`, `show`, `new`." in body["text"]
     assert "Usage: `/mam policy list | show &lt;name or id&gt;`" in body["text"]
     body = ack_json(bot.command("policy show")[0])
     assert "Which policy?" in body["text"]

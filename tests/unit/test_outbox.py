@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -323,7 +324,7 @@ def test_one_channel_is_paced_while_others_go_ahead(
     times = {c.args["text"]: c.time - start for c in slack.calls_to("chat.postMessage")}
     assert times["quiet"] < 0.1
     busy = [times[f"busy{i}"] for i in range(3)]
-    assert all(b - a >= 0.99 for a, b in zip(busy, busy[1:], strict=False)), busy
+    assert all(b - a >= 0.99 for a, b in pairwise(busy)), busy
     assert busy[-1] < 2.5  # paced, not stalled
     assert [m.text for m in slack.messages("C0BUSY")] == ["busy0", "busy1", "busy2"]  # in order
 

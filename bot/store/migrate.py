@@ -1,0 +1,170 @@
+"""Schema migrations (alembic): `upgrade(url)` brings a database to the newest schema, one process at a time.
+
+Every replica runs this on start. The migrations live in `migrations/` at the top of the source tree;
+`alembic.ini` beside it is only for writing new ones (`alembic revision --autogenerate -m "..."`).
+
+Two replicas starting together must not both create the same tables:
+- PostgreSQL: a session-level `pg_advisory_lock` on a fixed key is held for the whole upgrade; the
+  second replica waits, then finds the schema at head and does nothing.
+- SQLite (one host): migrations run in a `BEGIN IMMEDIATE` transaction, which holds SQLite's write
+  lock from the first statement; pysqlite is told to leave transactions to us, so DDL is
+  transactional too and a failed migration leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+# Any fixed 64-bit number works as long as nothing else in the database uses it: b"mam-migr".
+MIGRATION_LOCK_KEY = 0x6D616D2D6D696772
+
+# Modules that define tables. Autogenerate and the schema test compare migrations with what these put
+# on SQLModel.metadata; tests/unit/test_migrations.py fails if a table is defined anywhere else.
+MODEL_MODULES: tuple[str, ...] = (
+    "bot.store.models",
+    "bot.outbox.table",
+    "bot.microsoft.shared_budget",
+)
+
+
+def model_metadata() -> MetaData:
+    """SQLModel.metadata with every table of the bot registered on it."""
+    from sqlmodel import SQLModel
+
+    for name in MODEL_MODULES:
+        importlib.import_module(name)
+    return SQLModel.metadata
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic's configuration without an ini file: the bot can migrate from any working directory."""
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise RuntimeError(
+            f"database migrations not found at {MIGRATIONS_DIR}: run mam-bot from a source checkout "
+            "(pip install -e .) so migrations/ sits next to the bot package"
+        )
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+@cache
+def head_revisions() -> tuple[str, ...]:
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+
+
+def current_revisions(engine: Engine) -> tuple[str, ...]:
+    """The revisions the database is at; empty for a database that was never migrated."""
+    with engine.connect() as conn:
+        return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision` (the newest by default); safe to run from every replica."""
+    from bot.store.db import make_engine  # db.py imports this module: import late, not in a cycle
+
+    engine = make_engine(url)
+    try:
+        upgrade_engine(engine, revision)
+    finally:
+        engine.dispose()
+
+
+def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+    """`upgrade` on an engine the caller keeps using (what `create_store` calls)."""
+    if revision == "head" and current_revisions(engine) == head_revisions():
+        return  # every start after the first: one SELECT, no lock
+    with migration_connection(engine) as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        if conn.in_transaction():
+            conn.commit()
+
+
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection to run migrations on, holding (or about to take) the migration lock.
+
+    The connection is handed over outside any transaction: alembic begins (and commits) its own.
+    """
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        with engine.connect() as conn:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY}).scalar():
+                log.warning("another process is migrating the database; waiting for it to finish")
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            conn.commit()  # the lock is the session's, so it outlives this transaction
+            try:
+                yield conn
+            finally:
+                _pg_unlock(conn)
+    elif dialect == "sqlite" and not _in_memory(engine):
+        sqlite_engine = _immediate_sqlite_engine(engine)
+        try:
+            with sqlite_engine.connect() as conn:
+                yield conn
+        finally:
+            sqlite_engine.dispose()
+    else:
+        # An in-memory SQLite database exists in this one process (and a separate engine would not
+        # see it); any other database is not one the bot supports, so no lock is attempted.
+        with engine.connect() as conn:
+            yield conn
+
+
+def _pg_unlock(conn: Connection) -> None:
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        conn.commit()
+    except Exception:
+        # Closing the connection ends the session, which releases the lock anyway: don't hide
+        # the error that brought us here behind this one.
+        log.debug("could not release the migration lock explicitly", exc_info=True)
+        conn.invalidate()
+
+
+def _in_memory(engine: Engine) -> bool:
+    database = engine.url.database
+    return not database or database == ":memory:" or "mode=memory" in str(engine.url)
+
+
+def _immediate_sqlite_engine(engine: Engine) -> Engine:
+    """A second engine on the same SQLite file whose transactions start with BEGIN IMMEDIATE."""
+    from bot.store.db import make_engine
+
+    migrating = make_engine(engine.url.render_as_string(hide_password=False))
+
+    @event.listens_for(migrating, "connect")
+    def _manual_transactions(dbapi_conn: Any, _record: Any) -> None:
+        # pysqlite otherwise commits on its own around DDL, which would split a migration in pieces.
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(migrating, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        # Take the write lock now, not at the first write: a second process waits here (busy_timeout)
+        # and then reads the version this one committed.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return migrating
