@@ -31,6 +31,22 @@ class Step:
     check: Callable[[LocalWorkspace], str | None] | None = None  # returns a problem, or None
 
 
+NEW_POLICY = "Android MAM - block above low"
+
+
+def _policy_exists(groups: tuple[str, ...]) -> Callable[[LocalWorkspace], str | None]:
+    def check(ws: LocalWorkspace) -> str | None:
+        sandbox = ws.deps.sandbox
+        assert sandbox is not None
+        policy = next((p for p in sandbox.policies if p["displayName"] == NEW_POLICY), None)
+        if policy is None:
+            return f"the sandbox has no policy called {NEW_POLICY!r}"
+        names = {sandbox.group(a["target"]["groupId"])["displayName"] for a in policy["assignments"]}  # type: ignore[index]
+        return None if names == set(groups) else f"the policy is assigned to {sorted(names)}, not {list(groups)}"
+
+    return check
+
+
 def _connector_toggle_is(expected: bool) -> Callable[[LocalWorkspace], str | None]:
     def check(ws: LocalWorkspace) -> str | None:
         connector = ws.deps.microsoft.graph.get_mde_connector()
@@ -54,6 +70,22 @@ SCRIPT: list[Step] = [
          DEMO_APPROVER, click="Approve", check=_connector_toggle_is(True)),
     Step("Alex checks again: the connector is ready for threat-level app protection policies.",
          DEMO_ADMIN, "/mam connectors"),
+    Step("Which Android app protection policies exist, and which ignore Defender's signal?", DEMO_ADMIN,
+         "/mam policy list"),
+    Step("Alex creates a policy: Outlook, Teams and Edge on unmanaged devices (MAM without enrollment) are "
+         "blocked above a low threat level, for the MAM Pilot group. The form is filled field by field here; "
+         "in Slack it is a modal.", DEMO_ADMIN, "/mam policy new",
+         answers=(NEW_POLICY, "Blocks Outlook, Teams and Edge when Defender reports more than a low threat",
+                  "", "", "2", "1", "MAM Pilot", "1", "", "Pilot of MAM threat signals for Android (CHG0042)")),
+    Step("The form's last screen says the request is filed; Alex closes it.", DEMO_ADMIN, ":close"),
+    Step("Sam approves: the bot creates the policy (beta), attaches its apps (targetApps) and assigns it "
+         "(assign), exactly as the card showed.", DEMO_APPROVER, click="Approve", check=_policy_exists(("MAM Pilot",))),
+    Step("Alex widens the pilot to Sales EMEA. `assign` replaces all of a policy's groups, so the bot reads them, "
+         "adds one and writes the whole set back.", DEMO_ADMIN,
+         '/mam assign "Android MAM - block above low" "Sales EMEA" --why "Sales EMEA joins the pilot (CHG0043)"'),
+    Step("Kim, the other approver, approves this one.", "UAPPROV02", click="Approve",
+         check=_policy_exists(("MAM Pilot", "Sales EMEA"))),
+    Step("The policy as Intune has it now.", DEMO_ADMIN, '/mam policy show "Android MAM - block above low"'),
     Step("Jordan is an end user with no mam-bot role. The role check runs on the server, for every "
          "command and button.", DEMO_END_USER, "/mam connectors"),
     Step("A typo gets the closest command and the usage line, not silence.", DEMO_ADMIN, "/mam conectors"),

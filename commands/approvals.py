@@ -93,7 +93,7 @@ def calls_text(plan_json: str) -> str:
     for call in json.loads(plan_json or "[]"):
         lines.append(f"{call['method']} {call['path']}")
         if call.get("body") is not None:
-            lines.append(json.dumps(call["body"], indent=1, sort_keys=True))
+            lines.append(json.dumps(call["body"], separators=(", ", ": ")))
     text = "\n".join(lines)
     if len(text) > MAX_CALLS_TEXT:
         text = text[:MAX_CALLS_TEXT] + "\n… (truncated; `mam-bot audit export` has the whole plan)"

@@ -38,6 +38,10 @@ ACTIONS = ("block", "wipe", "warn")
 DEVICE_TYPE_HINT = {"unmanaged": "unmanaged (MAM without enrollment)", "mdm": "Android device administrator"}
 
 
+def _first_upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _select(block_id: str, label: str, options: list[dict[str, Any]], initial: str | None,
             hint: str | None = None) -> dict[str, Any]:
     element: dict[str, Any] = {"type": "static_select", "action_id": "value", "options": options}
@@ -80,8 +84,8 @@ def new_policy_modal(values: dict[str, Any] | None = None, error: str | None = N
     set_options = [option(name, value) for value, name in APP_SETS.items()]
     chosen_apps = v.get("apps") or list(DEFAULT_APPS)
     initial_apps = [o for o in set_options + app_options if o["value"] in chosen_apps]
-    device_options = [option(MANAGEMENT_LEVEL_LABELS[d] if d not in DEVICE_TYPE_HINT else DEVICE_TYPE_HINT[d]
-                             .capitalize(), d) for d in DEVICE_TYPES]
+    device_options = [option(_first_upper(DEVICE_TYPE_HINT.get(d, MANAGEMENT_LEVEL_LABELS[d])), d)
+                      for d in DEVICE_TYPES]
     chosen_types = v.get("device_types") or ["unmanaged"]
     blocks: list[dict[str, Any]] = []
     if error:
@@ -101,7 +105,7 @@ def new_policy_modal(values: dict[str, Any] | None = None, error: str | None = N
          "element": {"type": "multi_static_select", "action_id": "value", "options": device_options,
                      "initial_options": [o for o in device_options if o["value"] in chosen_types]}},
         _select("threat", "Max allowed device threat level",
-                [option(THREAT_LEVEL_LABELS[t].capitalize(), t) for t in THREAT_LEVELS], v.get("threat", "low"),
+                [option(_first_upper(THREAT_LEVEL_LABELS[t]), t) for t in THREAT_LEVELS], v.get("threat", "low"),
                 hint="Above this level (as Defender reports it) the action below applies."),
         _select("action", "Action above that level", [option(ACTION_LABELS[a], a) for a in ACTIONS],
                 v.get("action", "block")),

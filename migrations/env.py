@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
+from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
 from bot.store.migrate import migration_connection, model_metadata
 
@@ -20,6 +24,15 @@ def _database_url() -> str:
     return load_settings().database_url
 
 
+def _render_item(kind: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+    """Write SQLModel's column types as plain SQLAlchemy ones: migrations must not change with SQLModel."""
+    if kind == "type" and isinstance(obj, AutoString):
+        return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
+    if kind == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -27,6 +40,7 @@ def _run(connection: Connection) -> None:
         # SQLite can't ALTER most things: batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -39,6 +39,7 @@ MIGRATION_LOCK_KEY = 0x6D616D2D6D696772
 # on SQLModel.metadata; tests/unit/test_migrations.py fails if a table is defined anywhere else.
 MODEL_MODULES: tuple[str, ...] = (
     "bot.store.models",
+    "bot.store.watch",
     "bot.outbox.table",
     "bot.microsoft.shared_budget",
 )
