@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-url", default=None, help="public https base URL: print the HTTP-mode variant")
     p.set_defaults(func=cmd_manifest)
 
+    p = sub.add_parser("jobs", help="the scheduled jobs")
+    jobs_sub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    pj = jobs_sub.add_parser("list", help="the jobs, their schedules, last and next runs, and the leader")
+    pj.set_defaults(func=cmd_jobs_list)
+    pj = jobs_sub.add_parser("run", help="run one job now (takes the scheduler lease, or says who holds it)")
+    pj.add_argument("name")
+    pj.set_defaults(func=cmd_jobs_run)
+
     p = sub.add_parser("audit", help="the audit log")
     audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     pa = audit_sub.add_parser("export", help="write the whole audit log to stdout")
@@ -204,6 +212,60 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         manifest = http_variant(manifest, args.http_url)
     sys.stdout.write(dump(manifest))
     return 0
+
+
+def _offline_deps() -> Deps:
+    """Deps for a one-off command: no Slack connection; whatever it posts waits in the outbox."""
+    from bot.deps import build_deps
+    from bot.slack import slack_client
+
+    settings = load_settings()
+    return build_deps(settings, slack_client=slack_client(settings) if settings.slack_bot_token else None)
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from bot.scheduler import last_runs
+
+    deps = _offline_deps()
+    try:
+        scheduler = deps.scheduler()
+        runs = last_runs(deps.store)
+        lease = scheduler.lease.current()
+        leader = (f"{lease.holder} (lease until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC)" if lease
+                  else "none yet (no bot process has run)")
+        print(f"leader: {leader}")
+        for name, job in scheduler.jobs.items():
+            run = runs.get(name)
+            last = (f"{run.started_at:%Y-%m-%d %H:%M} {run.outcome}: {run.summary[:60]}" if run else "never")
+            upcoming = scheduler.next_run(name)
+            nxt = f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "not scheduled"
+            print(f"{name:<20} {job.description}\n{'':<20} last: {last}\n{'':<20} next: {nxt}")
+    finally:
+        deps.close()
+    return 0
+
+
+def cmd_jobs_run(args: argparse.Namespace) -> int:
+    from bot.scheduler import JobHeldElsewhere
+
+    deps = _offline_deps()
+    try:
+        scheduler = deps.scheduler()
+        if args.name not in scheduler.jobs:
+            _fail(f"mam-bot jobs run: no job called {args.name!r}; jobs: {', '.join(scheduler.jobs)}")
+        try:
+            run = scheduler.run_now(args.name)
+        except JobHeldElsewhere as exc:
+            print(f"mam-bot jobs run {args.name}: not run: {exc}", file=sys.stderr)
+            return 3
+        took = ((run.finished_at or run.started_at) - run.started_at).total_seconds()
+        print(f"{args.name}: {run.outcome} in {took:.1f} s: {run.summary}")
+        pending = deps.outbox.pending_count()
+        if pending:
+            print(f"{pending} Slack message(s) queued in the outbox; the running bot delivers them.")
+        return 0 if run.outcome == "ok" else 1
+    finally:
+        deps.close()
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:

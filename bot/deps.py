@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bot.microsoft import MicrosoftClients
     from bot.outbox import Outbox
     from bot.sandbox import SandboxTenant
+    from bot.scheduler import Scheduler
     from workflows.changes import ChangeService
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,21 @@ class Deps:
     sandbox: SandboxTenant | None = None
     registry: Registry = field(default_factory=Registry)
     now: Callable[[], datetime] = utcnow
+    _scheduler: Scheduler | None = field(default=None, repr=False)
 
     def start_background(self) -> None:
-        """The outbox worker, the approval timers, and any change a crashed process left unfinished."""
-        from bot.timers import start_timers
-
+        """The outbox worker, the scheduled jobs (if this process leads), and unfinished changes."""
         self.outbox.start()
-        self._scheduler = start_timers(self)
+        self.scheduler().start()
         self.runner.submit(self.changes.resume)
+
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            from bot.jobs import default_jobs
+            from bot.scheduler import Scheduler
+
+            self._scheduler = Scheduler(self, default_jobs(self))
+        return self._scheduler
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Until background work and the outbox are both quiet (work can queue messages and vice versa)."""
@@ -64,9 +72,8 @@ class Deps:
                 return True
 
     def close(self) -> None:
-        scheduler = getattr(self, "_scheduler", None)
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
+        if self._scheduler is not None:
+            self._scheduler.stop()
         self.roles.stop()
         self.runner.shutdown()
         self.outbox.stop()

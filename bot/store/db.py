@@ -11,8 +11,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
+import bot.store.watch  # noqa: F401  (the watch's tables)
 from bot.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from bot.store import watch  # noqa: F401
 
 
 def normalise_url(url: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -37,6 +38,9 @@ MIGRATION_LOCK_KEY = 0x6D616D2D6D696772
 
 # Modules that define tables. Autogenerate and the schema test compare migrations with what these put
 # on SQLModel.metadata; tests/unit/test_migrations.py fails if a table is defined anywhere else.
+# alembic's `context` is one module-level object: two threads of a process must not migrate at once.
+_process_lock = threading.Lock()
+
 MODEL_MODULES: tuple[str, ...] = (
     "bot.store.models",
     "bot.store.watch",
@@ -94,7 +98,7 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     """`upgrade` on an engine the caller keeps using (what `create_store` calls)."""
     if revision == "head" and current_revisions(engine) == head_revisions():
         return  # every start after the first: one SELECT, no lock
-    with migration_connection(engine) as conn:
+    with _process_lock, migration_connection(engine) as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, revision)

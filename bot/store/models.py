@@ -65,3 +65,28 @@ class Approval(SQLModel, table=True):
     request_id: int = Field(foreign_key="change_requests.id", index=True)
     approver: str = Field(max_length=64)
     at: datetime
+
+
+class Lease(SQLModel, table=True):
+    """Who leads: the process whose lease on a name has not expired runs that name's jobs."""
+
+    __tablename__ = "leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=128)
+    acquired_at: datetime
+    expires_at: datetime
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a scheduled job, for `/mam status` and `mam-bot jobs list`."""
+
+    __tablename__ = "job_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(index=True, max_length=64)
+    holder: str = Field(max_length=128)
+    started_at: datetime = Field(index=True)
+    finished_at: datetime | None = None
+    outcome: str = Field(default="running", max_length=16)  # running, ok, failed
+    summary: str = Field(default="", max_length=4000)

@@ -1,0 +1,214 @@
+"""Scheduled jobs, run by exactly one process: the holder of the `scheduler` lease.
+
+APScheduler 3 runs inside each bot process with an in-memory job store (job stores are never
+shared between schedulers). Every process keeps trying to take or renew the lease row; only the
+holder's jobs do any work, and when the holder dies its lease runs out and another process takes
+over. What must survive a restart (episodes, nudge history, change requests, last runs) lives in
+the bot's own tables, so a new leader simply carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from bot.store import Store
+from bot.store.models import JobRun, Lease
+
+if TYPE_CHECKING:
+    from bot.deps import Deps
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+LEASE_SECONDS = 30.0  # a dead leader is replaced within this long
+RENEW_SECONDS = 10.0
+
+
+def process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class LeaderLease:
+    """A lease row per name: taken when free or expired, renewed by its holder, never held by two."""
+
+    def __init__(self, store: Store, holder: str, *, name: str = LEASE_NAME, seconds: float = LEASE_SECONDS,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store, self.holder, self.name, self.seconds, self.now = store, holder, name, seconds, now
+
+    def acquire(self) -> bool:
+        """Take or renew the lease; True while this process holds it."""
+        now = self.now()
+        until = now + timedelta(seconds=self.seconds)
+        with self.store.session() as session:
+            taken = session.exec(  # guarded: only if ours already, or nobody's any more
+                update(Lease).where(col(Lease.name) == self.name)
+                .where((col(Lease.holder) == self.holder) | (col(Lease.expires_at) < now))
+                .values(holder=self.holder, expires_at=until)
+            ).rowcount
+            session.commit()
+        if taken == 1:
+            return True
+        try:
+            with self.store.session() as session:
+                session.add(Lease(name=self.name, holder=self.holder, acquired_at=now, expires_at=until))
+                session.commit()
+            return True
+        except IntegrityError:
+            return False  # someone else holds it
+
+    def release(self) -> None:
+        with self.store.session() as session:
+            session.exec(update(Lease).where(col(Lease.name) == self.name, col(Lease.holder) == self.holder)
+                         .values(expires_at=self.now() - timedelta(seconds=1)))
+            session.commit()
+
+    def current(self) -> Lease | None:
+        with self.store.session() as session:
+            return session.get(Lease, self.name)
+
+    def held_by_me(self) -> bool:
+        lease = self.current()
+        return lease is not None and lease.holder == self.holder and _utc(lease.expires_at) > self.now()
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    description: str
+    trigger: BaseTrigger
+    run: Callable[[Deps], Any]  # returns something whose str() is the run's summary
+
+
+class JobHeldElsewhere(Exception):
+    """`jobs run` found another live process leading."""
+
+
+class Scheduler:
+    def __init__(self, deps: Deps, jobs: list[Job], *, holder: str | None = None) -> None:
+        self.deps = deps
+        self.jobs = {job.name: job for job in jobs}
+        self.lease = LeaderLease(deps.store, holder or process_id(), now=deps.now)
+        self._scheduler: BackgroundScheduler | None = None
+        self._lock = threading.Lock()
+
+    # ---- running in the background -------------------------------------------------------------
+
+    def start(self) -> None:
+        scheduler = BackgroundScheduler(
+            jobstores={"default": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(4)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+            timezone=UTC,
+        )
+        scheduler.add_job(self._keep_lease, IntervalTrigger(seconds=RENEW_SECONDS), id="lease",
+                          next_run_time=datetime.now(UTC))
+        for job in self.jobs.values():
+            scheduler.add_job(self._run_if_leader, job.trigger, args=[job.name], id=job.name, name=job.description)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self.lease.held_by_me():
+            self.lease.release()  # a clean stop hands over at once instead of after the lease runs out
+
+    def _keep_lease(self) -> None:
+        try:
+            leading = self.lease.acquire()
+        except Exception:
+            log.exception("could not renew the scheduler lease")
+            return
+        log.debug("scheduler lease: %s", "leader" if leading else "follower")
+
+    def _run_if_leader(self, name: str) -> None:
+        if not self.lease.held_by_me():
+            return
+        self.run(name)
+
+    # ---- running one job ---------------------------------------------------------------------
+
+    def run(self, name: str) -> JobRun:
+        """Run a job now, recording the run; the caller must lead (see `run_now`)."""
+        job = self.jobs[name]
+        with self._lock:  # one run of a job at a time in this process
+            record = JobRun(job=name, holder=self.lease.holder, started_at=self.deps.now())
+            with self.deps.store.session() as session:
+                session.add(record)
+                session.commit()
+                session.refresh(record)
+            try:
+                result = job.run(self.deps)
+                record.outcome, record.summary = "ok", str(result)[:4000]
+            except Exception as exc:
+                log.exception("job %s failed", name)
+                record.outcome, record.summary = "failed", f"{type(exc).__name__}: {exc}"[:4000]
+            record.finished_at = self.deps.now()
+            with self.deps.store.session() as session:
+                session.add(record)
+                session.commit()
+                session.refresh(record)
+            return record
+
+    def run_now(self, name: str) -> JobRun:
+        """`mam-bot jobs run NAME`: take the lease (or say who holds it), then run."""
+        if name not in self.jobs:
+            raise KeyError(name)
+        if not self.lease.acquire():
+            lease = self.lease.current()
+            who = f"{lease.holder} until {_utc(lease.expires_at):%H:%M:%S} UTC" if lease else "another process"
+            raise JobHeldElsewhere(f"the scheduler lease is held by {who}; that process runs the jobs")
+        try:
+            return self.run(name)
+        finally:
+            if self._scheduler is None:
+                self.lease.release()
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def next_run(self, name: str) -> datetime | None:
+        if self._scheduler is not None:
+            job = self._scheduler.get_job(name)
+            if job is not None and job.next_run_time is not None:
+                return job.next_run_time
+        return self.jobs[name].trigger.get_next_fire_time(None, self.deps.now())
+
+
+def last_runs(store: Store) -> dict[str, JobRun]:
+    """The latest run of each job."""
+    latest: dict[str, JobRun] = {}
+    with store.session() as session:
+        for run in session.exec(select(JobRun).order_by(col(JobRun.id).desc()).limit(200)):
+            latest.setdefault(run.job, run)
+    return latest
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def interval(minutes: float = 0, seconds: float = 0) -> IntervalTrigger:
+    return IntervalTrigger(minutes=minutes, seconds=seconds, timezone=UTC)
+
+
+def weekdays_at(hour: int, tz: str) -> CronTrigger:
+    return CronTrigger(day_of_week="mon-fri", hour=hour, minute=0, timezone=tz)

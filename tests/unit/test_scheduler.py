@@ -1,0 +1,84 @@
+"""The scheduler lease: one leader at a time, takeover when it dies, `jobs run` that says who leads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.scheduler import LEASE_SECONDS, Job, JobHeldElsewhere, LeaderLease, Scheduler, interval, last_runs
+from bot.store import create_store
+from tests.databases import database_url  # noqa: F401  (fixture)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.value = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.value
+
+
+def test_one_holder_at_a_time_and_takeover_after_expiry(database_url: str):  # noqa: F811
+    clock = Clock()
+    a = LeaderLease(create_store(database_url), "a", now=clock)
+    b = LeaderLease(create_store(database_url), "b", now=clock)
+    assert a.acquire() and not b.acquire()
+    clock.value += timedelta(seconds=LEASE_SECONDS / 2)
+    assert a.acquire() and not b.acquire()  # renewed by its holder
+    clock.value += timedelta(seconds=LEASE_SECONDS + 1)  # a stopped renewing: it died
+    assert b.acquire() and not a.acquire()
+    assert b.held_by_me() and not a.held_by_me()
+    b.release()
+    assert a.acquire()
+
+
+class FakeDeps:
+    def __init__(self, url: str, clock: Clock) -> None:
+        self.store = create_store(url)
+        self.now = clock
+        self.calls = 0
+
+
+def test_run_now_records_the_run_and_refuses_while_another_leads(tmp_path):
+    clock = Clock()
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    def count(deps: FakeDeps) -> str:
+        deps.calls += 1
+        return f"call {deps.calls}"
+
+    job = Job("count", "counts", interval(minutes=5), count)
+    leader = Scheduler(FakeDeps(url, clock), [job], holder="leader")  # type: ignore[arg-type]
+    other = Scheduler(FakeDeps(url, clock), [job], holder="other")  # type: ignore[arg-type]
+    assert leader.lease.acquire()
+    with pytest.raises(JobHeldElsewhere, match="held by leader"):
+        other.run_now("count")
+    run = leader.run_now("count")
+    assert run.outcome == "ok" and run.summary == "call 1"
+    assert last_runs(leader.deps.store)["count"].summary == "call 1"
+
+
+def test_a_failing_job_is_recorded_not_raised(tmp_path):
+    def boom(_deps: object) -> None:
+        raise RuntimeError("Graph is down")
+
+    scheduler = Scheduler(FakeDeps(f"sqlite:///{tmp_path}/jobs.db", Clock()),  # type: ignore[arg-type]
+                          [Job("boom", "fails", interval(minutes=1), boom)], holder="x")
+    run = scheduler.run_now("boom")
+    assert run.outcome == "failed" and "Graph is down" in run.summary
+
+
+def test_followers_skip_their_jobs(tmp_path):
+    clock = Clock()
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    ran: list[str] = []
+    job = Job("j", "j", interval(minutes=1), lambda d: ran.append("ran"))
+    leader = Scheduler(FakeDeps(url, clock), [job], holder="leader")  # type: ignore[arg-type]
+    follower = Scheduler(FakeDeps(url, clock), [job], holder="follower")  # type: ignore[arg-type]
+    leader._keep_lease()
+    follower._keep_lease()
+    follower._run_if_leader("j")
+    assert ran == []
+    leader._run_if_leader("j")
+    assert ran == ["ran"]
