@@ -102,10 +102,12 @@ class JobHeldElsewhere(Exception):
 
 
 class Scheduler:
-    def __init__(self, deps: Deps, jobs: list[Job], *, holder: str | None = None) -> None:
+    def __init__(self, deps: Deps, jobs: list[Job], *, holder: str | None = None,
+                 lease_seconds: float = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS) -> None:
         self.deps = deps
         self.jobs = {job.name: job for job in jobs}
-        self.lease = LeaderLease(deps.store, holder or process_id(), now=deps.now)
+        self.lease = LeaderLease(deps.store, holder or process_id(), seconds=lease_seconds, now=deps.now)
+        self.renew_seconds = renew_seconds
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
 
@@ -118,7 +120,7 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
             timezone=UTC,
         )
-        scheduler.add_job(self._keep_lease, IntervalTrigger(seconds=RENEW_SECONDS), id="lease",
+        scheduler.add_job(self._keep_lease, IntervalTrigger(seconds=self.renew_seconds), id="lease",
                           next_run_time=datetime.now(UTC))
         for job in self.jobs.values():
             scheduler.add_job(self._run_if_leader, job.trigger, args=[job.name], id=job.name, name=job.description)
