@@ -32,10 +32,6 @@ class TimedCache:
             self._items, self._at = items, self._clock()
         return items
 
-    def get_or_load(self) -> list[tuple[str, str]]:
-        cached = self.get()
-        return cached if cached is not None else self.refresh()
-
     def invalidate(self) -> None:
         with self._lock:
             self._items = None

@@ -52,6 +52,7 @@ class Deps:
         self.outbox.start()
         self.scheduler().start()
         self.runner.submit(self.changes.resume)
+        self.runner.submit(self.microsoft.warm_up)
 
     def scheduler(self) -> Scheduler:
         if self._scheduler is None:

@@ -40,7 +40,7 @@ def register(app: App, deps: Deps) -> None:
             ack(options=[])
             return
         try:
-            found = deps.microsoft.graph.find_groups(query, limit=50)
+            found = deps.microsoft.within_ack().graph.find_groups(query, limit=50)
         except MicrosoftError as exc:
             log.warning("group search for the picker failed: %s", exc)
             ack(options=[option(f"Search failed: {exc.message}", "error")])
@@ -52,7 +52,10 @@ def register(app: App, deps: Deps) -> None:
     def policies(ack: Ack, payload: dict[str, Any]) -> None:
         query = " ".join(str(payload.get("value", "")).split()).casefold()
         try:
-            items = deps.policy_names.get_or_load()
+            items = deps.policy_names.get()
+            if items is None:  # cold: one short read, and warm the cache for the next keystroke
+                items = [(p.id, p.displayName) for p in deps.microsoft.within_ack().graph.iter_android_policies()]
+                deps.runner.submit(deps.policy_names.refresh)
         except MicrosoftError as exc:
             ack(options=[option(f"Reading policies failed: {exc.message}", "error")])
             return

@@ -16,7 +16,7 @@ from bot.microsoft.defender import DefenderClient
 from bot.microsoft.errors import DEFENDER, GRAPH, ApiUnavailable
 from bot.microsoft.graph import GraphClient
 from bot.microsoft.permissions import ALL_ROLES, PermissionRow, check_permissions
-from bot.microsoft.transport import BACKGROUND, INTERACTIVE, Api, ApiSession, CallProfile
+from bot.microsoft.transport import BACKGROUND, INTERACTIVE, WITHIN_ACK, Api, ApiSession, CallProfile
 from bot.settings import Settings, SettingsError
 
 POOL_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=60.0)
@@ -48,6 +48,16 @@ class MicrosoftClients:
 
     def interactive(self) -> MicrosoftClients:
         return self.with_profile(INTERACTIVE)
+
+    def within_ack(self) -> MicrosoftClients:
+        """For the rare read that must happen before a Slack ack (options menus): one short try."""
+        return self.with_profile(WITHIN_ACK)
+
+    def warm_up(self) -> None:
+        """Fetch the tokens now, so the first person in Slack doesn't wait for a sign-in."""
+        for api, target in self.apis.items():
+            if target.base_url is not None and target.resource is not None:
+                self.roles_for(api)
 
     def roles_for(self, api: str) -> set[str]:
         """Application permissions in `api`'s access token (signs in if needed)."""

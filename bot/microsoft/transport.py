@@ -57,6 +57,9 @@ class CallProfile:
 
 INTERACTIVE = CallProfile("interactive", httpx.Timeout(15.0, connect=5.0), max_attempts=4,
                           max_retry_after=15.0, max_total_wait=30.0)
+# Answering a Slack options request: the whole round trip must fit inside Slack's 3 seconds.
+WITHIN_ACK = CallProfile("within-ack", httpx.Timeout(2.0, connect=1.0), max_attempts=1,
+                         max_retry_after=0.0, max_total_wait=0.0)
 BACKGROUND = CallProfile("background", httpx.Timeout(60.0, connect=10.0), max_attempts=8,
                          max_retry_after=300.0, max_total_wait=1_800.0, backoff_max=60.0)
 

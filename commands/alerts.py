@@ -1,0 +1,489 @@
+"""Alert cards for blocked managed apps, their digest, their buttons, and `/mam blocked [user]`.
+
+The sweep (workflows.threat_sweep) decides; this module renders and queues through the outbox
+under the keys the workflow gives each episode, so a card is posted once and each edit once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot.blocks import Block, actions, button, context, escape, fields_section, header, section
+from bot.deps import Deps
+from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
+from bot.outbox import Outbox
+from bot.registry import Subcommand
+from bot.roles import Access
+from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, as_utc, last_sweep, pending_onboardings
+from commands.context import CommandRequest
+from workflows.connectors import PORTALS, Portals
+from workflows.onboarding import WatchSettings
+from workflows.policies import ACTION_LABELS, FRIENDLY_APP_NAMES, THREAT_LEVEL_LABELS
+from workflows.threat_sweep import (
+    SweepResult,
+    acknowledge,
+    back_within_limit,
+    counting_requests,
+    opened_for,
+    resolved_key,
+    run_threat_sweep,
+    snooze,
+    snooze_over_key,
+    version_key,
+)
+
+log = logging.getLogger(__name__)
+
+LEVEL_ICONS = {"high": ":red_circle:", "medium": ":large_orange_circle:", "low": ":large_yellow_circle:"}
+INFERRED = ("Inferred by mam-bot from Defender's device risk and the policy's maximum threat level and action; "
+            "Intune applies it when the app next checks in. Defender's report can lag by a few hours.")
+LIST_LIMIT = 20  # entries in `/mam blocked`; the digest CSVs have the rest
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+
+
+class AlertAction(StrEnum):
+    ACK = "alert_ack"
+    SNOOZE_4H = "alert_snooze_4h"
+    SNOOZE_24H = "alert_snooze_24h"
+    OPEN_DEFENDER = "alert_open_defender"  # a link button: Slack still sends the click
+
+
+SNOOZE_HOURS = {AlertAction.SNOOZE_4H: 4, AlertAction.SNOOZE_24H: 24}
+
+
+# ---- small pure builders -------------------------------------------------------------------------
+
+
+def portals_for(cloud: str) -> Portals:
+    return PORTALS.get(cloud, PORTALS["global"])
+
+
+def defender_link(portals: Portals, machine_id: str) -> str | None:
+    return f"{portals.defender}/machines/{machine_id}/overview" if portals.defender and machine_id else None
+
+
+def intune_user_link(portals: Portals, user_id: str) -> str | None:
+    if not portals.intune or not user_id:
+        return None
+    return f"{portals.intune}/#view/Microsoft_AAD_UsersAndTenants/UserProfileMenuBlade/~/overview/userId/{user_id}"
+
+
+def app_label(package: str) -> str:
+    return FRIENDLY_APP_NAMES.get(package, package)
+
+
+def apps_text(episode: Episode) -> str:
+    return ", ".join(app_label(p) for p in episode.app_list) or "its managed apps"
+
+
+def level_text(level: str) -> str:
+    return THREAT_LEVEL_LABELS.get(level, level or "unknown")
+
+
+def slack_date(moment: datetime | None) -> str:
+    """A timestamp every reader sees in their own time zone (with a UTC fallback)."""
+    when = as_utc(moment)
+    if when is None:
+        return "unknown"
+    return f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>"
+
+
+def duration_text(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{max(minutes, 1)} min"
+
+
+def person_text(person: dict[str, str], portals: Portals) -> str:
+    name = escape(person.get("name") or person.get("mail") or person.get("id", "unknown user"))
+    mail = person.get("mail", "")
+    text = f"*{name}*" + (f" ({escape(mail)})" if mail and mail != person.get("name") else "")
+    link = intune_user_link(portals, person.get("id", ""))
+    return text + (f" · <{link}|Intune>" if link else "")
+
+
+def device_text(episode: Episode) -> str:
+    name = escape(episode.device_name or "a device")
+    return f"*{name}*" + (f" ({escape(episode.device_model)})" if episode.device_model else "")
+
+
+def alert_text(episode: Episode) -> str:
+    """The notification line (and fallback) of a card."""
+    who = ", ".join(p.get("name") or p.get("mail") or p["id"] for p in episode.user_list) or "A user"
+    if episode.state != OPEN:
+        return f"Resolved: {who} on {episode.device_name or 'a device'} ({episode.policy_name})"
+    return (f"Blocked: {who} on {episode.device_name or 'a device'}: device level {episode.level}, "
+            f"allowed {episode.maximum} ({episode.policy_name})")
+
+
+def alert_card(episode: Episode, portals: Portals) -> list[Block]:
+    is_open = episode.state == OPEN
+    people = "\n".join(person_text(p, portals) for p in episode.user_list) or "_unknown user_"
+    icon = LEVEL_ICONS.get(episode.level, ":no_entry:") if is_open else ":white_check_mark:"
+    verb = "can't open" if is_open else "could not open"
+    blocks: list[Block] = [
+        header(("App blocked: " if is_open else "Resolved: ") + (episode.device_name or "device")),
+        section(f"{icon} {people}\n{verb} {escape(apps_text(episode))} on {device_text(episode)}."),
+        fields_section([
+            f"*Device level (Defender)*\n{escape(level_text(episode.level))}"
+            + (f" ({escape(episode.risk_score)})" if episode.risk_score else ""),
+            f"*Allowed up to*\n{escape(level_text(episode.maximum))}",
+            f"*Policy*\n{escape(episode.policy_name)}",
+            f"*Action*\n{escape(ACTION_LABELS.get(episode.action, episode.action))}",
+            f"*Since*\n{slack_date(episode.opened_at)}",
+            f"*Defender last saw it*\n{slack_date(episode.defender_last_seen)}",
+        ]),
+    ]
+    status = status_lines(episode)
+    if status:
+        blocks.append(section("\n".join(status)))
+    blocks.append(context(INFERRED))
+    link = defender_link(portals, episode.machine_id)
+    if is_open:
+        value = str(episode.id)
+        buttons = [button("Acknowledge", AlertAction.ACK, value, style="primary"),
+                   button("Snooze 4 h", AlertAction.SNOOZE_4H, value),
+                   button("Snooze 24 h", AlertAction.SNOOZE_24H, value)]
+        if link:
+            buttons.append(button("Open in Defender", AlertAction.OPEN_DEFENDER, value, url=link))
+        blocks.append(actions(*buttons))
+    elif link:
+        blocks.append(context(f"<{link}|Open the device in Defender>"))
+    return blocks
+
+
+def status_lines(episode: Episode) -> list[str]:
+    lines = []
+    if episode.state != OPEN:
+        lasted = duration_text(opened_for(episode, datetime.now(UTC)))
+        lines.append(f":white_check_mark: Resolved {slack_date(episode.resolved_at)}: "
+                     f"{escape(episode.resolution)}. The block lasted {lasted}.")
+    if episode.acknowledged_by:
+        lines.append(f":eyes: Acknowledged by <@{episode.acknowledged_by}> {slack_date(episode.acknowledged_at)}")
+    if episode.state == OPEN and episode.snoozed_until:
+        lines.append(f":zzz: Snoozed by <@{episode.snoozed_by}> until {slack_date(episode.snoozed_until)}")
+    return lines
+
+
+def resolved_reply(episode: Episode) -> str:
+    lasted = duration_text(opened_for(episode, datetime.now(UTC)))
+    return (f":white_check_mark: Resolved after {lasted}: {escape(episode.resolution)} "
+            f"({device_text(episode)}, {escape(episode.policy_name)}).")
+
+
+def snooze_over_reply(episode: Episode) -> str:
+    return (f":alarm_clock: Snooze over: {device_text(episode)} is still blocked (device level "
+            f"{escape(level_text(episode.level))}, allowed {escape(level_text(episode.maximum))}).")
+
+
+def digest_text(kind: str, episodes: list[Episode]) -> str:
+    what = "new managed app blocks" if kind == "new" else "app blocks resolved"
+    return f"{len(episodes)} {what} in one sweep"
+
+
+def digest_card(kind: str, episodes: list[Episode], run: SweepRun, portals: Portals, top: int = 10) -> list[Block]:
+    by_policy = Counter(e.policy_name for e in episodes)
+    by_level = Counter(e.level for e in episodes)
+    counts = [
+        "*By policy*\n" + "\n".join(f"{escape(name)}: {n}" for name, n in by_policy.most_common(8)),
+        "*By device level*\n" + "\n".join(f"{escape(level_text(lv))}: {n}" for lv, n in by_level.most_common()),
+    ]
+    order = {"high": 0, "medium": 1, "low": 2}
+    ranked = sorted(episodes, key=lambda e: (order.get(e.level, 3), e.id or 0))[:top]
+    lines = [entry_line(e, portals) for e in ranked]
+    more = len(episodes) - len(ranked)
+    icon = ":rotating_light:" if kind == "new" else ":white_check_mark:"
+    blocks: list[Block] = [
+        header(f"{len(episodes)} " + ("new app blocks" if kind == "new" else "blocks resolved")),
+        section(f"{icon} {escape(digest_text(kind, episodes))} (sweep #{run.id}), so here is one message "
+                "instead of one per device. The full list is the CSV in the thread."),
+        fields_section(counts),
+        section("*Top entries*\n" + "\n".join(lines) + (f"\n…and {more} more in the CSV" if more > 0 else "")),
+        context(INFERRED if kind == "new" else "`/mam blocked` shows who is still blocked."),
+    ]
+    return blocks
+
+
+def entry_line(episode: Episode, portals: Portals) -> str:
+    who = ", ".join(escape(p.get("name") or p.get("mail") or p["id"]) for p in episode.user_list) or "unknown"
+    link = defender_link(portals, episode.machine_id)
+    device = device_text(episode) if not link else f"<{link}|{escape(episode.device_name or 'device')}>"
+    state = "" if episode.state == OPEN else f" → {escape(episode.resolution)}"
+    return (f"{LEVEL_ICONS.get(episode.level, '•')} {who} · {device} · {escape(apps_text(episode))} · "
+            f"{escape(level_text(episode.level))} > {escape(level_text(episode.maximum))} · "
+            f"{escape(episode.policy_name)}{state}")
+
+
+CSV_COLUMNS = ("user", "mail", "user_id", "device", "model", "device_id", "defender_machine_id", "device_level",
+               "allowed_up_to", "policy", "action", "apps", "since_utc", "resolved_utc", "resolution", "defender_link")
+
+
+def episodes_csv(episodes: Iterable[Episode], portals: Portals) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for e in episodes:
+        people = e.user_list or [{"id": "", "name": "", "mail": ""}]
+        for p in people:
+            writer.writerow([_cell(v) for v in (
+                p.get("name", ""), p.get("mail", ""), p.get("id", ""), e.device_name, e.device_model, e.device_id,
+                e.machine_id, e.level, e.maximum, e.policy_name, e.action, " ".join(e.app_list),
+                _iso(e.opened_at), _iso(e.resolved_at), e.resolution, defender_link(portals, e.machine_id) or "")])
+    return out.getvalue().encode("utf-8")
+
+
+def _cell(value: str) -> str:
+    # Spreadsheet apps run a cell starting with = + - @ as a formula: device names come from outside.
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+def _iso(moment: datetime | None) -> str:
+    when = as_utc(moment)
+    return f"{when:%Y-%m-%dT%H:%M:%SZ}" if when else ""
+
+
+def blocked_dm(episode: Episode) -> str:
+    return (f":warning: Your work app{'s' if len(episode.app_list) > 1 else ''} {escape(apps_text(episode))} "
+            f"on {device_text(episode)} {'are' if len(episode.app_list) > 1 else 'is'} blocked because "
+            "Microsoft Defender reports a threat on the device.\n"
+            "Open *Microsoft Defender* on the device and follow its steps to remove the threat. I'll tell you "
+            "when the device is back within your organisation's limit: Defender reports changes usually within "
+            "a few hours, and the app lets you in at its next check.")
+
+
+def unblocked_dm(episode: Episode) -> str:
+    if back_within_limit(episode):
+        return (f":white_check_mark: Good news: Defender reports {device_text(episode)} back within your "
+                f"organisation's limit, so {escape(apps_text(episode))} will let you in again (the app checks "
+                "when you next open it).")
+    return f":white_check_mark: {escape(apps_text(episode))} on {device_text(episode)} is no longer blocked."
+
+
+# ---- the notifier the sweep calls ---------------------------------------------------------------------
+
+
+class SlackAlerts:
+    """Queues the sweep's cards, edits, thread replies, digests and DMs in the outbox."""
+
+    def __init__(self, outbox: Outbox, portals: Portals, digest_top: int = 10) -> None:
+        self.outbox = outbox
+        self.portals = portals
+        self.digest_top = digest_top
+
+    def opened(self, episode: Episode, channel: str) -> None:
+        assert episode.card_key
+        self.outbox.post(episode.card_key, channel=channel, text=alert_text(episode),
+                         blocks=alert_card(episode, self.portals))
+
+    def changed(self, episode: Episode) -> None:
+        if episode.card_key:
+            self.outbox.update(version_key(episode), of=episode.card_key, text=alert_text(episode),
+                               blocks=alert_card(episode, self.portals))
+
+    def resolved(self, episode: Episode) -> None:
+        """Edit the card, and say how long it lasted in its thread (or the digest's that announced it)."""
+        self.changed(episode)
+        parent = episode.card_key or episode.digest_key
+        message = self.outbox.get(parent) if parent else None
+        if parent and message is not None:
+            self.outbox.post(resolved_key(episode), channel=message.channel, text=resolved_reply(episode),
+                             thread_of=parent)
+
+    def snooze_over(self, episode: Episode) -> None:
+        self.changed(episode)
+        if episode.card_key and (card := self.outbox.get(episode.card_key)) is not None:
+            self.outbox.post(snooze_over_key(episode), channel=card.channel, text=snooze_over_reply(episode),
+                             thread_of=episode.card_key)
+
+    def digest(self, key: str, channel: str, kind: str, episodes: list[Episode], run: SweepRun) -> None:
+        self.outbox.post(key, channel=channel, text=digest_text(kind, episodes),
+                         blocks=digest_card(kind, episodes, run, self.portals, self.digest_top))
+        stamp = f"{as_utc(run.started_at):%Y%m%d-%H%M}"
+        self.outbox.upload(f"{key}:csv", channel=channel, filename=f"mam-{kind}-blocks-{stamp}.csv",
+                           content=episodes_csv(episodes, self.portals),
+                           title=f"{digest_text(kind, episodes)} (sweep #{run.id})", thread_of=key)
+
+    def user_blocked(self, key: str, slack_user: str, episode: Episode) -> None:
+        self.outbox.post(key, channel=slack_user, text=blocked_dm(episode))
+
+    def user_unblocked(self, key: str, slack_user: str, episode: Episode) -> None:
+        self.outbox.post(key, channel=slack_user, text=unblocked_dm(episode))
+
+
+# ---- the job ------------------------------------------------------------------------------------------
+
+
+def watch_settings(deps: Deps) -> WatchSettings:
+    return WatchSettings.from_settings(deps.settings)
+
+
+def sweep_job(deps: Deps) -> SweepResult:
+    """One threat sweep with the background call profile, its cards through the outbox."""
+    settings = watch_settings(deps)
+    microsoft = deps.microsoft.background()
+    notifier = SlackAlerts(deps.outbox, portals_for(settings.cloud), settings.digest_top)
+    directory = None
+    if settings.dm_blocked_users:
+        from commands.nudges import SlackEmailDirectory, slack_client_of
+
+        directory = SlackEmailDirectory(slack_client_of(deps))
+    with counting_requests(microsoft) as requests:
+        result = run_threat_sweep(graph=microsoft.graph, defender=microsoft.defender, store=deps.store,
+                                  notifier=notifier, settings=settings,
+                                  alert_channel=deps.settings.mam_alert_channel, now=deps.now,
+                                  requests=requests, directory=directory, audit=deps.audit,
+                                  worker=deps.outbox.worker_id)
+    log.info("threat sweep #%s: %s", result.sweep_id, result.summary())
+    return result
+
+
+# ---- Slack listeners ------------------------------------------------------------------------------------
+
+
+def register(app: App, deps: Deps) -> None:
+    deps.registry.add_command(Subcommand(
+        name="blocked", usage="/mam blocked [user]",
+        summary="Who is blocked now by a device threat level, and why (a user's mail, name or @mention).",
+        access=Access.READ, handler=blocked_command, group="Watch"))
+    # Admins and approvers both watch the alert channel; acknowledging changes nothing in the tenant.
+    for action in (AlertAction.ACK, AlertAction.SNOOZE_4H, AlertAction.SNOOZE_24H):
+        deps.registry.add_interaction("action", action, Access.READ)
+    deps.registry.add_interaction("action", AlertAction.OPEN_DEFENDER, Access.ANYONE)
+    notifier = SlackAlerts(deps.outbox, portals_for(watch_settings(deps).cloud))
+
+    def clicked(body: dict[str, Any], respond: Respond, work: Callable[[str, int], str | None], what: str) -> None:
+        user = body["user"]["id"]
+        episode_id = _episode_id(body)
+
+        def run() -> None:
+            note = work(user, episode_id)
+            if note:
+                respond(text=note, response_type="ephemeral", replace_original=False)
+
+        deps.runner.submit(run_guarded, run, correlation_id=new_correlation_id(), what=what,
+                           tell=lambda text: respond(text=text, response_type="ephemeral", replace_original=False))
+
+    def acknowledged(user: str, episode_id: int) -> str | None:
+        episode = acknowledge(deps.store, episode_id, user, deps.now())
+        if episode is None:
+            raise UserError("I have no record of that alert any more.")
+        notifier.changed(episode)  # a resolved card left behind by a digest heals here too
+        if episode.state != OPEN:
+            return f"That block is already resolved: {escape(episode.resolution)}."
+        if episode.acknowledged_by != user:
+            return f"<@{episode.acknowledged_by}> acknowledged it already."
+        deps.audit.record(actor=user, action="acknowledged alert", outcome="ok", target=f"episode {episode_id}")
+        return None
+
+    def snoozer(hours: int) -> Callable[[str, int], str | None]:
+        def snoozed(user: str, episode_id: int) -> str | None:
+            episode = snooze(deps.store, episode_id, user, hours, deps.now())
+            if episode is None:
+                raise UserError("I have no record of that alert any more.")
+            notifier.changed(episode)
+            if episode.state != OPEN:
+                return f"That block is already resolved: {escape(episode.resolution)}."
+            deps.audit.record(actor=user, action=f"snoozed alert {hours} h", outcome="ok",
+                              target=f"episode {episode_id}")
+            return (f":zzz: Snoozed for {hours} h. If the device is still blocked then, I'll say so in the "
+                    "card's thread.")
+        return snoozed
+
+    @app.action(AlertAction.ACK)
+    def ack_clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        clicked(body, respond, acknowledged, "acknowledge an alert")
+
+    @app.action(AlertAction.SNOOZE_4H)
+    def snooze_4h(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        clicked(body, respond, snoozer(4), "snooze an alert")
+
+    @app.action(AlertAction.SNOOZE_24H)
+    def snooze_24h(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        clicked(body, respond, snoozer(24), "snooze an alert")
+
+    @app.action(AlertAction.OPEN_DEFENDER)
+    def open_defender(ack: Ack) -> None:
+        ack()  # Slack opens the link itself
+
+
+def _episode_id(body: dict[str, Any]) -> int:
+    value = str((body.get("actions") or [{}])[0].get("value", ""))
+    if not value.isdigit():
+        raise UserError("This button does not name an alert.")
+    return int(value)
+
+
+def blocked_command(req: CommandRequest) -> None:
+    who = " ".join(req.args).strip()
+    mention = _MENTION.match(who)
+    if mention:
+        req.ack(response_type="ephemeral", text="Looking that person up…")
+        req.later(lambda: _answer_for_mention(req, mention.group(1)), "look up a Slack user")
+        return
+    if len(who) > 200:
+        raise UsageError("Give one user: a mail address, part of a name, or an @mention.")
+    blocks = blocked_blocks(req.deps, who or None)
+    req.ack(response_type="ephemeral", text=_blocked_summary(req.deps, who or None), blocks=blocks)
+
+
+def _answer_for_mention(req: CommandRequest, slack_id: str) -> None:
+    client: WebClient = req.client
+    profile = (client.users_info(user=slack_id).get("user") or {}).get("profile") or {}
+    email = str(profile.get("email") or "")
+    if not email:
+        raise UserError(f"<@{slack_id}> has no email address I can see, so I can't match them to Intune.")
+    req.respond(text=_blocked_summary(req.deps, email), blocks=blocked_blocks(req.deps, email, shown=f"<@{slack_id}>"),
+                response_type="ephemeral", replace_original=True)
+
+
+def _blocked_summary(deps: Deps, who: str | None) -> str:
+    count = len(active_blocks(deps.store, who))
+    return f"{count} blocked device(s)" + (f" for {who}" if who else "")
+
+
+def blocked_blocks(deps: Deps, who: str | None, *, shown: str | None = None) -> list[Block]:
+    """`/mam blocked`: from the last sweep's episodes; no Microsoft call, so it answers at once."""
+    portals = portals_for(watch_settings(deps).cloud)
+    episodes = active_blocks(deps.store, who)
+    sweep = last_sweep(deps.store)
+    subject = shown or (f"*{escape(who)}*" if who else "")
+    title = f"Blocked now{' for ' + subject if subject else ''}: {len(episodes)} device(s)"
+    blocks: list[Block] = [section(f"*{title}*" if not subject else title)]
+    if not episodes:
+        blocks.append(section(("Nobody is blocked" if not who else "No block matches that user")
+                              + " as of the last sweep."))
+    for episode in episodes[:LIST_LIMIT]:
+        line = entry_line(episode, portals)
+        why = f"since {slack_date(episode.opened_at)}, {escape(ACTION_LABELS.get(episode.action, episode.action))}"
+        extra = " · acknowledged" if episode.acknowledged_by else ""
+        blocks.append(section(f"{line}\n{why}{extra}"))
+    if len(episodes) > LIST_LIMIT:
+        blocks.append(context(f"…and {len(episodes) - LIST_LIMIT} more; name a user to narrow it down."))
+    notes = [INFERRED]
+    if sweep is not None:
+        state = "" if sweep.ok else " (it failed, so this is from the one before)"
+        notes.insert(0, f"As of the sweep {slack_date(sweep.finished_at)}{state}; "
+                        f"{pending_onboardings(deps.store)} user(s) wait for Defender onboarding.")
+    else:
+        notes.insert(0, "No threat sweep has run yet.")
+    blocks.append(context(*notes))
+    return blocks

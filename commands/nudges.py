@@ -1,0 +1,229 @@
+"""Onboarding nudges by DM: Microsoft's steps to get Defender onto the device, and the recipient's buttons.
+
+Only the person a nudge was sent to may press its buttons: each value starts with their Slack
+user id, which the authorisation middleware compares with whoever clicked (Access.DM_RECIPIENT).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.blocks import Block, actions, button, context, escape, section
+from bot.deps import Deps
+from bot.errors import UserError, new_correlation_id, run_guarded
+from bot.outbox import Outbox
+from bot.roles import Access
+from bot.store.watch import OnboardingCase
+from commands.alerts import app_label
+from workflows.onboarding import (
+    DirectoryThrottled,
+    NudgeResult,
+    WatchSettings,
+    mark_done,
+    run_onboarding_nudges,
+    stop_nudges,
+)
+
+log = logging.getLogger(__name__)
+
+COMPANY_PORTAL = "https://play.google.com/store/apps/details?id=com.microsoft.windowsintune.companyportal"
+DEFENDER = "https://play.google.com/store/apps/details?id=com.microsoft.scmx"
+EXAMPLE_APP = "com.microsoft.office.outlook"
+
+
+class NudgeAction(StrEnum):
+    DONE = "nudge_done"
+    STOP = "nudge_stop"
+
+
+# ---- the messages ---------------------------------------------------------------------------------
+
+
+def steps(app: str) -> list[str]:
+    """Microsoft's end-user steps for app protection with Defender on Android, in their order."""
+    return [
+        f"Make sure *Intune Company Portal* is installed: <{COMPANY_PORTAL}|get it from Google Play>. "
+        "You don't have to open it; the work apps use it in the background.",
+        f"Open *{escape(app)}* and sign in with your work account.",
+        "Tap *Continue*.",
+        f"Tap *Download* and install *Microsoft Defender* from Google Play (<{DEFENDER}|Microsoft Defender>).",
+        f"Come back to *{escape(app)}* and tap *Continue* > *Launch*.",
+        "Finish Defender's onboarding: sign in and allow what it asks for.",
+        f"Tap *Continue* to sign in to *{escape(app)}*.",
+    ]
+
+
+def first_app(case: OnboardingCase) -> str:
+    apps = case.app_list
+    preferred = EXAMPLE_APP if EXAMPLE_APP in apps or not apps else sorted(apps)[0]
+    return app_label(preferred)
+
+
+def nudge_text(case: OnboardingCase, number: int) -> str:
+    if number > 1:
+        return "Reminder: set up Microsoft Defender to keep using your work apps on Android"
+    return "Set up Microsoft Defender to use your work apps on Android"
+
+
+def nudge_blocks(case: OnboardingCase, slack_user: str, number: int, of: int, *,
+                 status: str | None = None) -> list[Block]:
+    """The DM: why, the steps, and Done / Stop buttons (left off once one was pressed: `status`)."""
+    first = (case.user_name or "").split(" ")[0]
+    hello = f"Hi {escape(first)}, " if first else "Hi, "
+    apps = ", ".join(app_label(p) for p in case.app_list)
+    devices = ", ".join(d.get("name") or "your Android device" for d in case.device_list)
+    if case.kind == "unregistered":
+        why = (f"{hello}your organisation protects work apps such as Outlook and Teams on Android with Microsoft "
+               "Defender. When you start using them on an Android phone or tablet, set Defender up like this:")
+    else:
+        why = (f"{hello}your organisation protects *{escape(apps or 'your work apps')}* on "
+               f"*{escape(devices or 'your Android device')}* with Microsoft Defender. Until Defender is set "
+               "up there, the app stops at a setup screen. It takes about five minutes:")
+    numbered = "\n".join(f"{i}. {text}" for i, text in enumerate(steps(first_app(case)), 1))
+    blocks: list[Block] = [section(why), section(numbered)]
+    note = ("Once Defender reports your device (usually within a few hours) I'll stop reminding you."
+            + (f" Reminder {number} of {of}." if number > 1 else ""))
+    blocks.append(context(note))
+    if status:
+        blocks.append(section(status))
+    else:
+        value = f"{slack_user}|{case.user_id}|{case.round}|{number}"
+        blocks.append(actions(button("Done", NudgeAction.DONE, value, style="primary"),
+                              button("Stop reminding me", NudgeAction.STOP, value)))
+    return blocks
+
+
+def thanks_text(case: OnboardingCase) -> str:
+    devices = ", ".join(d.get("name") or "" for d in case.device_list if d.get("name"))
+    where = f" on {escape(devices)}" if devices else ""
+    return (f":tada: Thank you! Microsoft Defender now reports your device{where}, so your work apps will let "
+            "you in. Nothing more to do.")
+
+
+DONE_STATUS = (":white_check_mark: Thanks! Defender usually reports a device within a few hours; I'll hold the "
+               "reminders meanwhile and say thanks when it shows up.")
+STOP_STATUS = ":no_bell: OK, I won't remind you again. Your work apps still need Defender to open on this device."
+
+
+# ---- the notifier and the directory the job uses ----------------------------------------------------
+
+
+class SlackNudger:
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def nudge(self, key: str, slack_user: str, case: OnboardingCase, number: int, of: int) -> None:
+        self.outbox.post(key, channel=slack_user, text=nudge_text(case, number),
+                         blocks=nudge_blocks(case, slack_user, number, of))
+
+    def thank(self, key: str, slack_user: str, case: OnboardingCase) -> None:
+        self.outbox.post(key, channel=slack_user, text=thanks_text(case))
+
+
+class SlackEmailDirectory:
+    """users.lookupByEmail; a 429 stops this run's lookups instead of sleeping inside the job."""
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    def lookup_email(self, email: str) -> str | None:
+        try:
+            response = self.client.users_lookupByEmail(email=email)
+        except SlackApiError as exc:
+            error = exc.response.get("error") if exc.response is not None else None
+            if error == "users_not_found":
+                return None
+            if error == "ratelimited" or (exc.response is not None and exc.response.status_code == 429):
+                raise DirectoryThrottled(email) from exc
+            raise
+        user = response.get("user") or {}
+        if user.get("deleted") or user.get("is_bot"):
+            return None
+        return str(user.get("id") or "") or None
+
+
+def slack_client_of(deps: Deps) -> WebClient:
+    """The outbox's client: no retry handlers, so a 429 comes back at once (the job defers, not sleeps)."""
+    client = getattr(deps, "slack", None)
+    return client if isinstance(client, WebClient) else deps.outbox._client
+
+
+def nudge_job(deps: Deps) -> NudgeResult:
+    """The scheduler's "onboarding-nudges" job."""
+    settings = WatchSettings.from_settings(deps.settings)
+    result = run_onboarding_nudges(
+        store=deps.store, users=deps.microsoft.background().graph,
+        directory=SlackEmailDirectory(slack_client_of(deps)), notifier=SlackNudger(deps.outbox),
+        settings=settings, now=deps.now())
+    log.info("onboarding nudges: %s", result.summary())
+    return result
+
+
+# ---- the buttons ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NudgeButton:
+    slack_user: str
+    user_id: str
+    round: int
+    number: int
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> NudgeButton:
+        value = str((body.get("actions") or [{}])[0].get("value", ""))
+        parts = value.split("|")
+        if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+            raise UserError("This button does not belong to an onboarding message.")
+        return cls(parts[0], parts[1].lower(), int(parts[2]), int(parts[3]))
+
+    @property
+    def message_key(self) -> str:
+        return f"nudge:{self.user_id}:r{self.round}:n{self.number}"
+
+
+def register(app: App, deps: Deps) -> None:
+    deps.registry.add_interaction("action", NudgeAction.DONE, Access.DM_RECIPIENT)
+    deps.registry.add_interaction("action", NudgeAction.STOP, Access.DM_RECIPIENT)
+    settings = WatchSettings.from_settings(deps.settings)
+
+    def pressed(body: dict[str, Any], change: Callable[[str], OnboardingCase | None], status: str, what: str) -> None:
+        clicked = NudgeButton.parse(body)
+
+        def work() -> None:
+            case = change(clicked.user_id)
+            if case is None:
+                raise UserError("I have no record of this reminder any more: nothing to do.")
+            if case.slack_user_id and case.slack_user_id != clicked.slack_user:
+                raise UserError("Only the person this message was sent to can use these buttons.")
+            key = clicked.message_key
+            if deps.outbox.get(key) is not None:  # the DM loses its buttons and says what happens next
+                deps.outbox.update(f"{key}:{what}", of=key, text=nudge_text(case, clicked.number),
+                                   blocks=nudge_blocks(case, clicked.slack_user, clicked.number,
+                                                       settings.max_nudges, status=status))
+            deps.audit.record(actor=clicked.slack_user, action=f"onboarding nudge: {what}", outcome="ok",
+                              target=f"user {clicked.user_id}")
+
+        def tell(text: str) -> None:
+            deps.outbox.post(f"note:{new_correlation_id()}", channel=clicked.slack_user, text=text)
+
+        deps.runner.submit(run_guarded, work, tell=tell, correlation_id=new_correlation_id(),
+                           what=f"onboarding {what}")
+
+    @app.action(NudgeAction.DONE)
+    def done(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        pressed(body, lambda user: mark_done(deps.store, user, deps.now(), settings), DONE_STATUS, "done")
+
+    @app.action(NudgeAction.STOP)
+    def stop(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        pressed(body, lambda user: stop_nudges(deps.store, user, deps.now()), STOP_STATUS, "stop")
