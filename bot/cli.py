@@ -224,6 +224,8 @@ def _offline_deps() -> Deps:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
+    from datetime import UTC
+
     from bot.scheduler import last_runs
 
     deps = _offline_deps()
@@ -231,8 +233,12 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
         scheduler = deps.scheduler()
         runs = last_runs(deps.store)
         lease = scheduler.lease.current()
-        leader = (f"{lease.holder} (lease until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC)" if lease
-                  else "none yet (no bot process has run)")
+        if lease is None:
+            leader = "none yet (no bot process has run)"
+        elif lease.expires_at.replace(tzinfo=UTC) < deps.now():
+            leader = f"none (the last one, {lease.holder}, let its lease run out at {lease.expires_at:%H:%M:%S} UTC)"
+        else:
+            leader = f"{lease.holder} (lease until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC)"
         print(f"leader: {leader}")
         for name, job in scheduler.jobs.items():
             run = runs.get(name)

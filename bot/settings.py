@@ -101,6 +101,17 @@ EXAMPLES: dict[str, str] = {
     "MAM_APPROVAL_CHANNEL": "a Slack channel id such as C0123ABCD (channel details > About)",
     "MAM_APPROVAL_QUORUM": "how many approvers must approve a change, a whole number from 1 to 10 (default 1)",
     "MAM_APPROVAL_EXPIRY_HOURS": "hours a request waits for approval before it expires, e.g. 24",
+    "MAM_SWEEP_MINUTES": "minutes between threat sweeps, e.g. 15",
+    "MAM_ALERT_DIGEST_THRESHOLD": "how many new or resolved blocks in one sweep become one digest card, e.g. 10",
+    "MAM_ALERT_DM_USERS": "true or false: DM users whose app is blocked",
+    "MAM_TIMEZONE": "an IANA time zone for working hours, e.g. Europe/London or America/New_York",
+    "MAM_WORK_HOURS": "the hours nudges may be sent, e.g. 09:00-17:00",
+    "MAM_WORK_DAYS": "the days nudges may be sent, e.g. mon-fri or mon,wed,fri",
+    "MAM_NUDGE_HOUR": "the local hour (0-23) of the weekday nudge run, e.g. 10",
+    "MAM_NUDGE_REMINDER_DAYS": "days between onboarding reminders, e.g. 3",
+    "MAM_NUDGE_MAX": "nudges per user at most, first one included, e.g. 3",
+    "MAM_NUDGE_UNREGISTERED": "true or false: also nudge assigned users with no managed app yet",
+    "MAM_SLACK_LOOKUPS_PER_RUN": "Slack users.lookupByEmail calls per nudge run, e.g. 50",
 }
 
 
@@ -135,6 +146,52 @@ class Settings(BaseSettings):
     mam_approval_channel: str | None = None
     mam_approval_quorum: int = Field(default=1, ge=1, le=10)
     mam_approval_expiry_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+
+    # the watch: threat sweep, alerts and onboarding nudges
+    mam_sweep_minutes: float = Field(default=15.0, ge=1, le=24 * 60)
+    mam_alert_digest_threshold: int = Field(default=10, ge=1, le=1000)
+    mam_alert_dm_users: bool = False
+    mam_timezone: str = "UTC"
+    mam_work_hours: str = "09:00-17:00"
+    mam_work_days: str = "mon-fri"
+    mam_nudge_hour: int = Field(default=10, ge=0, le=23)
+    mam_nudge_reminder_days: float = Field(default=3.0, gt=0, le=60)
+    mam_nudge_max: int = Field(default=3, ge=1, le=10)
+    mam_nudge_unregistered: bool = False
+    mam_slack_lookups_per_run: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("mam_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone") from None
+        return value
+
+    @field_validator("mam_work_hours")
+    @classmethod
+    def _work_hours(cls, value: str) -> str:
+        from datetime import time
+
+        try:
+            start, end = (time.fromisoformat(part.strip()) for part in value.split("-", 1))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a range of hours") from None
+        if end <= start:
+            raise ValueError(f"{value!r} ends before it starts")
+        return value
+
+    @field_validator("mam_work_days")
+    @classmethod
+    def _work_days(cls, value: str) -> str:
+        days = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
+        parts = [p for chunk in value.lower().replace(" ", "").split(",") for p in chunk.split("-")]
+        if not parts or any(p[:3] not in days for p in parts):
+            raise ValueError(f"{value!r} is not a list of days")
+        return value
 
     @field_validator(
         "slack_bot_token", "slack_app_token", "slack_signing_secret", "azure_client_secret", mode="before"

@@ -11,8 +11,22 @@ if TYPE_CHECKING:
 
 
 def register_all(app: App, deps: Deps) -> None:
-    from commands import approvals, assignments, connectors, help, home, pickers, policies, policy_new, router
+    from commands import (
+        alerts,
+        approvals,
+        assignments,
+        connectors,
+        help,
+        home,
+        nudges,
+        pickers,
+        policies,
+        policy_new,
+        router,
+        status,
+    )
 
-    for module in (help, connectors, policies, policy_new, assignments, pickers, approvals, home):
+    for module in (help, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges, status,
+                   home):
         module.register(app, deps)
     router.register(app, deps)  # last: the /mam listener dispatches to what the others registered

@@ -20,7 +20,7 @@ from bot.roles import Access, Role, RoleDirectory
 from bot.settings import Settings
 from commands.context import CommandRequest
 from commands.ids import Action, View
-from workflows.changes import ChangeService, State, as_utc
+from workflows.changes import ChangeService, Result, State, as_utc
 
 if TYPE_CHECKING:
     from bot.deps import Deps
@@ -225,17 +225,24 @@ def register(app: App, deps: Deps) -> None:
     def ephemeral(respond: Respond) -> Callable[[str], Any]:
         return lambda text: respond(text=text, response_type="ephemeral", replace_original=False)
 
-    @app.action(Action.APPROVE)
-    def approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        user, request_id = body["user"]["id"], _request_id(body)
+    def card_button(decide: Callable[[int, str], Result], what: str) -> Callable[..., None]:
+        """Approve and Retry: ack, decide after the ack, answer a refusal to the clicker alone."""
 
-        def work() -> None:
-            result = deps.changes.approve(request_id, user)
-            if not result.ok:
-                respond(text=f":x: {result.message}", response_type="ephemeral", replace_original=False)
+        def handler(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+            ack()
+            user, request_id, tell = body["user"]["id"], _request_id(body), ephemeral(respond)
 
-        in_background(work, ephemeral(respond), "approve")
+            def work() -> None:
+                result = decide(request_id, user)
+                if not result.ok:
+                    tell(f":x: {result.message}")
+
+            in_background(work, tell, what)
+
+        return handler
+
+    app.action(Action.APPROVE)(card_button(deps.changes.approve, "approve"))
+    app.action(Action.RETRY)(card_button(deps.changes.retry, "retry"))
 
     @app.action(Action.REJECT)
     def reject(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
@@ -265,18 +272,6 @@ def register(app: App, deps: Deps) -> None:
                 dm(user)(f":x: {result.message}")
 
         in_background(work, dm(user), "reject")
-
-    @app.action(Action.RETRY)
-    def retry(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        user, request_id = body["user"]["id"], _request_id(body)
-
-        def work() -> None:
-            result = deps.changes.retry(request_id, user)
-            if not result.ok:
-                respond(text=f":x: {result.message}", response_type="ephemeral", replace_original=False)
-
-        in_background(work, ephemeral(respond), "retry")
 
     @app.view(View.JUSTIFY)
     def justified(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

@@ -1,0 +1,78 @@
+"""`/mam status`: the watch and the bot itself, in one card."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from slack_bolt import App
+
+from bot.blocks import Block, context, escape, fields_section, header, section
+from bot.errors import UsageError
+from bot.registry import Subcommand
+from bot.roles import Access
+from commands.context import CommandRequest
+from workflows.status import Status, gather
+
+if TYPE_CHECKING:
+    from bot.deps import Deps
+
+
+def register(app: App, deps: Deps) -> None:
+    deps.registry.add_command(Subcommand(
+        name="status", usage="/mam status",
+        summary="Last threat sweep, active blocks, pending onboardings, nudges, jobs and the leader.",
+        access=Access.READ, handler=status_command, group="Watch"))
+
+
+def status_command(req: CommandRequest) -> None:
+    if req.args:
+        raise UsageError("`/mam status` takes no arguments.")
+    req.ack(response_type="ephemeral", text=":hourglass_flowing_sand: Gathering the bot's status…")
+
+    def work() -> None:
+        status = gather(req.deps)
+        req.respond(replace_original=True, response_type="ephemeral", text=summary(status),
+                    blocks=status_blocks(status))
+
+    req.later(work, "status")
+
+
+def summary(status: Status) -> str:
+    return (f"mam-bot status: {status.active_blocks} active block(s), {status.pending_onboarding} pending "
+            f"onboarding(s), {status.open_requests} open change request(s)")
+
+
+def status_blocks(status: Status) -> list[Block]:
+    sweep = status.last_sweep
+    if sweep is not None and sweep.finished_at is not None:
+        took = (sweep.finished_at - sweep.started_at).total_seconds()
+        sweep_text = (f"{sweep.finished_at:%Y-%m-%d %H:%M} UTC in {took:.0f} s: {sweep.devices} Android "
+                      f"device(s), {sweep.registrations} registration(s), {sweep.requests} request(s)"
+                      + (" :x: failed" if not sweep.ok else ""))
+    else:
+        sweep_text = "none yet"
+    leader = (f"`{escape(status.leader)}` (lease until {status.leader_until:%H:%M:%S} UTC)"
+              if status.leader and status.leader_until else "none: no process holds the scheduler lease")
+    jobs = []
+    for job in status.jobs:
+        last = (f"{job.last.started_at:%m-%d %H:%M} {job.last.outcome}" if job.last else "never")
+        upcoming = f"{job.next_run:%m-%d %H:%M %Z}" if job.next_run else "not scheduled"
+        jobs.append(f"`{job.name}`: last {last}; next {upcoming}")
+    blocks: list[Block] = [
+        header("mam-bot status"),
+        fields_section([
+            f"*Active blocks*\n{status.active_blocks}",
+            f"*Pending onboarding*\n{status.pending_onboarding}",
+            f"*Nudges sent (7 days)*\n{status.nudges_sent_7d}",
+            f"*Open change requests*\n{status.open_requests}",
+        ]),
+        section(f"*Last threat sweep:* {sweep_text}\n*Leader:* {leader}"),
+        section("*Jobs*\n" + "\n".join(jobs)),
+        section(f"*Outbox:* {status.outbox_pending} message(s) waiting"
+                + (f"; {len(status.outbox_failed)} failed recently" if status.outbox_failed else "")),
+    ]
+    problems = [*status.errors, *status.outbox_failed]
+    if problems:
+        blocks.append(section("*Last errors*\n" + "\n".join(f"• {escape(p[:300])}" for p in problems[:8])))
+    blocks.append(context("Blocks are inferred from Defender's device threat level and each policy's maximum."))
+    return blocks

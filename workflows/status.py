@@ -1,0 +1,69 @@
+"""What `/mam status` and App Home say about the bot: jobs, the leader, the outbox, pending work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlmodel import col, func, select
+
+from bot.scheduler import last_runs
+from bot.store.models import ChangeRequest, JobRun
+from bot.store.watch import SweepRun, active_blocks, last_sweep, nudges_sent, pending_onboardings
+from workflows.changes import OPEN_STATES
+
+if TYPE_CHECKING:
+    from bot.deps import Deps
+
+
+@dataclass
+class JobLine:
+    name: str
+    description: str
+    last: JobRun | None
+    next_run: datetime | None
+
+
+@dataclass
+class Status:
+    leader: str | None
+    leader_until: datetime | None
+    jobs: list[JobLine]
+    last_sweep: SweepRun | None
+    active_blocks: int
+    pending_onboarding: int
+    nudges_sent_7d: int
+    open_requests: int
+    outbox_pending: int
+    outbox_failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def gather(deps: Deps) -> Status:
+    scheduler = deps.scheduler()
+    runs = last_runs(deps.store)
+    lease = scheduler.lease.current()
+    sweep = last_sweep(deps.store)
+    with deps.store.session() as session:
+        requests = session.exec(select(func.count()).select_from(ChangeRequest)
+                                .where(col(ChangeRequest.state).in_([s.value for s in OPEN_STATES]))).one()
+    now = deps.now()
+    errors = [f"{name}: {run.summary}" for name, run in runs.items() if run.outcome == "failed"]
+    if sweep is not None and sweep.error:
+        errors.append(f"last sweep: {sweep.error}")
+    return Status(
+        leader=lease.holder if lease and lease.expires_at.replace(tzinfo=now.tzinfo) > now else None,
+        leader_until=lease.expires_at if lease else None,
+        jobs=[JobLine(name, job.description, runs.get(name), scheduler.next_run(name))
+              for name, job in scheduler.jobs.items()],
+        last_sweep=sweep,
+        active_blocks=len(active_blocks(deps.store)),
+        pending_onboarding=pending_onboardings(deps.store),
+        nudges_sent_7d=nudges_sent(deps.store, since=now - timedelta(days=7)),
+        open_requests=int(requests),
+        outbox_pending=deps.outbox.pending_count(),
+        outbox_failed=[f"{m.key}: {m.last_error}" for m in deps.outbox.failed(limit=5)],
+        errors=errors,
+    )
+
