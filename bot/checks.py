@@ -68,11 +68,11 @@ def _roles_and_channels(settings: Settings, report: CheckReport) -> None:
 
 
 def _database(settings: Settings, report: CheckReport) -> None:
-    from bot.store import create_store
+    from bot.store.db import connect_store
 
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
     try:
-        store = create_store(settings.database_url)
+        store = connect_store(settings.database_url)
         try:
             store.ping()
         finally:

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-url", default=None, help="public https base URL: print the HTTP-mode variant")
     p.set_defaults(func=cmd_manifest)
 
+    p = sub.add_parser("db", help="the bot's database")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    pd = db_sub.add_parser("upgrade", help="apply schema migrations (also done on start, under a lock)")
+    pd.set_defaults(func=cmd_db_upgrade)
+
     p = sub.add_parser("jobs", help="the scheduled jobs")
     jobs_sub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     pj = jobs_sub.add_parser("list", help="the jobs, their schedules, last and next runs, and the leader")
@@ -211,6 +216,17 @@ def cmd_manifest(args: argparse.Namespace) -> int:
             _fail("mam-bot manifest: --http-url must be a public https URL, e.g. https://mam-bot.example.com")
         manifest = http_variant(manifest, args.http_url)
     sys.stdout.write(dump(manifest))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from bot.store.migrate import upgrade
+
+    url = load_settings().database_url
+    upgrade(url)
+    print(f"{make_url(url).render_as_string(hide_password=True)}: schema is up to date")
     return 0
 
 

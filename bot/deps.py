@@ -92,6 +92,7 @@ def build_deps(
     """Connect the store and Microsoft's APIs. With MAM_CLOUD=sandbox and no host overrides the
     sandbox tenant runs in this process (pass one in to share it with a test or the demo)."""
     from bot.microsoft import build_clients
+    from bot.microsoft.shared_budget import fleet_budget
     from bot.outbox import Outbox
     from commands.approvals import SlackNotifier, approval_destinations
     from workflows.changes import ChangeService, approvals_of
@@ -107,7 +108,9 @@ def build_deps(
 
             sandbox = SandboxTenant()
         transport = sandbox.transport()
-    microsoft = build_clients(settings, transport=transport)
+    # several replicas on PostgreSQL share one request budget; SQLite means one process, the local one
+    budget = None if settings.uses_in_process_sandbox else fleet_budget(store.engine)
+    microsoft = build_clients(settings, transport=transport, budget=budget)
     roles = RoleDirectory(settings.mam_admins, settings.mam_approvers, slack_client)
     audit = AuditLog(store)
     outbox = Outbox(store, outbox_client(slack_client), on_failure=lambda message: audit.record(

@@ -224,9 +224,9 @@ def entry_line(episode: Episode, portals: Portals) -> str:
     who = ", ".join(escape(p.get("name") or p.get("mail") or p["id"]) for p in episode.user_list) or "unknown"
     link = defender_link(portals, episode.machine_id)
     device = device_text(episode) if not link else f"<{link}|{escape(episode.device_name or 'device')}>"
-    state = "" if episode.state == OPEN else f" → {escape(episode.resolution)}"
+    state = "" if episode.state == OPEN else f": {escape(episode.resolution)}"
     return (f"{LEVEL_ICONS.get(episode.level, '•')} {who} · {device} · {escape(apps_text(episode))} · "
-            f"{escape(level_text(episode.level))} > {escape(level_text(episode.maximum))} · "
+            f"device {escape(level_text(episode.level))}, allowed up to {escape(level_text(episode.maximum))} · "
             f"{escape(episode.policy_name)}{state}")
 
 
@@ -480,7 +480,7 @@ def blocked_blocks(deps: Deps, who: str | None, *, shown: str | None = None) -> 
         blocks.append(context(f"…and {len(episodes) - LIST_LIMIT} more; name a user to narrow it down."))
     notes = [INFERRED]
     if sweep is not None:
-        state = "" if sweep.ok else " (it failed, so this is from the one before)"
+        state = "" if sweep.ok else f" (with errors: {escape(sweep.error[:200])})"
         notes.insert(0, f"As of the sweep {slack_date(sweep.finished_at)}{state}; "
                         f"{pending_onboardings(deps.store)} user(s) wait for Defender onboarding.")
     else:

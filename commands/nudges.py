@@ -7,6 +7,7 @@ user id, which the authorisation middleware compares with whoever clicked (Acces
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,7 +56,7 @@ def steps(app: str) -> list[str]:
         f"Open *{escape(app)}* and sign in with your work account.",
         "Tap *Continue*.",
         f"Tap *Download* and install *Microsoft Defender* from Google Play (<{DEFENDER}|Microsoft Defender>).",
-        f"Come back to *{escape(app)}* and tap *Continue* > *Launch*.",
+        f"Come back to *{escape(app)}* and tap *Continue* &gt; *Launch*.",
         "Finish Defender's onboarding: sign in and allow what it asks for.",
         f"Tap *Continue* to sign in to *{escape(app)}*.",
     ]
@@ -156,13 +157,13 @@ def slack_client_of(deps: Deps) -> WebClient:
     return client if isinstance(client, WebClient) else deps.outbox._client
 
 
-def nudge_job(deps: Deps) -> NudgeResult:
-    """The scheduler's "onboarding-nudges" job."""
+def nudge_job(deps: Deps, *, sleep: Callable[[float], None] = time.sleep) -> NudgeResult:
+    """The scheduler's "onboarding-nudges" job (`sleep` paces the email lookups)."""
     settings = WatchSettings.from_settings(deps.settings)
     result = run_onboarding_nudges(
         store=deps.store, users=deps.microsoft.background().graph,
         directory=SlackEmailDirectory(slack_client_of(deps)), notifier=SlackNudger(deps.outbox),
-        settings=settings, now=deps.now())
+        settings=settings, now=deps.now(), sleep=sleep)
     log.info("onboarding nudges: %s", result.summary())
     return result
 

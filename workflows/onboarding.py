@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import time as time_module
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import and_, bindparam, insert, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -38,10 +39,15 @@ from bot.store.watch import (
     OnboardingCase,
     SlackUserLink,
     as_utc,
+    nudges_sent,
+    pending_onboardings,
 )
 
 if TYPE_CHECKING:
     from bot.deps import Deps
+
+__all__ = ["NudgeResult", "WatchSettings", "mark_done", "nudge_job", "nudges_sent", "pending_onboardings",
+           "run_onboarding_nudges", "stop_nudges", "sync_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +169,7 @@ class SlackIds:
         self._cache: dict[str, SlackUserLink] = {}
         self.done = 0
         self.deferred = 0
+        self.slept = 0.0  # seconds of pacing so far: a long run must not drift past the end of the day
         self._throttled = False
 
     def preload(self, emails: Iterable[str]) -> None:
@@ -191,6 +198,7 @@ class SlackIds:
             return Found.LATER, ""
         if self.done:
             self._sleep(self._settings.lookup_interval)
+            self.slept += self._settings.lookup_interval
         try:
             slack_id = self._directory.lookup_email(email)
         except DirectoryThrottled:
@@ -253,42 +261,58 @@ def sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[
 
 
 def _sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[str], now: datetime) -> CaseSync:
+    # Core statements in one transaction, not ORM objects: a first sweep can open 10,000+ cases.
+    table = OnboardingCase.__table__  # type: ignore[attr-defined]
     sync = CaseSync(pending=len(pending))
-    with store.session() as session:
-        cases = {c.user_id: c for c in session.exec(select(OnboardingCase))}
+    fresh: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    reopened: list[dict[str, Any]] = []
+    with store.engine.begin() as conn:
+        cases = {row.user_id: row for row in conn.execute(sa_select(
+            table.c.user_id, table.c.state, table.c.kind, table.c.devices, table.c.apps, table.c.policies))}
         for user_id, found in pending.items():
-            devices = json.dumps([{"id": d, "name": n, "model": m} for d, (n, m) in sorted(found.devices.items())])
-            apps = json.dumps(sorted(found.apps))
-            policies = json.dumps(sorted(found.policies))
+            values = {"b_user": user_id, "kind": found.kind, "apps": json.dumps(sorted(found.apps)),
+                      "policies": json.dumps(sorted(found.policies)),
+                      "devices": json.dumps([{"id": d, "name": n, "model": m}
+                                             for d, (n, m) in sorted(found.devices.items())])}
             case = cases.get(user_id)
             if case is None:
-                session.add(OnboardingCase(user_id=user_id, kind=found.kind, devices=devices, apps=apps,
-                                           policies=policies, first_pending_at=now, last_pending_at=now))
-                sync.opened += 1
-                continue
-            if case.state in (ONBOARDED, CLOSED):
-                case.state, case.round, case.nudges_sent = PENDING, case.round + 1, 0
-                case.first_pending_at = now
-                case.last_nudge_at = case.paused_until = case.done_at = case.thanked_at = None
-                case.onboarded_at = case.closed_at = None
-                sync.reopened += 1
-            elif (case.devices, case.apps, case.policies, case.kind) == (devices, apps, policies, found.kind):
-                continue  # nothing new: no write
-            case.devices, case.apps, case.policies, case.kind = devices, apps, policies, found.kind
-            case.last_pending_at = now
-            session.add(case)
-        for user_id, case in cases.items():
-            if case.state != PENDING or user_id in pending:
-                continue
-            if user_id in onboarded:
-                case.state, case.onboarded_at = ONBOARDED, now
-                sync.onboarded += 1
-            else:
-                case.state, case.closed_at = CLOSED, now
-                sync.closed += 1
-            session.add(case)
-        session.commit()
+                fresh.append(values)
+            elif case.state in (ONBOARDED, CLOSED):
+                reopened.append(values)
+            elif (case.devices, case.apps, case.policies, case.kind) != (
+                    values["devices"], values["apps"], values["policies"], found.kind):
+                changed.append(values)
+        gone = [u for u, case in cases.items() if case.state == PENDING and u not in pending]
+        done = [u for u in gone if u in onboarded]
+        closed = [u for u in gone if u not in onboarded]
+        for chunk in _chunks(fresh):
+            conn.execute(insert(table), [{
+                "user_id": v["b_user"], "kind": v["kind"], "state": PENDING, "round": 1, "user_name": "",
+                "user_mail": "", "devices": v["devices"], "apps": v["apps"], "policies": v["policies"],
+                "first_pending_at": now, "last_pending_at": now, "nudges_sent": 0, "slack_user_id": "",
+            } for v in chunk])
+        by_user = table.c.user_id == bindparam("b_user")
+        details = {"kind": bindparam("kind"), "devices": bindparam("devices"), "apps": bindparam("apps"),
+                   "policies": bindparam("policies"), "last_pending_at": now}
+        for chunk in _chunks(changed):
+            conn.execute(update(table).where(by_user).values(**details), chunk)
+        for chunk in _chunks(reopened):
+            conn.execute(update(table).where(by_user).values(
+                **details, state=PENDING, round=table.c.round + 1, nudges_sent=0, first_pending_at=now,
+                last_nudge_at=None, paused_until=None, done_at=None, thanked_at=None, onboarded_at=None,
+                closed_at=None), chunk)
+        for chunk in _chunks(done):
+            conn.execute(update(table).where(table.c.user_id.in_(chunk)).values(state=ONBOARDED, onboarded_at=now))
+        for chunk in _chunks(closed):
+            conn.execute(update(table).where(table.c.user_id.in_(chunk)).values(state=CLOSED, closed_at=now))
+    sync.opened, sync.reopened, sync.onboarded, sync.closed = len(fresh), len(reopened), len(done), len(closed)
     return sync
+
+
+def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def pending_user_ids(store: Store) -> set[str]:
@@ -356,22 +380,24 @@ def run_onboarding_nudges(
     (the outbox) under a key of its own, so a rerun, a restart or a second leader never sends one twice.
     Email lookups run outside working hours too: by the time the day starts the cache is warm."""
     settings = settings or WatchSettings()
-    now = now or utcnow()
+    now = (now or utcnow()).astimezone(UTC)  # SQLite keeps no zone: everything written is UTC
     result = NudgeResult(started=now)
-    in_hours = settings.within_working_hours(now)
     cases = _due_cases(store, settings, now)
     result.due = len(cases)
-    _fill_mail(store, users, cases, result)
+    asked = _fill_mail(store, users, cases, result, limit=2 * settings.lookups_per_run)
     ids = SlackIds(store, directory, settings, now, sleep)
     ids.preload(c.user_mail for c in cases)
     for case in cases:
+        if not case.user_mail and case.user_id not in asked:
+            ids.deferred += 1  # its mail is read in a later run, when a lookup can follow
+            continue
         status, slack_id = ids.resolve(case.user_mail)
         if status is Found.NO:
             result.no_slack_account += 1
             continue
         if status is Found.LATER:
             continue
-        if not in_hours:
+        if not settings.within_working_hours(now + timedelta(seconds=ids.slept)):
             result.skipped_outside_hours += 1
             continue
         try:
@@ -385,29 +411,33 @@ def run_onboarding_nudges(
 
 
 def _due_cases(store: Store, settings: WatchSettings, now: datetime) -> list[OnboardingCase]:
-    not_paused = col(OnboardingCase.paused_until).is_(None) | (col(OnboardingCase.paused_until) <= now)
-    first = (OnboardingCase.state == PENDING) & (OnboardingCase.nudges_sent == 0) & not_paused
-    reminder = ((OnboardingCase.state == PENDING) & (col(OnboardingCase.nudges_sent) > 0)
-                & (col(OnboardingCase.nudges_sent) < settings.max_nudges)
-                & (col(OnboardingCase.last_nudge_at) <= now - settings.reminder_every) & not_paused)
-    thanks = ((OnboardingCase.state == ONBOARDED) & (col(OnboardingCase.nudges_sent) > 0)
-              & col(OnboardingCase.thanked_at).is_(None) & col(OnboardingCase.stopped_at).is_(None))
-    query = select(OnboardingCase).where(first | reminder | thanks).order_by(
-        col(OnboardingCase.first_pending_at), col(OnboardingCase.user_id))
+    c = OnboardingCase
+    not_paused = or_(col(c.paused_until).is_(None), col(c.paused_until) <= now)
+    first = and_(col(c.state) == PENDING, col(c.nudges_sent) == 0, not_paused)
+    reminder = and_(col(c.state) == PENDING, col(c.nudges_sent) > 0, col(c.nudges_sent) < settings.max_nudges,
+                    col(c.last_nudge_at) <= now - settings.reminder_every, not_paused)
+    thanks = and_(col(c.state) == ONBOARDED, col(c.nudges_sent) > 0, col(c.thanked_at).is_(None),
+                  col(c.stopped_at).is_(None))
+    query = select(c).where(or_(first, reminder, thanks)).order_by(col(c.first_pending_at), col(c.user_id))
     with store.session() as session:
         return list(session.exec(query))
 
 
-def _fill_mail(store: Store, users: UserReader | None, cases: list[OnboardingCase], result: NudgeResult) -> None:
-    """Mail and name from Graph for cases that don't have them yet (20 users to a $batch)."""
-    missing = [c for c in cases if not c.user_mail]
+def _fill_mail(store: Store, users: UserReader | None, cases: list[OnboardingCase], result: NudgeResult,
+               limit: int) -> set[str]:
+    """Mail and name from Graph for cases that don't have them yet (20 users to a $batch).
+
+    Only as many as this run can look up in Slack: a case without a mail has never been looked up,
+    so reading 5,000 mails when 50 lookups fit in a run would spend quota for nothing.
+    """
+    missing = [c for c in cases if not c.user_mail][:limit]
     if not missing or users is None:
-        return
+        return set()
     try:
         found = users.get_users(c.user_id for c in missing)
     except MicrosoftError as exc:
         result.errors.append(f"reading users: {exc}")
-        return
+        return set()
     by_id = {k.lower(): v for k, v in found.items()}
     with store.session() as session:
         for case in missing:
@@ -418,6 +448,7 @@ def _fill_mail(store: Store, users: UserReader | None, cases: list[OnboardingCas
             case.user_name = user.displayName or ""
             session.add(case)
         session.commit()
+    return {c.user_id for c in missing}
 
 
 def _send(store: Store, notifier: NudgeNotifier, settings: WatchSettings, case: OnboardingCase, slack_id: str,
@@ -466,7 +497,8 @@ def find_case(store: Store, user_id: str) -> OnboardingCase | None:
         return session.get(OnboardingCase, user_id.lower())
 
 
-def mark_done(store: Store, user_id: str, now: datetime, settings: WatchSettings | None = None) -> OnboardingCase | None:
+def mark_done(store: Store, user_id: str, now: datetime,
+              settings: WatchSettings | None = None) -> OnboardingCase | None:
     """"Done": hold reminders while Defender reports the device (the sweep sends the thank-you)."""
     settings = settings or WatchSettings()
     return _set(store, user_id, done_at=now, paused_until=now + settings.done_grace)

@@ -64,12 +64,15 @@ class SharedBudget:
         limits: Mapping[str, Sequence[RateLimit]] = DEFAULT_LIMITS,
         *,
         clock: Callable[[], float] | None = None,
+        keep_for: float | None = None,
     ) -> None:
+        """`keep_for`: seconds a grant stays on the log (default: the longest window, all it is needed for)."""
         self._engine = engine
         self._limits = {api: tuple(rules) for api, rules in limits.items()}
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
-        self._horizon = max((r.per_seconds for rules in self._limits.values() for r in rules), default=0.0)
+        longest = max((r.per_seconds for rules in self._limits.values() for r in rules), default=0.0)
+        self._keep_for = max(longest, keep_for or 0.0)
         self._next_prune = float("-inf")
         # Threads of one process queue here rather than in the database: fewer connections held waiting.
         self._local = threading.Lock()
@@ -92,12 +95,11 @@ class SharedBudget:
             conn.execute(insert(T).values(api=api, at=now, calls=count, write=write))
             if now >= self._next_prune:
                 self._next_prune = now + PRUNE_EVERY_SECONDS
-                conn.execute(delete(T).where(T.c.at <= now - self._horizon))
+                conn.execute(delete(T).where(T.c.at <= now - self._keep_for))
             return 0.0
 
     def granted(self, api: str, *, within: float, write: bool | None = None) -> int:
-        """Calls granted to `api` over the last `within` seconds by every process (for tests and /healthz-like
-        reporting)."""
+        """Calls granted to `api` by every process over the last `within` seconds."""
         with self._engine.connect() as conn:
             now = self._now(conn)
             query = select(func.coalesce(func.sum(T.c.calls), 0)).where(T.c.api == api, T.c.at > now - within)

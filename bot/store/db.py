@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 import bot.store.watch  # noqa: F401  (the watch's tables)
 from bot.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -65,7 +65,14 @@ class Store:
 
 
 def create_store(url: str) -> Store:
-    """Connect and create missing tables."""
+    """Connect and bring the schema up to date (Alembic, under a lock so replicas never race)."""
+    from bot.store.migrate import upgrade_engine
+
     engine = make_engine(url)
-    SQLModel.metadata.create_all(engine)
+    upgrade_engine(engine)
     return Store(engine)
+
+
+def connect_store(url: str) -> Store:
+    """Connect without touching the schema (`mam-bot check`)."""
+    return Store(make_engine(url))

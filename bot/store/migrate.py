@@ -73,8 +73,17 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 @cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revisions() -> tuple[str, ...]:
-    return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+    return tuple(sorted(_scripts().get_heads()))
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    return frozenset(script.revision for script in _scripts().walk_revisions())
 
 
 def current_revisions(engine: Engine) -> tuple[str, ...]:
@@ -96,8 +105,17 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     """`upgrade` on an engine the caller keeps using (what `create_store` calls)."""
-    if revision == "head" and current_revisions(engine) == head_revisions():
+    current = current_revisions(engine)
+    if revision == "head" and current == head_revisions():
         return  # every start after the first: one SELECT, no lock
+    newer = set(current) - known_revisions()
+    if revision == "head" and newer:
+        # A newer mam-bot migrated this database (a rolling upgrade in progress, or a rollback).
+        # Migrations are additive, so this version still works with it: start rather than fail.
+        log.warning("the database schema is at %s, newer than this mam-bot knows (%s); not migrating",
+                    ", ".join(sorted(newer)), ", ".join(head_revisions()))
+        return
+    log.info("migrating the database from %s to %s", ", ".join(current) or "an empty schema", revision)
     with _process_lock, migration_connection(engine) as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
