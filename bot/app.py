@@ -105,14 +105,12 @@ def _authorization_middleware(deps: Deps) -> Callable[..., BoltResponse | None]:
         if ok:
             if not body.get("command") and body.get("type") != "block_suggestion":
                 # commands are audited by the router, which knows the outcome; interactions here
-                deps.runner.submit(deps.audit.record, actor=user_id, action=f"clicked {name}", outcome="allowed")
+                deps.audit.record_soon(actor=user_id, action=f"clicked {name}", outcome="allowed")
             next()
             return None
 
         reason = _refusal_text(deps, name, access, roles)
-        deps.runner.submit(
-            deps.audit.record, actor=user_id, action=f"refused {name}", outcome="refused", detail=reason
-        )
+        deps.audit.record_soon(actor=user_id, action=f"refused {name}", outcome="refused", detail=reason)
         kind = body.get("type") or "command"
         if body.get("command"):
             return BoltResponse(status=200, body={"response_type": "ephemeral", "text": reason})

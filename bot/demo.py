@@ -16,7 +16,9 @@ from typing import TextIO
 
 from bot.console.session import ConsoleSession, ScriptedInput
 from bot.local import DEMO_ADMIN, DEMO_APPROVER, DEMO_END_USER, LocalWorkspace
+from bot.sandbox import SandboxTenant
 from bot.settings import load_settings
+from bot.store.watch import active_blocks
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Step:
     click: str = ""
     answers: Sequence[str] = ()
     check: Callable[[LocalWorkspace], str | None] | None = None  # returns a problem, or None
+    job: str = ""  # run a scheduled job now, as its timer would
+    before: Callable[[LocalWorkspace], None] | None = None  # change the sandbox tenant first
 
 
 NEW_POLICY = "Android MAM - block above low"
@@ -43,6 +47,26 @@ def _policy_exists(groups: tuple[str, ...]) -> Callable[[LocalWorkspace], str | 
             return f"the sandbox has no policy called {NEW_POLICY!r}"
         names = {sandbox.group(a["target"]["groupId"])["displayName"] for a in policy["assignments"]}  # type: ignore[index]
         return None if names == set(groups) else f"the policy is assigned to {sorted(names)}, not {list(groups)}"
+
+    return check
+
+
+ISAIAH = "UAC6AD2AD"  # isaiah.langer@contoso.example in the sandbox, by the console's Slack
+
+
+def _sandbox(ws: LocalWorkspace) -> SandboxTenant:
+    assert ws.deps.sandbox is not None
+    return ws.deps.sandbox
+
+
+def _machine(ws: LocalWorkspace, name: str) -> str:
+    return next(str(m["id"]) for m in _sandbox(ws).machines if str(m["computerDnsName"]).startswith(name))
+
+
+def _active_blocks(expected: int) -> Callable[[LocalWorkspace], str | None]:
+    def check(ws: LocalWorkspace) -> str | None:
+        found = len(active_blocks(ws.deps.store))
+        return None if found == expected else f"{found} active blocks, expected {expected}"
 
     return check
 
@@ -86,6 +110,18 @@ SCRIPT: list[Step] = [
     Step("Kim, the other approver, approves this one.", "UAPPROV02", click="Approve",
          check=_policy_exists(("MAM Pilot", "Sales EMEA"))),
     Step("The policy as Intune has it now.", DEMO_ADMIN, '/mam policy show "Android MAM - block above low"'),
+    Step("The threat sweep (every 15 minutes) reads Defender's Android devices and the managed app "
+         "registrations, and finds whose apps the new policy blocks: one card per device in #mam-alerts, "
+         "and (MAM_ALERT_DM_USERS) a DM to the person.", DEMO_ADMIN, job="threat-sweep",
+         check=_active_blocks(2)),
+    Step("Who is blocked right now, and why?", DEMO_ADMIN, "/mam blocked"),
+    Step("Alex Wilber's phone is cleaned up and Defender rates it clean again. The next sweep marks the "
+         "card resolved and says in its thread how long the block lasted.", DEMO_ADMIN, job="threat-sweep",
+         before=lambda ws: _sandbox(ws).set_risk(_machine(ws, "alex-s23"), "None"), check=_active_blocks(1)),
+    Step("Isaiah's work apps wait for Defender on his phone (it isn't onboarded). The nudge job DMs him "
+         "Microsoft's steps, in working hours only.", DEMO_ADMIN, job="onboarding-nudges"),
+    Step("Isaiah follows the steps and clicks Done; only he can press his buttons.", ISAIAH, click="Done"),
+    Step("The bot's own view of all this.", DEMO_ADMIN, "/mam status"),
     Step("Jordan is an end user with no mam-bot role. The role check runs on the server, for every "
          "command and button.", DEMO_END_USER, "/mam connectors"),
     Step("A typo gets the closest command and the usage line, not silence.", DEMO_ADMIN, "/mam conectors"),
@@ -103,6 +139,9 @@ def run_demo(out: TextIO, script: Sequence[Step] = SCRIPT) -> int:
             database_url=f"sqlite:///{Path(tmp) / 'demo.db'}",
             mam_cloud="sandbox", mam_graph_url=None, mam_defender_url=None,
             mam_admins=[DEMO_ADMIN], mam_approvers=[DEMO_APPROVER, "UAPPROV02"],
+            mam_alert_channel="C0ALERTS", mam_alert_dm_users=True,
+            # the demo runs whenever you run it: nudges may go out at any hour here
+            mam_work_hours="00:00-23:59", mam_work_days="mon-sun",
         )
         workspace = LocalWorkspace.start(settings)
         try:
@@ -115,25 +154,15 @@ def _play(workspace: LocalWorkspace, script: Sequence[Step], out: TextIO) -> int
     answers = ScriptedInput(echo=out)
     session: ConsoleSession = workspace.session(user=DEMO_ADMIN, out=out, ask=answers, echo=True)
     out.write("mam-bot demo: the real bot, a simulated Slack workspace and the sandbox tenant.\n")
-    out.write("People: @alex (admin), @sam and @kim (approvers), @jordan (end user).\n")
+    out.write("People: @alex (admin), @sam and @kim (approvers), @jordan (end user), and the sandbox tenant's "
+              "users (Alex Wilber, Megan Bowen, Isaiah Langer, …) with Slack accounts of the same email.\n")
     problems: list[str] = []
     for number, step in enumerate(script, start=1):
         out.write(f"\n── {number}. {step.narration}\n")
-        if session.user != step.user:
-            session.send(f":as {step.user}")
-        answers.extend(step.answers)
-        if step.click:
-            button = session.button_number(step.click)
-            if button is None:
-                problems.append(f"step {number}: no button labelled {step.click!r}")
-                continue
-            session.send(str(button))
-        else:
-            session.send(step.line)
-        if step.check is not None:
-            problem = step.check(workspace)
-            if problem:
-                problems.append(f"step {number}: {problem}")
+        try:
+            _perform(workspace, session, answers, step, number, problems, out)
+        except Exception as exc:  # a broken step is reported, and the walk-through goes on
+            problems.append(f"step {number}: {type(exc).__name__}: {exc}")
     audit = workspace.deps.audit.recent(1000)
     out.write(f"\n── The audit log now holds {len(audit)} rows "
               "(every command, refusal and decision; `mam-bot audit export`).\n")
@@ -142,3 +171,30 @@ def _play(workspace: LocalWorkspace, script: Sequence[Step], out: TextIO) -> int
         return 1
     out.write("\nDemo finished. Try it yourself: `make console`.\n")
     return 0
+
+
+def _perform(workspace: LocalWorkspace, session: ConsoleSession, answers: ScriptedInput, step: Step, number: int,
+             problems: list[str], out: TextIO) -> None:
+    if session.user != step.user:
+        session.send(f":as {step.user}")
+    answers.extend(step.answers)
+    if step.before is not None:
+        step.before(workspace)
+    if step.job:
+        out.write(f"(running the {step.job} job now, as its timer would)\n")
+        run = workspace.deps.scheduler().run(step.job)
+        workspace.deps.wait_idle()
+        out.write(f"({step.job}: {run.outcome}: {run.summary})\n")
+        session.flush()
+    elif step.click:
+        button = session.button_number(step.click)
+        if button is None:
+            problems.append(f"step {number}: no button labelled {step.click!r}")
+            return
+        session.send(str(button))
+    else:
+        session.send(step.line)
+    if step.check is not None:
+        problem = step.check(workspace)
+        if problem:
+            problems.append(f"step {number}: {problem}")

@@ -70,7 +70,7 @@ class Deps:
             if not self.runner.wait_idle(remaining) or not self.outbox.wait_idle(remaining):
                 return False
             if self.runner.wait_idle(0):
-                return True
+                return self.audit.flush(remaining)
 
     def close(self) -> None:
         if self._scheduler is not None:
@@ -78,6 +78,7 @@ class Deps:
         self.roles.stop()
         self.runner.shutdown()
         self.outbox.stop()
+        self.audit.close()
         self.microsoft.close()
         self.store.close()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import os
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +19,12 @@ class UsageError(UserError):
     """The command was not understood; the router adds the usage line."""
 
 
+_ids = random.Random(int.from_bytes(os.urandom(16), "big"))
+
+
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """A reference to quote to an admin; needs to be unique, not secret (so no os.urandom per call)."""
+    return f"{_ids.getrandbits(48):012x}"
 
 
 def apology(correlation_id: str) -> str:

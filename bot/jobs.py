@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.scheduler import Job, interval, weekdays_at
+from bot.scheduler import Job, interval
 
 if TYPE_CHECKING:
     from bot.deps import Deps
@@ -18,8 +18,11 @@ def default_jobs(deps: Deps) -> list[Job]:
     return [
         Job("threat-sweep", "find managed apps blocked by a device's threat level; alert on changes",
             interval(minutes=settings.mam_sweep_minutes), sweep_job),
-        Job("onboarding-nudges", "DM users whose managed app waits for Defender the onboarding steps",
-            weekdays_at(settings.mam_nudge_hour, settings.mam_timezone), nudge_job),
+        # Every few minutes rather than once a day: Slack's users.lookupByEmail allows about 50 a
+        # minute, so a daily run could only find 50 new people a day. The job itself sends only
+        # within MAM_WORK_HOURS on MAM_WORK_DAYS, and each person's cadence is in the database.
+        Job("onboarding-nudges", "DM users whose managed app waits for Defender the onboarding steps "
+            "(sends only in working hours)", interval(minutes=settings.mam_nudge_minutes), nudge_job),
         Job("approval-expiry", "expire change requests nobody decided in time", interval(seconds=30),
             lambda d: f"{d.changes.expire_due()} expired"),
         Job("approval-reminders", "remind approvers once, half-way to expiry", interval(seconds=60),

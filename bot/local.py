@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from slack_bolt import App
 
 from bot.app import BotIdentity, build_app
-from bot.console.fake_slack import BOT_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack, default_users
+from bot.console.fake_slack import BOT_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack, FakeUser, default_users
 from bot.console.session import ConsoleSession
 from bot.deps import Deps, build_deps
 from bot.settings import Settings
@@ -28,11 +28,27 @@ DEMO_END_USER = "UENDUSR01"
 CONSOLE_IDENTITY = BotIdentity(team_id=TEAM_ID, bot_user_id=BOT_USER_ID, bot_id=BOT_ID)
 
 
+CONSOLE_CHANNELS = {"C0CONSOLE": "console", "C0ALERTS": "mam-alerts", "C0APPROVE": "mam-approvals"}
+
+
+def tenant_people(sandbox: SandboxTenant) -> list[FakeUser]:
+    """A Slack account for each person in the sandbox tenant, with the same email address."""
+    people = []
+    for user in sandbox.users:
+        mail = user.get("mail") or ""
+        local = mail.split("@")[0] if mail else ""
+        if not local:
+            continue
+        slack_id = "U" + "".join(ch for ch in user["id"].upper() if ch.isalnum())[:8]
+        people.append(FakeUser(slack_id, local.replace(".", ""), user.get("displayName") or local, mail))
+    return people
+
+
 def with_demo_roles(settings: Settings) -> Settings:
     """In the console workspace, with no roles configured, Alex is the admin and Sam the approver."""
     if settings.mam_admins or settings.mam_approvers:
         return settings
-    return settings.model_copy(update={"mam_admins": [DEMO_ADMIN], "mam_approvers": [DEMO_APPROVER]})
+    return settings.model_copy(update={"mam_admins": [DEMO_ADMIN], "mam_approvers": [DEMO_APPROVER, "UAPPROV02"]})
 
 
 @dataclass
@@ -46,7 +62,17 @@ class LocalWorkspace:
         cls, settings: Settings, *, sandbox: SandboxTenant | None = None, signing_secret: str = "",
         slack: FakeSlack | None = None,
     ) -> LocalWorkspace:
-        slack = slack or FakeSlack(users=default_users()).start()
+        client_slack = slack
+        if client_slack is None:
+            people = default_users()
+            if sandbox is None and settings.uses_in_process_sandbox:
+                from bot.sandbox import SandboxTenant
+
+                sandbox = SandboxTenant()
+            if sandbox is not None:
+                people += tenant_people(sandbox)  # so nudges and alert DMs find them by email
+            client_slack = FakeSlack(users=people, channels=CONSOLE_CHANNELS).start()
+        slack = client_slack
         client = slack_client(settings, base_url=slack.api_url, token=BOT_TOKEN)
         deps = build_deps(settings, slack_client=client, sandbox=sandbox)
         deps.roles.refresh()

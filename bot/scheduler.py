@@ -23,7 +23,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -160,7 +159,8 @@ class Scheduler:
                 session.refresh(record)
             try:
                 result = job.run(self.deps)
-                record.outcome, record.summary = "ok", str(result)[:4000]
+                text = result.summary() if hasattr(result, "summary") else str(result)
+                record.outcome, record.summary = "ok", text[:4000]
             except Exception as exc:
                 log.exception("job %s failed", name)
                 record.outcome, record.summary = "failed", f"{type(exc).__name__}: {exc}"[:4000]
@@ -211,6 +211,3 @@ def _utc(value: datetime) -> datetime:
 def interval(minutes: float = 0, seconds: float = 0) -> IntervalTrigger:
     return IntervalTrigger(minutes=minutes, seconds=seconds, timezone=UTC)
 
-
-def weekdays_at(hour: int, tz: str) -> CronTrigger:
-    return CronTrigger(day_of_week="mon-fri", hour=hour, minute=0, timezone=tz)

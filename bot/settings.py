@@ -107,7 +107,7 @@ EXAMPLES: dict[str, str] = {
     "MAM_TIMEZONE": "an IANA time zone for working hours, e.g. Europe/London or America/New_York",
     "MAM_WORK_HOURS": "the hours nudges may be sent, e.g. 09:00-17:00",
     "MAM_WORK_DAYS": "the days nudges may be sent, e.g. mon-fri or mon,wed,fri",
-    "MAM_NUDGE_HOUR": "the local hour (0-23) of the weekday nudge run, e.g. 10",
+    "MAM_NUDGE_MINUTES": "minutes between onboarding-nudge runs (they send only in working hours), e.g. 15",
     "MAM_NUDGE_REMINDER_DAYS": "days between onboarding reminders, e.g. 3",
     "MAM_NUDGE_MAX": "nudges per user at most, first one included, e.g. 3",
     "MAM_NUDGE_UNREGISTERED": "true or false: also nudge assigned users with no managed app yet",
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     mam_timezone: str = "UTC"
     mam_work_hours: str = "09:00-17:00"
     mam_work_days: str = "mon-fri"
-    mam_nudge_hour: int = Field(default=10, ge=0, le=23)
+    mam_nudge_minutes: float = Field(default=15.0, ge=1, le=24 * 60)
     mam_nudge_reminder_days: float = Field(default=3.0, gt=0, le=60)
     mam_nudge_max: int = Field(default=3, ge=1, le=10)
     mam_nudge_unregistered: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -48,11 +49,27 @@ def register(app: App, deps: Deps) -> None:
             tell=lambda text: respond(text=text, response_type="ephemeral", replace_original=False),
             correlation_id=new_correlation_id(), what="open the justification modal")
 
+    in_flight: set[str] = set()
+    lock = threading.Lock()
+
     @app.action(Action.CONNECTORS_RECHECK)
     def recheck(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
-        correlation_id = new_correlation_id()
-        deps.runner.submit(_check_and_fill, deps, respond, correlation_id)
+        # impatient clicks on the same card while its check runs add nothing but Graph calls
+        card = f"{body.get('user', {}).get('id')}:{(body.get('container') or {}).get('message_ts')}"
+        with lock:
+            if card in in_flight:
+                return
+            in_flight.add(card)
+
+        def check() -> None:
+            try:
+                _check_and_fill(deps, respond, new_correlation_id())
+            finally:
+                with lock:
+                    in_flight.discard(card)
+
+        deps.runner.submit(check)
 
 
 def connectors_command(req: CommandRequest) -> None:

@@ -31,8 +31,19 @@ def show_help(req: CommandRequest) -> None:
             raise UsageError(f"There is no `/mam {escape(req.args[0])}` to explain.")
         req.ack(response_type="ephemeral", text=f"`{escape(sub.usage)}`: {escape(sub.summary)}")
         return
-    blocks = help_blocks(req.deps.registry, roles, has_admins=req.deps.roles.has_admins)
+    blocks = cached_help_blocks(req.deps.registry, roles, req.deps.roles.has_admins)
     req.ack(response_type="ephemeral", text="mam-bot commands", blocks=blocks)
+
+
+_cache: dict[tuple[int, frozenset[Role], bool], list[dict[str, object]]] = {}
+
+
+def cached_help_blocks(registry: Registry, roles: frozenset[Role], has_admins: bool) -> list[dict[str, object]]:
+    """Help is the same for everyone with the same roles; the registry does not change after start."""
+    key = (id(registry), roles, has_admins)
+    if key not in _cache:
+        _cache[key] = help_blocks(registry, roles, has_admins=has_admins)
+    return _cache[key]
 
 
 def describe_roles(roles: frozenset[Role]) -> str:

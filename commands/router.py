@@ -70,8 +70,6 @@ def unknown_command_text(deps: Deps, name: str) -> str:
 
 
 def _audit(deps: Deps, user_id: str, text: str, outcome: str, correlation_id: str) -> None:
-    # after the ack, off the request thread: the audit write must not delay Slack's 3 seconds
-    deps.runner.submit(
-        deps.audit.record, actor=user_id, action=f"/mam {text}".strip()[:128], outcome=outcome,
-        correlation_id=correlation_id,
-    )
+    # queued for the audit writer: the commit must not delay Slack's 3 seconds
+    deps.audit.record_soon(actor=user_id, action=f"/mam {text}".strip(), outcome=outcome,
+                           correlation_id=correlation_id)

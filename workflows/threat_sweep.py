@@ -592,7 +592,8 @@ def _reconcile(store: Store, scan: Scan, people: Mapping[str, dict[str, str]], a
         values = {"resolution": _resolution(episode, scan)[:256], "resolved_at": at}
         level = scan.index.level(episode.device_id)
         if level is not None:
-            values["level"] = level.wire
+            # the compact index keeps levels, not Defender's word for them: don't show a stale one
+            values["level"], values["risk_score"] = level.wire, ""
         with store.engine.begin() as conn:
             done = conn.execute(update(table).where(table.c.id == episode.id, table.c.state == OPEN).values(
                 **values, state=RESOLVED, open_key=None, version=episode.version + 1))
