@@ -9,8 +9,9 @@ import pytest
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
+from bot.console.fake_slack import FakeSlack, default_users
 from bot.console.session import ObservedAck
-from bot.local import DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
+from bot.local import CONSOLE_CHANNELS, DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
 from bot.sandbox import SandboxConfig, SandboxTenant
 from bot.settings import load_settings
 from tests.scenario.slack_requests import (
@@ -125,7 +126,10 @@ def make_bot(tmp_path) -> Iterator[Any]:
         }
         values.update(settings)
         sandbox = SandboxTenant(config or SandboxConfig())
-        ws = LocalWorkspace.start(load_settings(**values), sandbox=sandbox, signing_secret=SIGNING_SECRET)
+        # only the console's own people: tests add the tenant's users to Slack when they need them
+        slack = FakeSlack(users=default_users(), channels=CONSOLE_CHANNELS).start()
+        ws = LocalWorkspace.start(load_settings(**values), sandbox=sandbox, signing_secret=SIGNING_SECRET,
+                                  slack=slack)
         made.append(ws)
         return Bot(ws, sandbox)
 
