@@ -26,7 +26,10 @@ def register_all(app: App, deps: Deps) -> None:
         status,
     )
 
+    # The /mam listener goes first: Bolt tries listeners in order on every request, and nearly every
+    # request is a /mam command. It finds subcommands in the registry at request time, so the modules
+    # registered after it are there when it needs them.
+    router.register(app, deps)
     for module in (help, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges, status,
                    home):
         module.register(app, deps)
-    router.register(app, deps)  # last: the /mam listener dispatches to what the others registered
