@@ -127,7 +127,7 @@ def sweep_once(url: str, tmp: Path, shape: Shape) -> Figures:
     from bot.store import create_store
     from commands.alerts import SlackAlerts, portals_for
     from workflows.onboarding import WatchSettings
-    from workflows.threat_sweep import counting_requests, run_threat_sweep
+    from workflows.threat_sweep import run_threat_sweep
 
     if not _state:
         settings = load_settings(mam_cloud="sandbox", mam_graph_url=url, mam_defender_url=url,
@@ -146,7 +146,7 @@ def sweep_once(url: str, tmp: Path, shape: Shape) -> Figures:
     already = queued()
     before = rss_mb()
     started = time.perf_counter()
-    with counting_requests(clients) as requests:
+    with clients.counting_requests() as requests:
         result = run_threat_sweep(graph=clients.graph, defender=clients.defender, store=store,
                                   notifier=SlackAlerts(outbox, portals_for("global")), settings=WatchSettings(),
                                   alert_channel="C0ALERTS", requests=requests)

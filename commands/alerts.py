@@ -34,7 +34,6 @@ from workflows.threat_sweep import (
     SweepResult,
     acknowledge,
     back_within_limit,
-    counting_requests,
     opened_for,
     resolved_key,
     run_threat_sweep,
@@ -343,7 +342,7 @@ def sweep_job(deps: Deps) -> SweepResult:
         from commands.nudges import SlackEmailDirectory, slack_client_of
 
         directory = SlackEmailDirectory(slack_client_of(deps))
-    with counting_requests(microsoft) as requests:
+    with microsoft.counting_requests() as requests:
         result = run_threat_sweep(graph=microsoft.graph, defender=microsoft.defender, store=deps.store,
                                   notifier=notifier, settings=settings,
                                   alert_channel=deps.settings.mam_alert_channel, now=deps.now,

@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,8 +33,6 @@ from sqlmodel import col, select
 
 from bot.microsoft.errors import MicrosoftError, RequestRejected
 from bot.microsoft.models import AndroidPolicy, Machine, User
-from bot.microsoft.permissions import APPS_READ, GROUP_READ, USER_READ
-from bot.microsoft.transport import Operation
 from bot.store.db import Store
 from bot.store.watch import OPEN, RESOLVED, Episode, SweepRun, active_blocks, as_utc, last_sweep
 from workflows.applicability import (
@@ -64,7 +60,6 @@ from workflows.onboarding import (
 
 if TYPE_CHECKING:
     from bot.deps import Deps
-    from bot.microsoft.clients import MicrosoftClients
     from bot.microsoft.defender import DefenderClient
     from bot.microsoft.graph import GraphClient
     from bot.store.audit import AuditLog
@@ -86,9 +81,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REGISTRATIONS = "/beta/deviceAppManagement/managedAppRegistrations"
 MEMBERS_PAGE = 999  # the directory's largest page
-USER_FIELDS = "id,displayName,mail,userPrincipalName"
 
 
 # ---- reading the tenant -----------------------------------------------------------------------------
@@ -128,19 +121,16 @@ class MicrosoftReader:
         return self.defender.iter_android_machines(self.page_size)
 
     def registrations(self) -> Iterator[Registration]:
-        session = self.graph._s
-        op = Operation("list app protection registrations", APPS_READ)
-        params = {"$expand": "appliedPolicies"} if self.applied_policies else None
-        items = session.iter_values(REGISTRATIONS, op=op, params=params)
+        items = self.graph.iter_registration_items(applied_policies=self.applied_policies)
         try:
             first = next(items, None)
         except RequestRejected:
-            if params is None:
+            if not self.applied_policies:
                 raise
             # A service that won't expand appliedPolicies here: assignments and groups decide instead.
             log.info("Graph refused $expand=appliedPolicies on registrations; resolving by group membership")
             self.applied_policies = False
-            items = session.iter_values(REGISTRATIONS, op=op)
+            items = self.graph.iter_registration_items()
             first = next(items, None)
         if first is None:
             return
@@ -149,12 +139,7 @@ class MicrosoftReader:
             yield Registration.from_graph(item)
 
     def group_member_ids(self, group_id: str) -> Iterator[str]:
-        session = self.graph._s
-        op = Operation("read the group's members", GROUP_READ, f"group {group_id}")
-        path = f"/v1.0/groups/{group_id}/transitiveMembers/microsoft.graph.user"
-        for item in session.iter_values(path, op=op, params={"$select": "id", "$top": MEMBERS_PAGE}):
-            if item.get("id"):
-                yield str(item["id"])
+        return self.graph.iter_group_member_ids(group_id)
 
     def get_users(self, ids: Iterable[str]) -> dict[str, User]:
         """Users by id: 20 to a `$batch`, or one listing of the directory when that takes fewer requests.
@@ -167,44 +152,18 @@ class MicrosoftReader:
         if batches <= 2 or (pages := self._directory_pages()) is None or pages + 1 >= batches:
             return self.graph.get_users(wanted)
         chosen = set(wanted)
-        op = Operation("read users", USER_READ)
-        found: dict[str, User] = {}
-        for item in self.graph._s.iter_values("/v1.0/users", op=op,
-                                              params={"$select": USER_FIELDS, "$top": MEMBERS_PAGE}):
-            if str(item.get("id", "")).lower() in chosen:
-                user = User.model_validate(item)
-                found[user.id] = user
-        return found
+        return {user.id: user for user in self.graph.iter_users() if user.id.lower() in chosen}
 
     def _directory_pages(self) -> int | None:
-        """Pages a listing of every user takes (`$count` needs ConsistencyLevel: eventual)."""
-        op = Operation("count users", USER_READ)
         try:
-            page = self.graph._s.json("GET", "/v1.0/users", op=op, headers={"ConsistencyLevel": "eventual"},
-                                      params={"$count": "true", "$top": 1, "$select": "id"}) or {}
+            count = self.graph.count_users()
         except MicrosoftError as exc:
             log.info("couldn't count the directory's users (%s); reading users in batches", exc)
             return None
-        count = page.get("@odata.count")
-        return math.ceil(int(count) / MEMBERS_PAGE) if isinstance(count, int) else None
+        return math.ceil(count / MEMBERS_PAGE) if count is not None else None
 
 
-@contextmanager
-def counting_requests(clients: MicrosoftClients) -> Iterator[Callable[[], int]]:
-    """Count the HTTP requests this thread sends through the clients' pool (retries included)."""
-    hooks = clients._http.event_hooks["request"]
-    thread = threading.get_ident()
-    count = [0]
 
-    def hook(_request: Any) -> None:
-        if threading.get_ident() == thread:
-            count[0] += 1
-
-    hooks.append(hook)
-    try:
-        yield lambda: count[0]
-    finally:
-        hooks.remove(hook)
 
 
 # ---- one pass over the tenant ----------------------------------------------------------------------

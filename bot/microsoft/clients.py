@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,23 @@ class MicrosoftClients:
 
     def interactive(self) -> MicrosoftClients:
         return self.with_profile(INTERACTIVE)
+
+    @contextmanager
+    def counting_requests(self) -> Iterator[Callable[[], int]]:
+        """Count the HTTP requests this thread sends through the pool (retries included)."""
+        hooks = self._http.event_hooks["request"]
+        thread = threading.get_ident()
+        count = [0]
+
+        def hook(_request: Any) -> None:
+            if threading.get_ident() == thread:
+                count[0] += 1
+
+        hooks.append(hook)
+        try:
+            yield lambda: count[0]
+        finally:
+            hooks.remove(hook)
 
     def within_ack(self) -> MicrosoftClients:
         """For the rare read that must happen before a Slack ack (options menus): one short try."""

@@ -260,6 +260,35 @@ class GraphClient:
             raise MicrosoftError(f"Microsoft Graph answered the member count with {text[:40]!r}",
                                  api=self._s.api.name) from None
 
+    def iter_registration_items(self, *, applied_policies: bool = False) -> Iterator[dict[str, Any]]:
+        """Every registration as Graph sends it (the sweep parses only the fields it needs), with
+        `$expand=appliedPolicies` when asked; a page at a time."""
+        op = Operation("list app protection registrations", APPS_READ)
+        params = {"$expand": "appliedPolicies"} if applied_policies else None
+        return self._s.iter_values(REGISTRATIONS, op=op, params=params)
+
+    def iter_group_member_ids(self, group_id: str) -> Iterator[str]:
+        """A group's transitive user members, ids only, 999 a page."""
+        op = Operation("read the group's members", GROUP_READ, f"group {group_id}")
+        path = f"/v1.0/groups/{_seg(group_id)}/transitiveMembers/microsoft.graph.user"
+        for item in self._s.iter_values(path, op=op, params={"$select": "id", "$top": 999}):
+            if item.get("id"):
+                yield str(item["id"])
+
+    def iter_users(self) -> Iterator[User]:
+        """Every user in the directory, 999 a page (cheaper than batches when most are wanted)."""
+        op = Operation("read users", USER_READ)
+        items = self._s.iter_values("/v1.0/users", op=op, params={"$select": USER_FIELDS, "$top": 999})
+        return _parse_each(User, items)
+
+    def count_users(self) -> int | None:
+        """How many users the directory has (`$count` needs ConsistencyLevel: eventual)."""
+        op = Operation("count users", USER_READ)
+        page = self._s.json("GET", "/v1.0/users", op=op, headers=EVENTUAL,
+                            params={"$count": "true", "$top": 1, "$select": "id"}) or {}
+        count = page.get("@odata.count") if isinstance(page, dict) else None
+        return count if isinstance(count, int) else None
+
     def get_users(self, ids: Iterable[str]) -> dict[str, User]:
         """Users by id (mail, UPN, display name), 20 to a `$batch`; unknown ids are left out."""
         wanted = list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
