@@ -16,7 +16,7 @@ from bot.console.fake_slack import (
     default_users,
 )
 from bot.console.render import ButtonRef, RenderedMessage, display_mrkdwn, render_message, render_view
-from bot.console.session import ConsoleSession, ScriptedInput, console_authorize
+from bot.console.session import ConsoleSession, ScriptedInput
 
 __all__ = [
     "APP_ID",
@@ -35,7 +35,6 @@ __all__ = [
     "RenderedMessage",
     "ScriptedInput",
     "SlackEvent",
-    "console_authorize",
     "default_users",
     "display_mrkdwn",
     "render_message",

@@ -19,15 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from slack_bolt import App, BoltRequest, BoltResponse
-from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack import Ack
 
 from bot.console.fake_slack import (
     APP_ID,
     AUTO_ACTION_ID_PREFIX,
-    BOT_ID,
     BOT_NAME,
-    BOT_TOKEN,
     BOT_USER_ID,
     CONSOLE_CHANNEL,
     TEAM_DOMAIN,
@@ -61,18 +58,6 @@ Console commands:
   :raw               also print the raw Block Kit JSON     :users who is in the workspace
   :help              this list                             :quit  leave (or Ctrl-D)
 In a modal, answer each field; :cancel at any prompt closes it."""
-
-
-def console_authorize(user_id: str | None = None) -> AuthorizeResult:
-    """Bolt `authorize=` for the console workspace: no auth.test, no token store."""
-    return AuthorizeResult(
-        enterprise_id=None,
-        team_id=TEAM_ID,
-        bot_token=BOT_TOKEN,
-        bot_user_id=BOT_USER_ID,
-        bot_id=BOT_ID,
-        user_id=user_id,
-    )
 
 
 class ScriptedInput:

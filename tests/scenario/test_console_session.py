@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from slack_bolt import Ack, App, Respond
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
-from bot.console import ConsoleSession, FakeSlack, ScriptedInput, console_authorize
+from bot.console import ConsoleSession, FakeSlack, ScriptedInput
+from bot.console.fake_slack import BOT_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID
 from bot.runner import BackgroundRunner
 
 pytestmark = pytest.mark.http
@@ -75,6 +77,18 @@ class Bot:
     runner: BackgroundRunner
     payloads: list[dict[str, Any]] = field(default_factory=list)
 
+
+
+def console_authorize(user_id: str | None = None) -> AuthorizeResult:
+    """Bolt `authorize=` for the test apps: no auth.test, no token store."""
+    return AuthorizeResult(
+        enterprise_id=None,
+        team_id=TEAM_ID,
+        bot_token=BOT_TOKEN,
+        bot_user_id=BOT_USER_ID,
+        bot_id=BOT_ID,
+        user_id=user_id,
+    )
 
 def build_bot(slack: FakeSlack) -> Bot:
     runner = BackgroundRunner(max_workers=2)
