@@ -1,4 +1,4 @@
-"""The `mam-bot` command line: run, serve, console, demo, sandbox serve, check, manifest, audit."""
+"""The `mam-bot` command line: run, serve, console, demo, sandbox serve, check, manifest, db, jobs, audit."""
 
 from __future__ import annotations
 
@@ -43,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="serve Slack over HTTP at /slack/events, plus /healthz")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=3000, help="port (default 3000)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("console", help="drive the bot from this terminal, no Slack needed")
-    p.add_argument("--as", dest="user", default=None, help="Slack user id to act as (default: the demo admin)")
+    p.add_argument("--as", dest="user", default=None,
+                   help="who to act as: a user id, @name or email of the console's people (default: the admin)")
     p.add_argument("--channel", default="C0CONSOLE", help="channel id the commands are typed in")
     p.set_defaults(func=cmd_console)
 
@@ -81,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     pj = jobs_sub.add_parser("list", help="the jobs, their schedules, last and next runs, and the leader")
     pj.set_defaults(func=cmd_jobs_list)
     pj = jobs_sub.add_parser("run", help="run one job now (takes the scheduler lease, or says who holds it)")
-    pj.add_argument("name")
+    pj.add_argument("name", help="threat-sweep, onboarding-nudges, approval-expiry or approval-reminders")
     pj.set_defaults(func=cmd_jobs_run)
 
     p = sub.add_parser("audit", help="the audit log")
     audit_sub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     pa = audit_sub.add_parser("export", help="write the whole audit log to stdout")
-    pa.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    pa.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="csv (default) or jsonl")
     pa.set_defaults(func=cmd_audit_export)
     return parser
 

@@ -21,7 +21,7 @@ def default_jobs(deps: Deps) -> list[Job]:
         # Every few minutes rather than once a day: Slack's users.lookupByEmail allows about 50 a
         # minute, so a daily run could only find 50 new people a day. The job itself sends only
         # within MAM_WORK_HOURS on MAM_WORK_DAYS, and each person's cadence is in the database.
-        Job("onboarding-nudges", "DM users whose managed app waits for Defender the onboarding steps "
+        Job("onboarding-nudges", "DM the onboarding steps to users whose managed app waits for Defender "
             "(sends only in working hours)", interval(minutes=settings.mam_nudge_minutes), nudge_job),
         Job("approval-expiry", "expire change requests nobody decided in time", interval(seconds=30),
             lambda d: f"{d.changes.expire_due()} expired"),

@@ -91,17 +91,26 @@ class LocalWorkspace:
 
 
 def run_console(settings: Settings, *, user: str | None, channel: str, out: TextIO = sys.stdout) -> int:
+    known = {u.id for u in default_users()}
+    configured = [*settings.mam_admins, *settings.mam_approvers]
+    if configured and not known & set(configured):
+        # MAM_ADMINS/MAM_APPROVERS name people of a real workspace; the console's people are simulated
+        out.write("(MAM_ADMINS and MAM_APPROVERS name people of your real workspace; in this simulated one "
+                  "@alex is the admin and @sam and @kim approve)\n")
+        settings = settings.model_copy(update={"mam_admins": [], "mam_approvers": []})
     settings = with_demo_roles(settings)
     workspace = LocalWorkspace.start(settings)
     try:
-        who = user or next((p for p in settings.mam_admins if p.startswith("U")), DEMO_ADMIN)
-        if workspace.slack.user(who) is None:
-            print(f"mam-bot console: --as {who}: no such user here; try one of "
-                  f"{', '.join(u.id for u in workspace.slack.users)}", file=sys.stderr)
+        admins = [p for p in settings.mam_admins if workspace.slack.user(p) is not None]
+        found = workspace.slack.find_user(user) if user else workspace.slack.user(admins[0] if admins else DEMO_ADMIN)
+        if found is None:
+            people = ", ".join(f"{u.id} (@{u.name})" for u in workspace.slack.users[:8])
+            print(f"mam-bot console: --as {user}: no such person in the console's workspace; try one of {people}",
+                  file=sys.stderr)
             return 2
         tenant = "the sandbox tenant" if settings.uses_in_process_sandbox else settings.endpoints().graph_url
         out.write(f"mam-bot console: Slack is simulated here; Microsoft is {tenant}.\n")
-        workspace.session(user=who, channel=channel, out=out, tty=out.isatty()).repl()
+        workspace.session(user=found.id, channel=channel, out=out, tty=out.isatty()).repl()
     finally:
         workspace.close()
     return 0

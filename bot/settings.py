@@ -343,7 +343,7 @@ def missing_microsoft(settings: Settings) -> list[str]:
     if not settings.azure_client_id:
         missing.append("AZURE_CLIENT_ID")
     if settings.azure_client_secret is None and settings.azure_client_certificate_path is None:
-        missing.append("AZURE_CLIENT_SECRET")  # or AZURE_CLIENT_CERTIFICATE_PATH; the hint says so
+        missing.append("AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH, or AZURE_USE_MANAGED_IDENTITY=true)")
     if settings.mam_cloud is Cloud.CHINA and not settings.mam_defender_url:
         missing.append("MAM_DEFENDER_URL")
     return missing
@@ -353,9 +353,9 @@ def missing_line(mode: Mode, missing: list[str]) -> str:
     """One line for start-up: the first missing variable with what it should look like."""
     first = missing[0]
     hint = EXAMPLES.get(first, "")
-    if first == "AZURE_CLIENT_SECRET":
+    if first.startswith("AZURE_CLIENT_SECRET"):
         hint = "a client secret, or set AZURE_CLIENT_CERTIFICATE_PATH (PEM) or AZURE_USE_MANAGED_IDENTITY=true"
     if first == "MAM_DEFENDER_URL":
         hint = "the Defender for Endpoint API host for this cloud (none is documented for MAM_CLOUD=china)"
     also = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
-    return f"mam-bot {mode.value}: {first} is not set; expected {hint}{also}"
+    return f"mam-bot {mode.value}: {first.split(' ')[0]} is not set; expected {hint}{also}"

@@ -15,6 +15,7 @@ from typing import Any
 from bot.console.render import all_options, option_label, text_of
 
 CANCEL = ":cancel"
+CONSOLE_COMMANDS = frozenset({":as", ":in", ":dm", ":raw", ":home", ":click", ":close", ":users", ":help", ":quit"})
 EXTERNAL_MIN_QUERY_LENGTH = 3  # Slack's default for external selects
 
 TEXT_INPUTS = frozenset({"plain_text_input", "email_text_input", "url_text_input", "number_input"})
@@ -64,7 +65,14 @@ class FieldAsker:
             answer = self._ask(text)
         except (EOFError, KeyboardInterrupt) as stop:
             raise Cancelled from stop
-        if answer.strip() == CANCEL:
+        word = answer.strip().split(" ", 1)[0]
+        if word == CANCEL:
+            raise Cancelled
+        if word in CONSOLE_COMMANDS:
+            # a console command typed into a form must never become its answer (a justification
+            # reading ":quit" once filed a real change request); close the form instead
+            self._say(f"({word} is a console command: the form is closed without sending; "
+                      "type it again now, or answer the form's fields)")
             raise Cancelled
         return answer
 

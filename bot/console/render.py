@@ -95,6 +95,9 @@ _EMOJI = re.compile(r":([a-z0-9_+\-]+):")
 # The shortcodes the bot's messages use most; others stay as `:name:`, still readable.
 EMOJI = {
     "white_check_mark": "✅",
+    "inbox_tray": "📥",
+    "ballot_box_with_check": "☑️",
+    "heavy_multiplication_x": "✖️",
     "heavy_check_mark": "✔️",
     "x": "❌",
     "warning": "⚠️",

@@ -100,6 +100,8 @@ def test_run_without_app_token_names_it():
 
 def test_a_real_cloud_needs_credentials(monkeypatch):
     monkeypatch.setenv("MAM_CLOUD", "global")
-    assert missing_for(load_settings(), Mode.CONSOLE) == ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]
+    assert missing_for(load_settings(), Mode.CONSOLE) == [
+        "AZURE_TENANT_ID", "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH, or AZURE_USE_MANAGED_IDENTITY=true)"]
     monkeypatch.setenv("AZURE_USE_MANAGED_IDENTITY", "true")
     assert missing_for(load_settings(), Mode.CONSOLE) == []
