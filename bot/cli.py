@@ -241,21 +241,20 @@ def _offline_deps() -> Deps:
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
-    from datetime import UTC
-
     from bot.scheduler import last_runs
 
     deps = _offline_deps()
     try:
         scheduler = deps.scheduler()
         runs = last_runs(deps.store)
-        lease = scheduler.lease.current()
-        if lease is None:
-            leader = "none yet (no bot process has run)"
-        elif lease.expires_at.replace(tzinfo=UTC) < deps.now():
-            leader = f"none (the last one, {lease.holder}, let its lease run out at {lease.expires_at:%H:%M:%S} UTC)"
-        else:
+        lease, previous = scheduler.lease.live(), scheduler.lease.current()
+        if lease is not None:
             leader = f"{lease.holder} (lease until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC)"
+        elif previous is not None:
+            leader = (f"none (the last one, {previous.holder}, "
+                      f"let its lease run out at {previous.expires_at:%H:%M:%S} UTC)")
+        else:
+            leader = "none yet (no bot process has run)"
         print(f"leader: {leader}")
         for name, job in scheduler.jobs.items():
             run = runs.get(name)

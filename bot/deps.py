@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 
 from bot.cache import TimedCache
+from bot.clock import utcnow
 from bot.registry import Registry
 from bot.roles import Role, RoleDirectory
 from bot.runner import BackgroundRunner
@@ -25,10 +27,6 @@ if TYPE_CHECKING:
     from workflows.changes import ChangeService
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -64,9 +62,9 @@ class Deps:
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Until background work and the outbox are both quiet (work can queue messages and vice versa)."""
-        deadline = datetime.now(UTC).timestamp() + timeout
+        deadline = time.monotonic() + timeout
         while True:
-            remaining = max(0.0, deadline - datetime.now(UTC).timestamp())
+            remaining = max(0.0, deadline - time.monotonic())
             if not self.runner.wait_idle(remaining) or not self.outbox.wait_idle(remaining):
                 return False
             if self.runner.wait_idle(0):
@@ -114,7 +112,8 @@ def build_deps(
     microsoft = build_clients(settings, transport=transport, budget=budget)
     roles = RoleDirectory(settings.mam_admins, settings.mam_approvers, slack_client)
     audit = AuditLog(store)
-    outbox = Outbox(store, outbox_client(slack_client), on_failure=lambda message: audit.record(
+    # the outbox strips the client's own retry handlers: it paces and retries itself
+    outbox = Outbox(store, slack_client or WebClient(), on_failure=lambda message: audit.record(
         actor="mam-bot", action=f"outbox {message.kind} {message.key}"[:128], outcome="failed",
         target=message.channel or "", detail=message.last_error or ""))
     changes = ChangeService(
@@ -132,9 +131,3 @@ def build_deps(
                 runner=runner or BackgroundRunner(), roles=roles, outbox=outbox, changes=changes,
                 policy_names=policy_names, sandbox=sandbox)
 
-
-def outbox_client(client: WebClient | None) -> WebClient:
-    """The outbox paces and retries itself: its client must not sleep on 429s inside a call."""
-    if client is None:
-        return WebClient()
-    return WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout, retry_handlers=[])

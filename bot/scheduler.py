@@ -28,6 +28,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from bot.clock import as_utc, utcnow
 from bot.store import Store
 from bot.store.models import JobRun, Lease
 
@@ -49,7 +50,7 @@ class LeaderLease:
     """A lease row per name: taken when free or expired, renewed by its holder, never held by two."""
 
     def __init__(self, store: Store, holder: str, *, name: str = LEASE_NAME, seconds: float = LEASE_SECONDS,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = utcnow) -> None:
         self.store, self.holder, self.name, self.seconds, self.now = store, holder, name, seconds, now
 
     def acquire(self) -> bool:
@@ -83,9 +84,14 @@ class LeaderLease:
         with self.store.session() as session:
             return session.get(Lease, self.name)
 
-    def held_by_me(self) -> bool:
+    def live(self) -> Lease | None:
+        """The lease if someone holds it now (an expired row means nobody leads)."""
         lease = self.current()
-        return lease is not None and lease.holder == self.holder and _utc(lease.expires_at) > self.now()
+        return lease if lease is not None and as_utc(lease.expires_at) > self.now() else None
+
+    def held_by_me(self) -> bool:
+        lease = self.live()
+        return lease is not None and lease.holder == self.holder
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ class Scheduler:
             raise KeyError(name)
         if not self.lease.acquire():
             lease = self.lease.current()
-            who = f"{lease.holder} until {_utc(lease.expires_at):%H:%M:%S} UTC" if lease else "another process"
+            who = f"{lease.holder} until {as_utc(lease.expires_at):%H:%M:%S} UTC" if lease else "another process"
             raise JobHeldElsewhere(f"the scheduler lease is held by {who}; that process runs the jobs")
         try:
             return self.run(name)
@@ -202,10 +208,6 @@ def last_runs(store: Store) -> dict[str, JobRun]:
         for run in session.exec(select(JobRun).order_by(col(JobRun.id).desc()).limit(200)):
             latest.setdefault(run.job, run)
     return latest
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def interval(minutes: float = 0, seconds: float = 0) -> IntervalTrigger:

@@ -20,12 +20,13 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.blocks import Block, actions, button, context, escape, fields_section, header, section
+from bot.clock import as_utc
 from bot.deps import Deps
 from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
 from bot.outbox import Outbox
 from bot.registry import Subcommand
 from bot.roles import Access
-from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, as_utc, last_sweep, pending_onboardings
+from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, last_sweep, pending_onboardings
 from commands.context import CommandRequest
 from workflows.connectors import PORTALS, Portals
 from workflows.onboarding import WatchSettings

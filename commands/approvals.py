@@ -14,13 +14,14 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.blocks import Block, actions, button, context, divider, escape, fields_section, header, section
+from bot.clock import as_utc
 from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
 from bot.registry import Subcommand
 from bot.roles import Access, Role, RoleDirectory
 from bot.settings import Settings
 from commands.context import CommandRequest
 from commands.ids import Action, View
-from workflows.changes import ChangeService, Result, State, as_utc
+from workflows.changes import ChangeService, Result, State
 
 if TYPE_CHECKING:
     from bot.deps import Deps

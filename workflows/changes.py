@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from bot.clock import as_utc
 from bot.errors import UserError
 from bot.microsoft.errors import MicrosoftError
 from bot.store import Approval, AuditLog, ChangeRequest, Store
@@ -100,11 +101,6 @@ class Result:
     ok: bool
     message: str
     request: ChangeRequest | None = None
-
-
-def as_utc(value: datetime) -> datetime:
-    """Everything in the database is UTC; a naive value (from an older row or driver) is read as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class ChangeService:

@@ -27,6 +27,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from bot.clock import utcnow
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.models import User
 from bot.store.db import Store
@@ -52,10 +53,6 @@ __all__ = ["NudgeResult", "WatchSettings", "mark_done", "nudge_job", "nudges_sen
 log = logging.getLogger(__name__)
 
 DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---- settings ---------------------------------------------------------------------------------------

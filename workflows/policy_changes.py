@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from bot.clock import as_utc
 from bot.errors import UserError
 from bot.microsoft import bodies
 from bot.microsoft.errors import MicrosoftError, NotFound
@@ -24,7 +25,7 @@ from bot.microsoft.models import (
     Group,
     PolicyAssignment,
 )
-from workflows.changes import GraphCall, Outcome, Plan, as_utc
+from workflows.changes import GraphCall, Outcome, Plan
 from workflows.policies import ACTION_LABELS, APP_GROUP_LABELS, MANAGEMENT_LEVEL_LABELS, THREAT_LEVEL_LABELS, label
 
 CREATE = "policy_create"

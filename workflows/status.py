@@ -43,7 +43,7 @@ class Status:
 def gather(deps: Deps) -> Status:
     scheduler = deps.scheduler()
     runs = last_runs(deps.store)
-    lease = scheduler.lease.current()
+    lease = scheduler.lease.live()
     sweep = last_sweep(deps.store)
     with deps.store.session() as session:
         requests = session.exec(select(func.count()).select_from(ChangeRequest)
@@ -53,7 +53,7 @@ def gather(deps: Deps) -> Status:
     if sweep is not None and sweep.error:
         errors.append(f"last sweep: {sweep.error}")
     return Status(
-        leader=lease.holder if lease and lease.expires_at.replace(tzinfo=now.tzinfo) > now else None,
+        leader=lease.holder if lease else None,
         leader_until=lease.expires_at if lease else None,
         jobs=[JobLine(name, job.description, runs.get(name), scheduler.next_run(name))
               for name, job in scheduler.jobs.items()],

@@ -31,10 +31,11 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from bot.clock import as_utc
 from bot.microsoft.errors import MicrosoftError, RequestRejected
 from bot.microsoft.models import AndroidPolicy, Machine, User
 from bot.store.db import Store
-from bot.store.watch import OPEN, RESOLVED, Episode, SweepRun, active_blocks, as_utc, last_sweep
+from bot.store.watch import OPEN, RESOLVED, Episode, SweepRun, active_blocks, last_sweep
 from workflows.applicability import (
     DeviceIndex,
     Key,

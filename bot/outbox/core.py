@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from bot.clock import as_utc, utcnow
 from bot.outbox.errors import Failure, classify
 from bot.outbox.pace import Pace, Pacer
 from bot.outbox.table import (
@@ -38,7 +39,6 @@ from bot.outbox.table import (
     SKIPPED,
     UPDATE,
     UPLOAD,
-    as_utc,
     ensure_table,
     outbox_table,
 )
@@ -58,10 +58,6 @@ BLOCKED_POLL = 0.05
 
 StalePolicy = Literal["retry", "fail"]
 ANALYZE_EVERY = 500  # new rows between two ANALYZEs of the table on PostgreSQL
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_worker_id() -> str:
@@ -117,13 +113,13 @@ class OutboxMessage:
             depends_on=m["depends_on"],
             attempts=int(m["attempts"]),
             throttled=int(m["throttled"]),
-            next_attempt_at=_utc(m["next_attempt_at"]),
+            next_attempt_at=as_utc(m["next_attempt_at"]),
             last_error=m["last_error"],
             claimed_by=m["claimed_by"],
             result_channel=m["result_channel"],
             result_ts=m["result_ts"],
             result_file=m["result_file"],
-            created_at=_utc(m["created_at"]),
+            created_at=as_utc(m["created_at"]),
             sent_at=as_utc(m["sent_at"]),
         )
 
@@ -729,7 +725,7 @@ class Outbox:
             ).scalar()
         delay = self._poll_interval
         if first is not None:
-            due_in = (_utc(first) - self._utcnow()).total_seconds()
+            due_in = (as_utc(first) - self._utcnow()).total_seconds()
             delay = min(delay, due_in if due_in > 0 else BLOCKED_POLL)
         if self._hint is not None:
             delay = min(delay, self._hint)
@@ -748,7 +744,7 @@ class Outbox:
             self._sleep(seconds)
 
     def _utcnow(self) -> datetime:
-        return _utc(self._now())
+        return as_utc(self._now())
 
 
 _GUARDED_UPDATE = update(T).where(
@@ -781,7 +777,4 @@ def _plain_blocks(blocks: Sequence[Any] | None) -> list[Any] | None:
     return [b.to_dict() if hasattr(b, "to_dict") else b for b in blocks]
 
 
-def _utc(value: datetime) -> datetime:
-    converted = as_utc(value)
-    assert converted is not None
-    return converted
+

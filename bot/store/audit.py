@@ -9,26 +9,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import insert
 from sqlmodel import col, select
 
+from bot.clock import utcnow
 from bot.store.db import Store
 from bot.store.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 WRITE_EVERY_SECONDS = 0.05
 
 
 class AuditLog:
-    def __init__(self, store: Store, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, store: Store, clock: Callable[[], datetime] = utcnow) -> None:
         self._store = store
         self._clock = clock
         self._queue: list[dict[str, object]] = []

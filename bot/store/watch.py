@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Column, DateTime, Index, Text, func
 from sqlmodel import Field, SQLModel, col, select
 
+from bot.clock import as_utc
+
 if TYPE_CHECKING:  # bot.store.db imports this module to register the tables
     from bot.store.db import Store
 
@@ -32,12 +34,6 @@ def _ts(*, nullable: bool = True, index: bool = False) -> Any:
 
 def _text(default: str = "[]") -> Any:
     return Field(default=default, sa_column=Column(Text, nullable=False))
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Episode(SQLModel, table=True):

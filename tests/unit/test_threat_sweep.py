@@ -15,13 +15,14 @@ import pytest
 from slack_sdk import WebClient
 from sqlmodel import select
 
+from bot.clock import as_utc
 from bot.microsoft import MicrosoftClients, build_clients
 from bot.outbox import Outbox
 from bot.sandbox import SEED_POLICY_ID, SandboxConfig, SandboxTenant
 from bot.sandbox.seed import CAST_ANDROID, CAST_GROUPS, CAST_PENDING, CAST_USERS
 from bot.settings import load_settings
 from bot.store import Store, create_store
-from bot.store.watch import OPEN, RESOLVED, Episode, OnboardingCase, active_blocks, as_utc, last_sweep
+from bot.store.watch import OPEN, RESOLVED, Episode, OnboardingCase, active_blocks, last_sweep
 from commands.alerts import SlackAlerts, portals_for
 from workflows.onboarding import WatchSettings
 from workflows.threat_sweep import SweepResult, acknowledge, run_threat_sweep, snooze
