@@ -1,5 +1,6 @@
 """The baseline for `benchmarks.ack_latency`: a Bolt app whose listeners only ack, served exactly as
-`mam-bot serve` serves the bot (sync `App(process_before_response=True)`, `bot/http.py`, uvicorn).
+`mam-bot serve` serves the bot (sync `App(process_before_response=True)`, `bot.http.serve`: uvicorn,
+the heap frozen at start).
 
     python -m benchmarks.empty_app --port 3001   (SLACK_SIGNING_SECRET from the environment)
 """
@@ -12,11 +13,10 @@ import sys
 import tempfile
 from typing import Any
 
-import uvicorn
 from slack_bolt import Ack, App
 from slack_bolt.authorization import AuthorizeResult
 
-from bot.http import build_asgi
+from bot.http import serve
 from bot.store.db import Store, make_engine
 
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # /healthz pings a database, as the bot's does: an SQLite file of its own.
     store = Store(make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='empty-app-')}/empty.db"))
-    uvicorn.run(build_asgi(build_empty_app(secret), store), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+    serve(build_empty_app(secret), store, host=args.host, port=args.port)
     return 0
 
 

@@ -112,7 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     _require(settings, Mode.RUN)
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    from bot.app import freeze_startup_heap
+
     app, deps = _start_slack_app(settings)
+    freeze_startup_heap()
     assert settings.slack_app_token is not None
     log.warning("mam-bot is connecting to Slack over Socket Mode")
     try:
@@ -125,16 +128,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     _require(settings, Mode.SERVE)
-    import uvicorn
-
-    from bot.http import build_asgi
+    from bot.http import serve
 
     app, deps = _start_slack_app(settings)
     print(f"mam-bot serving Slack at http://{args.host}:{args.port}/slack/events (health: /healthz)",
           file=sys.stderr, flush=True)
     try:
-        uvicorn.run(build_asgi(app, deps.store), host=args.host, port=args.port,
-                    log_level="warning", access_log=False)
+        serve(app, deps.store, host=args.host, port=args.port)
     finally:
         deps.close()
     return 0
