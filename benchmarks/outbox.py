@@ -1,13 +1,15 @@
 """5,000 DMs through the outbox against a Slack that answers 429 beyond a workspace-wide pace.
 
     .venv/bin/python -m benchmarks.outbox [--messages 5000] [--per-second 200] [--burst 20]
-                                          [--database-url postgresql+psycopg://...]
+                                          [--replicas 1] [--database-url postgresql+psycopg://...]
 
 FakeSlack limits chat.postMessage to `--per-second` for the whole workspace (429 + Retry-After
 beyond it); the outbox's own pace is set to the same numbers, as an operator would set it for a
 workspace whose limit they know. Every DM goes to a different user, so only the workspace limit
 applies. The queue is filled first, then the workers start; the clock runs from their start until
-the queue is empty.
+the queue is empty. `--replicas 2` runs two outboxes, each with its own connections, pacer and
+workers, configured with the same pace and sharing it through the database (`FleetPace`), as two
+replicas of the bot do on PostgreSQL (here in one process; what is shared lives in the database).
 
 Prints the total time, the floor the pace allows (messages / per second), their ratio (target
 <= 1.1), and from FakeSlack's record of accepted calls: delivered exactly once, dropped, failed,
@@ -28,9 +30,10 @@ from slack_sdk import WebClient
 from sqlalchemy import func, select
 
 from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
-from bot.outbox import FAILED, Outbox, Pace
+from bot.outbox import FAILED, FleetPace, Outbox, Pace
 from bot.outbox.table import outbox_table
-from bot.store import create_store
+from bot.store import Store, create_store
+from bot.store.db import make_engine
 
 RATIO_TARGET = 1.1
 
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-second", type=float, default=200.0, help="the workspace's chat.postMessage pace")
     parser.add_argument("--burst", type=int, default=20, help="calls the workspace allows at once")
     parser.add_argument("--workers", type=int, default=2, help="outbox worker threads (the bot runs 2)")
+    parser.add_argument("--replicas", type=int, default=1, help="outboxes sharing the pace through the database")
     parser.add_argument("--database-url", default=None, help="default: an SQLite file in a temporary folder")
     opts = parser.parse_args(argv)
 
@@ -50,27 +54,38 @@ def main(argv: list[str] | None = None) -> int:
         for user in users:
             slack.add_user(FakeUser(user, user.lower()))
         slack.rate_limit("chat.postMessage", per_second=opts.per_second, burst=opts.burst)
-        store = create_store(opts.database_url or f"sqlite:///{Path(tmp) / 'outbox.db'}")
+        url = opts.database_url or f"sqlite:///{Path(tmp) / 'outbox.db'}"
+        store = create_store(url)
+        stores = [store] + [Store(make_engine(url)) for _ in range(opts.replicas - 1)]
         pace = Pace(workspace_per_second=opts.per_second, workspace_burst=opts.burst)
-        outbox = Outbox(store, WebClient(token=BOT_TOKEN, base_url=slack.api_url), pace=pace)
+        # As deps.py builds it: shared wherever replicas could be (PostgreSQL), and for --replicas > 1
+        shared = store.dialect == "postgresql" or opts.replicas > 1
+        outboxes = [Outbox(s, WebClient(token=BOT_TOKEN, base_url=slack.api_url), pace=pace,
+                           fleet=FleetPace(s.engine, pace) if shared else None, worker_id=f"replica-{i}")
+                    for i, s in enumerate(stores)]
         try:
             started = time.monotonic()
             for i, user in enumerate(users):
-                outbox.post(f"bench:{run}:{i}", channel=user, text=f"Reminder {i}: install Company Portal")
+                outboxes[i % len(outboxes)].post(f"bench:{run}:{i}", channel=user,
+                                                 text=f"Reminder {i}: install Company Portal")
             queued = time.monotonic() - started
 
             started = time.monotonic()
-            outbox.start(threads=opts.workers)
-            drained = outbox.wait_idle(timeout=10 * opts.messages / opts.per_second + 60)
+            for outbox in outboxes:
+                outbox.start(threads=opts.workers)
+            timeout = 10 * opts.messages / opts.per_second + 60
+            drained = all(outbox.wait_idle(timeout=timeout) for outbox in outboxes)
             total = time.monotonic() - started
-            outbox.stop()
+            for outbox in outboxes:
+                outbox.stop()
 
             with store.engine.connect() as conn:
                 failed = int(conn.execute(
                     select(func.count()).where(outbox_table.c.key.like(f"bench:{run}:%"),
                                                outbox_table.c.state == FAILED)).scalar_one())
         finally:
-            store.close()
+            for s in stores:
+                s.close()
         calls = slack.calls_to("chat.postMessage")
 
     accepted = Counter(str(c.args.get("channel")) for c in calls if c.ok)
@@ -84,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{opts.messages:,} DMs to {opts.messages:,} users; FakeSlack allows chat.postMessage "
           f"{opts.per_second:g}/s (burst {opts.burst}) workspace-wide; outbox pace {opts.per_second:g}/s, "
-          f"burst {opts.burst}, {opts.workers} workers; database {store.dialect}")
+          f"burst {opts.burst}; {opts.replicas} {'replica' if opts.replicas == 1 else 'replicas'} "
+          f"x {opts.workers} workers; database {store.dialect}{', pace shared through it' if shared else ''}")
     print(f"  queued in           {queued:6.1f} s")
     print(f"  delivered in        {total:6.1f} s{'' if drained else ' (gave up waiting: queue not empty)'}")
     print(f"  floor ({opts.messages:,} / {opts.per_second:g}/s)  {floor:6.1f} s")

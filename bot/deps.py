@@ -91,8 +91,8 @@ def build_deps(
     """Connect the store and Microsoft's APIs. With MAM_CLOUD=sandbox and no host overrides the
     sandbox tenant runs in this process (pass one in to share it with a test or the demo)."""
     from bot.microsoft import build_clients
-    from bot.microsoft.shared_budget import fleet_budget
-    from bot.outbox import Outbox
+    from bot.microsoft.budget import fleet_budget
+    from bot.outbox import Outbox, Pace, fleet_pace
     from commands.approvals import SlackNotifier, approval_destinations
     from workflows.changes import ChangeService, approvals_of
     from workflows.connector_change import KIND as CONNECTOR_TOGGLE
@@ -112,10 +112,15 @@ def build_deps(
     microsoft = build_clients(settings, transport=transport, budget=budget)
     roles = RoleDirectory(settings.mam_admins, settings.mam_approvers, slack_client)
     audit = AuditLog(store)
-    # the outbox strips the client's own retry handlers: it paces and retries itself
-    outbox = Outbox(store, slack_client or WebClient(), on_failure=lambda message: audit.record(
-        actor="mam-bot", action=f"outbox {message.kind} {message.key}"[:128], outcome="failed",
-        target=message.channel or "", detail=message.last_error or ""))
+    # the outbox strips the client's own retry handlers: it paces and retries itself; replicas on
+    # PostgreSQL share one pace
+    rate = settings.mam_slack_posts_per_second
+    pace = Pace(workspace_per_second=rate, workspace_burst=max(1, round(2 * rate)))
+    outbox = Outbox(
+        store, slack_client or WebClient(), pace=pace, fleet=fleet_pace(store.engine, pace),
+        on_failure=lambda message: audit.record(
+            actor="mam-bot", action=f"outbox {message.kind} {message.key}"[:128], outcome="failed",
+            target=message.channel or "", detail=message.last_error or ""))
     changes = ChangeService(
         store, audit,
         {CONNECTOR_TOGGLE: ConnectorToggle(microsoft.graph), CREATE: PolicyCreate(microsoft.graph, utcnow),

@@ -112,6 +112,7 @@ EXAMPLES: dict[str, str] = {
     "MAM_NUDGE_MAX": "nudges per user at most, first one included, e.g. 3",
     "MAM_NUDGE_UNREGISTERED": "true or false: also nudge assigned users with no managed app yet",
     "MAM_SLACK_LOOKUPS_PER_RUN": "Slack users.lookupByEmail calls per nudge run, e.g. 50",
+    "MAM_SLACK_POSTS_PER_SECOND": "messages the bot may post per second, all replicas together, e.g. 10",
 }
 
 
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     mam_nudge_max: int = Field(default=3, ge=1, le=10)
     mam_nudge_unregistered: bool = False
     mam_slack_lookups_per_run: int = Field(default=50, ge=1, le=1000)
+    mam_slack_posts_per_second: float = Field(default=10.0, gt=0, le=1000)
 
     @field_validator("mam_timezone")
     @classmethod

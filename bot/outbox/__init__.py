@@ -1,7 +1,7 @@
 """The outbox: everything the bot posts on its own goes through one durable, paced queue."""
 
 from bot.outbox.core import DEFAULT_PACE, Outbox, OutboxMessage, outbox_client, utcnow
-from bot.outbox.pace import Pace
+from bot.outbox.pace import FleetPace, Pace, fleet_pace
 from bot.outbox.table import FAILED, PENDING, SENDING, SENT, SKIPPED, OutboxRow
 
 __all__ = [
@@ -11,10 +11,12 @@ __all__ = [
     "SENDING",
     "SENT",
     "SKIPPED",
+    "FleetPace",
     "Outbox",
     "OutboxMessage",
     "OutboxRow",
     "Pace",
+    "fleet_pace",
     "outbox_client",
     "utcnow",
 ]

@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bot.clock import as_utc, utcnow
 from bot.outbox.errors import Failure, classify
-from bot.outbox.pace import Pace, Pacer
+from bot.outbox.pace import FleetPace, Pace, Pacer
 from bot.outbox.table import (
     FAILED,
     FINAL_STATES,
@@ -167,6 +167,7 @@ class Outbox:
         client: WebClient,
         *,
         pace: Pace = DEFAULT_PACE,
+        fleet: FleetPace | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = utcnow,
@@ -192,6 +193,7 @@ class Outbox:
         self.on_failure = on_failure
         self.pace = pace
         self._pacer = Pacer(pace, clock)
+        self._fleet = fleet
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -447,6 +449,8 @@ class Outbox:
         delay = self._pacer.reserve(channel)
         if delay > 0:
             self._pause(delay)
+        if not self._fleet_slot(channel):
+            return _Outcome.RELEASE
         if self._stopping.is_set() or self._pacer.paused_for(msg.kind, channel) > 0:
             # Stopped during the wait, or another worker hit a 429 while we waited for our slot.
             return _Outcome.RELEASE
@@ -458,6 +462,22 @@ class Outbox:
         self._pacer.succeeded()
         self._record_sent(claim_id, msg, *result)
         return _Outcome.SENT
+
+    def _fleet_slot(self, channel: str | None) -> bool:
+        """Wait for this send's share of the fleet's pace (other replicas send too). False: the wait
+        is too long to hold a claimed row for; this process then pauses that scope for the wait, so
+        its workers don't claim rows only to give them back."""
+        if self._fleet is None:
+            return True
+        while not self._stopping.is_set():
+            wait, scope = self._fleet.reserve(channel)
+            if wait <= 0:
+                return True
+            if wait > MAX_HOLD:
+                self._pacer.hold(scope, channel, wait)
+                return False
+            self._pause(wait)
+        return False
 
     def _send(self, msg: OutboxMessage, parent: OutboxMessage | None) -> tuple[str, str | None, str | None]:
         """Make the Slack call; returns (channel, ts, file id)."""
@@ -503,7 +523,11 @@ class Outbox:
     def _failed_call(self, claim_id: str, msg: OutboxMessage, failure: Failure) -> _Outcome:
         now = self._utcnow()
         if failure.verdict == "throttled":
-            scope, seconds = self._pacer.throttled(msg.kind, _pace_channel(msg.kind, msg.channel), failure.retry_after)
+            channel = _pace_channel(msg.kind, msg.channel)
+            scope, seconds = self._pacer.throttled(msg.kind, channel, failure.retry_after)
+            if self._fleet is not None and (msg.kind != UPDATE or scope == "channel"):
+                # Every replica waits it out, not only this one (an update's 429 pauses updates only, here).
+                self._fleet.hold("channel" if scope == "channel" else "workspace", channel, seconds)
             if msg.throttled + 1 >= self._max_throttled:
                 self._fail(claim_id, msg, f"{failure.detail}: still rate limited after {msg.throttled + 1} tries")
                 return _Outcome.DONE

@@ -45,7 +45,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "bot.store.models",
     "bot.store.watch",
     "bot.outbox.table",
-    "bot.microsoft.shared_budget",
+    "bot.store.budget",
 )
 
 

@@ -1,0 +1,115 @@
+"""Two replicas' outboxes on one database keep to Slack's pace together (FleetPace), on SQLite and
+PostgreSQL. One virtual clock drives both outboxes, the shared budget and FakeSlack's limits, and the
+replicas take turns, so nothing here really sleeps and every run is the same."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import func, select
+
+from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
+from bot.outbox import FleetPace, Outbox, Pace, fleet_pace
+from bot.outbox.table import outbox_table
+from bot.store import Store, create_store
+from bot.store.db import make_engine
+from tests.databases import database_url  # noqa: F401  (fixture)
+from tests.unit.test_outbox import FakeTime
+
+PACE = Pace(workspace_per_second=10, workspace_burst=10)  # what each replica is configured with
+USERS = [f"UFLEET{i:04d}" for i in range(60)]
+
+
+@pytest.fixture
+def ft() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def slack(ft: FakeTime) -> Iterator[FakeSlack]:
+    fake = FakeSlack(clock=ft.monotonic).start()
+    for user in USERS:
+        fake.add_user(FakeUser(user, user.lower()))
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def stores(database_url: str) -> Iterator[list[Store]]:  # noqa: F811  (the imported fixture)
+    """Two stores on one database: two replicas' worth of connections."""
+    first = create_store(database_url)
+    made = [first, Store(make_engine(database_url))]
+    yield made
+    for store in made:
+        store.close()
+
+
+def replica(store: Store, slack: FakeSlack, ft: FakeTime, name: str, *, shared: bool) -> Outbox:
+    return Outbox(store, WebClient(token=BOT_TOKEN, base_url=slack.api_url), pace=PACE,
+                  fleet=FleetPace(store.engine, PACE, clock=ft.monotonic) if shared else None,
+                  clock=ft.monotonic, sleep=ft.sleep, now=ft.now, worker_id=name)
+
+
+def take_turns(replicas: list[Outbox], ft: FakeTime, *, limit: int = 5000) -> None:
+    for _ in range(limit):
+        sent = sum(outbox.deliver_due(max_messages=1) for outbox in replicas)
+        if replicas[0].pending_count() == 0:
+            return
+        if not sent:
+            ft.advance(0.05)
+    raise AssertionError(f"not drained: {replicas[0].pending_count()} left")
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["fleet pace", "each replica alone"])
+def test_two_replicas_together_stay_within_the_workspace_pace(
+    stores: list[Store], slack: FakeSlack, ft: FakeTime, shared: bool
+) -> None:
+    slack.rate_limit("chat.postMessage", per_second=10, burst=10)  # the workspace's limit, for everyone
+    replicas = [replica(store, slack, ft, f"replica-{i}", shared=shared) for i, store in enumerate(stores)]
+    for i, user in enumerate(USERS):
+        replicas[i % 2].post(f"dm:{i}", channel=user, text=f"nudge {i}")
+    started = ft.t
+
+    take_turns(replicas, ft)
+
+    calls = slack.calls_to("chat.postMessage")
+    accepted = Counter(str(c.args["channel"]) for c in calls if c.ok)
+    assert accepted == dict.fromkeys(USERS, 1)  # every DM delivered, none twice
+    with stores[0].engine.connect() as conn:
+        by_worker = dict(conn.execute(select(outbox_table.c.claimed_by, func.count()).group_by(
+            outbox_table.c.claimed_by)).all())
+    assert set(by_worker) == {"replica-0", "replica-1"}  # both replicas really sent
+    throttled = sum(1 for c in calls if c.status == 429)
+    if shared:
+        assert throttled == 0
+        # 60 messages at 10/s less the 3% headroom, after a first burst of 10: about 5 s of virtual time
+        assert ft.t - started >= (len(USERS) - 10) / 10
+    else:
+        # The control: each replica alone keeps its own pace, and together they run into Slack's.
+        assert throttled > 0
+
+
+def test_a_429_on_one_replica_holds_the_others(stores: list[Store], slack: FakeSlack, ft: FakeTime) -> None:
+    slack.rate_limit("chat.postMessage", per_second=0.1, burst=1)  # stricter than the pace: Retry-After 10
+    a, b = (replica(store, slack, ft, f"replica-{i}", shared=True) for i, store in enumerate(stores))
+    for i, user in enumerate(USERS[:4]):
+        a.post(f"dm:{i}", channel=user, text=f"nudge {i}")
+
+    assert a.deliver_due(max_messages=2) == 1  # the first goes, the second earns a 429
+    assert [c.status for c in slack.calls_to("chat.postMessage")] == [200, 429]
+
+    ft.advance(5)
+    assert b.deliver_due() == 0  # replica b waits out a's Retry-After instead of earning its own 429
+    assert len(slack.calls_to("chat.postMessage")) == 2
+
+    ft.advance(5.1)
+    assert b.deliver_due(max_messages=1) == 1
+    assert [c.status for c in slack.calls_to("chat.postMessage")] == [200, 429, 200]
+
+
+def test_fleet_pace_only_where_replicas_share_the_database(stores: list[Store]) -> None:
+    pace = fleet_pace(stores[0].engine, PACE)
+    assert (pace is not None) == (stores[0].dialect == "postgresql")
