@@ -91,7 +91,7 @@ def build_deps(
     """Connect the store and Microsoft's APIs. With MAM_CLOUD=sandbox and no host overrides the
     sandbox tenant runs in this process (pass one in to share it with a test or the demo)."""
     from bot.microsoft import build_clients
-    from bot.microsoft.budget import fleet_budget
+    from bot.microsoft.shared_budget import fleet_budget
     from bot.outbox import Outbox, Pace, fleet_pace
     from commands.approvals import SlackNotifier, approval_destinations
     from workflows.changes import ChangeService, approvals_of

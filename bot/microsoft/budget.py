@@ -2,8 +2,8 @@
 
 Finding the limits by 429s costs a Slack user a wait of Retry-After seconds and, for Defender's
 hourly limit, can lock the sweep out for the rest of the hour. So every call first takes from a
-budget. `RequestBudget` is the seam: `LocalBudget`, an in-process sliding window, suits one replica;
-`fleet_budget` gives replicas on PostgreSQL one budget in the database (`bot.store.budget`).
+budget. `RequestBudget` is the seam: this in-process sliding window suits one replica; a shared
+implementation (rows in the bot's database) can replace it without touching the clients.
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
-
-from sqlalchemy.engine import Engine
+from dataclasses import dataclass
+from typing import Protocol
 
 from bot.microsoft.errors import DEFENDER, GRAPH
-from bot.store.budget import RateLimit, SharedBudget
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    calls: int
+    per_seconds: float
+    writes_only: bool = False
+
 
 # Published limits (microsoft-graph.md §5, §6) less ~10% headroom for other tools using the same
 # app registration and for clock skew between our window and Microsoft's.
@@ -71,14 +77,6 @@ class LocalBudget:
         while log and log[0] <= now - rule.per_seconds:
             log.popleft()
         return log
-
-
-def fleet_budget(engine: Engine, **kwargs: Any) -> SharedBudget | None:
-    """The shared budget when the database is one that several replicas can share (PostgreSQL);
-    None otherwise, so `build_clients` keeps its in-process default."""
-    if engine.dialect.name != "postgresql":
-        return None
-    return SharedBudget(engine, {GRAPH: GRAPH_LIMITS, DEFENDER: DEFENDER_LIMITS}, **kwargs)
 
 
 def default_budget(clock: Callable[[], float]) -> LocalBudget:

@@ -1,7 +1,8 @@
 """The outbox: everything the bot posts on its own goes through one durable, paced queue."""
 
 from bot.outbox.core import DEFAULT_PACE, Outbox, OutboxMessage, outbox_client, utcnow
-from bot.outbox.pace import FleetPace, Pace, fleet_pace
+from bot.outbox.fleet import FleetPace, fleet_pace
+from bot.outbox.pace import Pace
 from bot.outbox.table import FAILED, PENDING, SENDING, SENT, SKIPPED, OutboxRow
 
 __all__ = [

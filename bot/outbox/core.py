@@ -26,7 +26,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bot.clock import as_utc, utcnow
 from bot.outbox.errors import Failure, classify
-from bot.outbox.pace import FleetPace, Pace, Pacer
+from bot.outbox.fleet import FleetPace
+from bot.outbox.pace import Pace, Pacer
 from bot.outbox.table import (
     FAILED,
     FINAL_STATES,
@@ -55,6 +56,9 @@ READY_WITHIN = 0.25
 MAX_HOLD = 2.0
 # How long an idle worker waits when rows are due but blocked (lost a claim race, dependency in flight).
 BLOCKED_POLL = 0.05
+
+# Seconds this process sends nothing after the shared pace (FleetPace) could not be read.
+FLEET_RETRY = 5.0
 
 StalePolicy = Literal["retry", "fail"]
 ANALYZE_EVERY = 500  # new rows between two ANALYZEs of the table on PostgreSQL
@@ -446,7 +450,7 @@ class Outbox:
         channel = _pace_channel(msg.kind, msg.channel)
         if self._pacer.blocked_for(msg.kind, channel) > MAX_HOLD:
             return _Outcome.RELEASE
-        delay = self._pacer.reserve(channel)
+        delay = self._pacer.reserve(channel, workspace=self._fleet is None)
         if delay > 0:
             self._pause(delay)
         if not self._fleet_slot(channel):
@@ -470,7 +474,14 @@ class Outbox:
         if self._fleet is None:
             return True
         while not self._stopping.is_set():
-            wait, scope = self._fleet.reserve(channel)
+            try:
+                wait, scope = self._fleet.reserve(channel)
+            except Exception:
+                # The shared pace is unreadable (database trouble): send nothing for a while rather
+                # than guess; the row goes back to the queue untouched.
+                log.exception("outbox: the fleet's shared pace failed; sending paused for %gs", FLEET_RETRY)
+                self._pacer.hold("workspace", None, FLEET_RETRY)
+                return False
             if wait <= 0:
                 return True
             if wait > MAX_HOLD:

@@ -1,16 +1,12 @@
-"""Pacing for Slack's posting limits: `Pacer` for the outbox's worker threads in one process,
-`FleetPace` for every replica together (PostgreSQL)."""
+"""Pacing for Slack's posting limits, shared by the outbox's worker threads in one process
+(`bot.outbox.fleet` shares it between replicas)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
-
-from sqlalchemy.engine import Engine
-
-from bot.store.budget import RateLimit, SharedBudget
 
 
 @dataclass(frozen=True)
@@ -152,11 +148,16 @@ class Pacer:
 
     # --- sending ----------------------------------------------------------------------------------
 
-    def reserve(self, channel: str | None) -> float:
-        """Take a slot in the workspace bucket (and the channel's, for posts); seconds to wait for it."""
+    def reserve(self, channel: str | None, *, workspace: bool = True) -> float:
+        """Take a slot in the workspace bucket (and the channel's, for posts); seconds to wait for it.
+
+        `workspace=False` when a `FleetPace` keeps the workspace's bucket for all replicas: a second
+        bucket here, with the same rate but its own phase, would only add waits (and let the spare
+        tokens the fleet hands out expire unused); its pauses after a 429 still apply.
+        """
         with self._lock:
             now = self._clock()
-            delay = self._workspace.reserve(now)
+            delay = self._workspace.reserve(now) if workspace else max(0.0, self._workspace.last - now)
             if channel is not None:
                 delay = max(delay, self._channel(channel, now).reserve(now))
             return delay
@@ -232,56 +233,3 @@ class Pacer:
         for key in [k for k, until in self._paused.items() if until <= now]:
             del self._paused[key]
 
-
-WORKSPACE_KEY = "slack:workspace"
-CHANNEL_KEY = "slack:c:"  # + channel or user id; keys are at most 32 characters
-
-
-class FleetPace:
-    """Slack's limits for the whole fleet: the workspace's pace and each channel's, kept in the database.
-
-    Each replica's `Pacer` still shapes its own sending (bursts, 429 pauses per method, backing off);
-    this is a second gate every send passes, so N replicas together send no faster than one may. The
-    shared windows are sliding: `burst` sends in every `burst / (rate x (1 - headroom))` seconds,
-    the same long-run rate as the token buckets. A 429 one replica earns holds every replica.
-    """
-
-    def __init__(self, engine: Engine, pace: Pace, *, clock: Callable[[], float] | None = None) -> None:
-        self.workspace = _window(pace.workspace_per_second, pace.workspace_burst, pace.headroom)
-        self.channel = _window(pace.channel_per_second, pace.channel_burst, pace.headroom)
-        # Every send takes the workspace's lock anyway: one lock for all keys, one round trip to take it.
-        self._budget = SharedBudget(engine, self._rules, clock=clock, lock_group=lambda _: WORKSPACE_KEY,
-                                    keep_for=max(self.workspace.per_seconds, self.channel.per_seconds))
-
-    def _rules(self, key: str) -> Sequence[RateLimit]:
-        if key == WORKSPACE_KEY:
-            return (self.workspace,)
-        if key.startswith(CHANNEL_KEY):
-            return (self.channel,)
-        return ()
-
-    def reserve(self, channel: str | None) -> tuple[float, Scope]:
-        """Take a send from the workspace's share (and the channel's, for posts): (0, …) when taken,
-        else the seconds to wait and which limit makes us wait."""
-        keys = [WORKSPACE_KEY] + ([_channel_key(channel)] if channel else [])
-        wait, key = self._budget.reserve_all(keys)
-        return wait, "workspace" if key in (None, WORKSPACE_KEY) else "channel"
-
-    def hold(self, scope: Scope, channel: str | None, seconds: float) -> None:
-        """Slack said 429 with Retry-After `seconds`: no replica sends in that scope until then."""
-        key = _channel_key(channel) if scope == "channel" and channel else WORKSPACE_KEY
-        self._budget.hold(key, seconds)
-
-
-def _channel_key(channel: str) -> str:
-    return (CHANNEL_KEY + channel)[:32]
-
-
-def _window(rate: float, burst: int, headroom: float) -> RateLimit:
-    return RateLimit(calls=burst, per_seconds=burst / (rate * (1 - headroom)))
-
-
-def fleet_pace(engine: Engine, pace: Pace) -> FleetPace | None:
-    """The fleet-wide gate when replicas can share the database (PostgreSQL); None for SQLite,
-    which one process uses alone."""
-    return FleetPace(engine, pace) if engine.dialect.name == "postgresql" else None

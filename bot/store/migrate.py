@@ -45,7 +45,8 @@ MODEL_MODULES: tuple[str, ...] = (
     "bot.store.models",
     "bot.store.watch",
     "bot.outbox.table",
-    "bot.store.budget",
+    "bot.outbox.fleet",
+    "bot.microsoft.shared_budget",
 )
 
 

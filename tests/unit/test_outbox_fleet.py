@@ -19,7 +19,7 @@ from bot.store.db import make_engine
 from tests.databases import database_url  # noqa: F401  (fixture)
 from tests.unit.test_outbox import FakeTime
 
-PACE = Pace(workspace_per_second=10, workspace_burst=10)  # what each replica is configured with
+PACE = Pace(workspace_per_second=10, workspace_burst=20)  # what each replica is configured with
 USERS = [f"UFLEET{i:04d}" for i in range(60)]
 
 
@@ -49,7 +49,7 @@ def stores(database_url: str) -> Iterator[list[Store]]:  # noqa: F811  (the impo
 
 def replica(store: Store, slack: FakeSlack, ft: FakeTime, name: str, *, shared: bool) -> Outbox:
     return Outbox(store, WebClient(token=BOT_TOKEN, base_url=slack.api_url), pace=PACE,
-                  fleet=FleetPace(store.engine, PACE, clock=ft.monotonic) if shared else None,
+                  fleet=FleetPace(store.engine, PACE, clock=ft.monotonic, monotonic=ft.monotonic) if shared else None,
                   clock=ft.monotonic, sleep=ft.sleep, now=ft.now, worker_id=name)
 
 
@@ -67,7 +67,7 @@ def take_turns(replicas: list[Outbox], ft: FakeTime, *, limit: int = 5000) -> No
 def test_two_replicas_together_stay_within_the_workspace_pace(
     stores: list[Store], slack: FakeSlack, ft: FakeTime, shared: bool
 ) -> None:
-    slack.rate_limit("chat.postMessage", per_second=10, burst=10)  # the workspace's limit, for everyone
+    slack.rate_limit("chat.postMessage", per_second=10, burst=20)  # the workspace's limit, for everyone
     replicas = [replica(store, slack, ft, f"replica-{i}", shared=shared) for i, store in enumerate(stores)]
     for i, user in enumerate(USERS):
         replicas[i % 2].post(f"dm:{i}", channel=user, text=f"nudge {i}")
@@ -85,11 +85,28 @@ def test_two_replicas_together_stay_within_the_workspace_pace(
     throttled = sum(1 for c in calls if c.status == 429)
     if shared:
         assert throttled == 0
-        # 60 messages at 10/s less the 3% headroom, after a first burst of 10: about 5 s of virtual time
-        assert ft.t - started >= (len(USERS) - 10) / 10
+        # 60 messages at 10/s, after a first burst of at most 20: at least 4 s of virtual time
+        assert ft.t - started >= (len(USERS) - 20) / 10
     else:
         # The control: each replica alone keeps its own pace, and together they run into Slack's.
         assert throttled > 0
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["fleet pace", "each replica alone"])
+def test_two_replicas_posting_to_one_channel_keep_its_pace(
+    stores: list[Store], slack: FakeSlack, ft: FakeTime, shared: bool
+) -> None:
+    slack.rate_limit("chat.postMessage", per_second=1, burst=3, per_channel=True)  # Slack's 1/s per channel
+    replicas = [replica(store, slack, ft, f"replica-{i}", shared=shared) for i, store in enumerate(stores)]
+    for i in range(12):
+        replicas[i % 2].post(f"alert:{i}", channel="C0CONSOLE", text=f"alert {i}")
+
+    take_turns(replicas, ft)
+
+    calls = slack.calls_to("chat.postMessage")
+    assert Counter(str(c.args["text"]) for c in calls if c.ok) == {f"alert {i}": 1 for i in range(12)}
+    throttled = sum(1 for c in calls if c.status == 429)
+    assert (throttled == 0) if shared else (throttled > 0)
 
 
 def test_a_429_on_one_replica_holds_the_others(stores: list[Store], slack: FakeSlack, ft: FakeTime) -> None:
@@ -113,3 +130,58 @@ def test_a_429_on_one_replica_holds_the_others(stores: list[Store], slack: FakeS
 def test_fleet_pace_only_where_replicas_share_the_database(stores: list[Store]) -> None:
     pace = fleet_pace(stores[0].engine, PACE)
     assert (pace is not None) == (stores[0].dialect == "postgresql")
+
+
+@pytest.mark.parametrize("holding", [1, 2])
+def test_spare_tokens_never_let_the_fleet_exceed_the_pace(stores: list[Store], ft: FakeTime, holding: int) -> None:
+    """The worst cases for spares: one or two replicas each take a batch and send one; as their spares
+    are about to expire, another takes everything the bucket has refilled and they send their spares
+    at the same moment. Together they must still pass the token bucket the Pace describes."""
+    pace = Pace(workspace_per_second=8, workspace_burst=20, headroom=0)  # binary-exact token arithmetic
+    b, *holders = (FleetPace(stores[i % 2].engine, pace, clock=ft.monotonic, monotonic=ft.monotonic)
+                   for i in range(1 + holding))
+    assert b.batch > 1  # spares are what this is about
+    sent: list[float] = []
+
+    def drain(pace: FleetPace) -> None:
+        # DMs take batches; a post to a channel takes a single workspace token, so it gets the last ones
+        while pace.reserve(None)[0] == 0 or pace.reserve(f"C0CHAN{len(sent):04d}")[0] == 0:
+            sent.append(ft.t)
+
+    for holder in holders:
+        assert holder.reserve(None)[0] == 0
+        sent.append(ft.t)
+    ft.advance(b._spare_for)
+    for pace_ in (b, *holders):
+        drain(pace_)
+
+    rate, burst = pace._rate(pace.workspace_per_second), pace._burst(pace.workspace_burst)
+    tokens, last = burst, sent[0]
+    for at in sent:
+        tokens = min(burst, tokens + (at - last) * rate) - 1
+        last = at
+        assert tokens >= -1e-9, f"send {sent.index(at) + 1} at +{at - sent[0]:.3f}s exceeds the pace"
+    assert len(sent) >= burst - b.batch  # and the bucket was really drained, not starved
+
+
+def test_an_unreadable_shared_pace_puts_the_row_back_and_pauses(
+    stores: list[Store], slack: FakeSlack, ft: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = replica(stores[0], slack, ft, "replica-0", shared=True)
+    outbox.post("dm:0", channel=USERS[0], text="nudge")
+    calls: list[str | None] = []
+
+    def broken(channel: str | None) -> tuple[float, str]:
+        calls.append(channel)
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(outbox._fleet, "reserve", broken)
+    assert outbox.deliver_due() == 0
+    row = outbox.get("dm:0")
+    assert row is not None and row.state == "pending" and row.attempts == 0  # back in the queue, untouched
+    assert outbox.deliver_due() == 0 and len(calls) == 1  # paused: not claimed again at once
+
+    monkeypatch.undo()
+    ft.advance(5.1)
+    assert outbox.deliver_due() == 1
+    assert [c.ok for c in slack.calls_to("chat.postMessage")] == [True]

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from bot.microsoft.budget import LocalBudget, fleet_budget
-from bot.store.budget import PRUNE_EVERY_SECONDS, RateLimit, SharedBudget, T
+from bot.microsoft.budget import LocalBudget, RateLimit
+from bot.microsoft.shared_budget import PRUNE_EVERY_SECONDS, SharedBudget, T, fleet_budget
 from bot.store.db import make_engine
 from bot.store.migrate import upgrade
 from tests.databases import database_url  # noqa: F401  (fixture)
@@ -137,27 +137,3 @@ def test_grants_out_of_every_window_are_pruned(engines: list[Engine]) -> None:
 def test_fleet_budget_only_for_a_database_replicas_share(engines: list[Engine]) -> None:
     budget = fleet_budget(engines[0])
     assert (budget is not None) == (engines[0].dialect.name == "postgresql")
-
-
-def test_reserve_all_takes_every_key_or_none(engines: list[Engine]) -> None:
-    clock = Clock()
-    limits = {"workspace": (RateLimit(10, 1.0),), "channel:C1": (RateLimit(1, 1.0),)}
-    budget = SharedBudget(engines[0], limits, clock=clock)
-    assert budget.reserve_all(["workspace", "channel:C1"]) == (0.0, None)
-    clock.t += 0.25
-    # The channel is full: nothing is taken from the workspace either, and the answer says who waits.
-    assert budget.reserve_all(["workspace", "channel:C1"]) == (pytest.approx(0.75), "channel:C1")
-    assert budget.granted("workspace", within=10) == 1
-    assert budget.reserve_all(["workspace", "unknown"]) == (0.0, None)  # a key without rules is free
-
-
-def test_hold_stops_every_process_until_it_ends(engines: list[Engine]) -> None:
-    clock = Clock()
-    first, second = (SharedBudget(engine, LIMITS, clock=clock) for engine in engines)
-    first.hold("defender", 30.0)  # e.g. a 429 with Retry-After: 30, longer than the 0.5 s window
-    assert second.reserve("defender") == pytest.approx(30.0)
-    clock.t += 29.0
-    assert second.reserve("defender") == pytest.approx(1.0)
-    clock.t += 1.0
-    assert second.reserve("defender") == 0
-    assert second.reserve(API) == 0  # other keys were never held
