@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             drained = all(outbox.wait_idle(timeout=timeout) for outbox in outboxes)
             total = time.monotonic() - started
             for outbox in outboxes:
-                outbox.stop()
+                outbox.close()
 
             with store.engine.connect() as conn:
                 failed = int(conn.execute(

@@ -75,7 +75,7 @@ class Deps:
             self._scheduler.stop()
         self.roles.stop()
         self.runner.shutdown()
-        self.outbox.stop()
+        self.outbox.close()
         self.audit.close()
         self.microsoft.close()
         self.store.close()

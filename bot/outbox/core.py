@@ -724,6 +724,12 @@ class Outbox:
         self._threads = []
         self._stopping.clear()
 
+    def close(self) -> None:
+        """`stop`, then close what the outbox holds of its own (the shared pace's connections)."""
+        self.stop()
+        if self._fleet is not None:
+            self._fleet.close()
+
     def wait_idle(self, timeout: float) -> bool:
         """True once no row is queued or being sent (every row sent, failed or skipped), by any process."""
         deadline = time.monotonic() + timeout

@@ -62,6 +62,7 @@ class FleetPace:
         self._engine = create_engine(engine.url, pool_size=2, max_overflow=8,
                                      connect_args={"options": "-c synchronous_commit=off"}) \
             if self._postgres else engine
+        self._owns_engine = self._engine is not engine
         self._clock = clock
         rate, burst = pace._rate(pace.workspace_per_second), pace._burst(pace.workspace_burst)
         self.batch = max(1, min(MAX_BATCH, int(burst) // 5))
@@ -132,6 +133,11 @@ class FleetPace:
             with self._lock:
                 self._spares, self._spares_until = int(taken or 0) - 1, self._monotonic() + self._spare_for
         return 0.0, "workspace"
+
+    def close(self) -> None:
+        """Close the connections of our own (PostgreSQL); the shared buckets stay for the others."""
+        if self._owns_engine:
+            self._engine.dispose()
 
     def hold(self, scope: Scope, channel: str | None, seconds: float) -> None:
         """Slack said 429 with Retry-After `seconds`: no replica sends in that scope until then."""
