@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -26,6 +27,7 @@ ENABLE_CHANGE = {"flag": ANDROID_MAM, "value": True}
 
 
 ENABLE_ANDROID = "enable-android"
+RECHECK_AFTER = 2.0  # seconds: "Check again" within this long of a finished check is the same check
 ENABLE_TITLE = "Turn on Android app protection evaluation in the Defender for Endpoint connector"
 
 
@@ -50,17 +52,23 @@ def register(app: App, deps: Deps) -> None:
             correlation_id=new_correlation_id(), what="open the justification modal")
 
     in_flight: set[str] = set()
+    done_at: dict[str, float] = {}
     lock = threading.Lock()
 
     @app.action(Action.CONNECTORS_RECHECK)
     def recheck(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
-        # impatient clicks on the same card while its check runs add nothing but Graph calls
+        # Impatient clicks on the same card add nothing but Graph calls: one check at a time, and
+        # none within RECHECK_AFTER seconds of the last one (the card it filled is that fresh).
         card = f"{body.get('user', {}).get('id')}:{(body.get('container') or {}).get('message_ts')}"
+        now = time.monotonic()
         with lock:
-            if card in in_flight:
+            if card in in_flight or now - done_at.get(card, -RECHECK_AFTER) < RECHECK_AFTER:
                 return
             in_flight.add(card)
+            if len(done_at) > 1000:  # cards nobody clicks any more
+                for old in [c for c, at in done_at.items() if now - at >= RECHECK_AFTER]:
+                    del done_at[old]
 
         def check() -> None:
             try:
@@ -68,6 +76,7 @@ def register(app: App, deps: Deps) -> None:
             finally:
                 with lock:
                     in_flight.discard(card)
+                    done_at[card] = time.monotonic()
 
         deps.runner.submit(check)
 

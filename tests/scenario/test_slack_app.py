@@ -92,6 +92,13 @@ def test_recheck_button_updates_the_card(bot):
     assert "Android app protection evaluation" in block_text(update.blocks)
 
 
+def test_check_again_twice_in_a_row_checks_once(bot):
+    _, first = bot.click(Action.CONNECTORS_RECHECK)
+    _, second = bot.click(Action.CONNECTORS_RECHECK)  # same card, a second later: that fresh already
+    assert bot.slack.response_url_uses(first) == 1
+    assert bot.slack.response_url_uses(second) == 0
+
+
 def test_someone_without_a_role_is_refused_and_audited(bot):
     body = ack_json(bot.command("connectors", user=DEMO_END_USER)[0])
     assert body["response_type"] == "ephemeral"
