@@ -115,6 +115,7 @@ class Scheduler:
         self.renew_seconds = renew_seconds
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
+        self._leading = False
 
     # ---- running in the background -------------------------------------------------------------
 
@@ -142,10 +143,28 @@ class Scheduler:
     def _keep_lease(self) -> None:
         try:
             leading = self.lease.acquire()
+            if leading and not self._leading:
+                self._close_interrupted_runs()
         except Exception:
             log.exception("could not renew the scheduler lease")
             return
+        self._leading = leading
         log.debug("scheduler lease: %s", "leader" if leading else "follower")
+
+    def _close_interrupted_runs(self) -> None:
+        """Runs another holder left `running`: it lost the lease (died, or stalled past it) mid-run.
+        Marked `interrupted` so `/mam status` and `jobs list` don't show them running forever; a holder
+        that was only slow still records its real outcome when it finishes."""
+        with self.deps.store.session() as session:
+            closed = session.exec(
+                update(JobRun).where(col(JobRun.outcome) == "running", col(JobRun.holder) != self.lease.holder)
+                .values(outcome="interrupted", summary="its process stopped leading before the run finished; "
+                                                      "the job runs again on schedule")
+            ).rowcount
+            session.commit()
+        if closed:
+            log.warning("scheduler: %d unfinished run%s of a previous leader marked interrupted", closed,
+                        "" if closed == 1 else "s")
 
     def _run_if_leader(self, name: str) -> None:
         if not self.lease.held_by_me():
@@ -185,6 +204,7 @@ class Scheduler:
             lease = self.lease.current()
             who = f"{lease.holder} until {as_utc(lease.expires_at):%H:%M:%S} UTC" if lease else "another process"
             raise JobHeldElsewhere(f"the scheduler lease is held by {who}; that process runs the jobs")
+        self._close_interrupted_runs()
         try:
             return self.run(name)
         finally:

@@ -328,6 +328,10 @@ def cancel_request(req: CommandRequest) -> None:
     if len(req.args) != 1 or not req.args[0].lstrip("#").isdigit():
         raise UsageError("Name the request by its number, e.g. `/mam cancel 12`.")
     request_id = int(req.args[0].lstrip("#"))
+    # One read by primary key before the ack: an unknown number is answered at once, not after a
+    # "Cancelling…" that stays on screen.
+    if req.deps.changes.get(request_id) is None:
+        raise UsageError(f"There is no request #{request_id}; `/mam requests` lists the open ones.")
     req.ack(response_type="ephemeral", text=f"Cancelling #{request_id}…")
 
     def work() -> None:

@@ -57,7 +57,9 @@ def register(app: App, deps: Deps) -> None:
             ack(response_type="ephemeral", text=f":x: {exc}\nUsage: `{escape(sub.usage)}`")
             _audit(deps, user_id, text, "not understood", correlation_id)
             return
-        _audit(deps, user_id, text, "ok", correlation_id)
+        # "accepted": the command was understood and allowed; what it then did (a change cancelled, a
+        # request filed, a policy not found) is in its own rows or in the answer
+        _audit(deps, user_id, text, "accepted", correlation_id)
 
 
 def unknown_command_text(deps: Deps, name: str) -> str:

@@ -88,5 +88,5 @@ class JobRun(SQLModel, table=True):
     holder: str = Field(max_length=128)
     started_at: datetime = Field(index=True)
     finished_at: datetime | None = None
-    outcome: str = Field(default="running", max_length=16)  # running, ok, failed
+    outcome: str = Field(default="running", max_length=16)  # running, ok, failed, interrupted
     summary: str = Field(default="", max_length=4000)

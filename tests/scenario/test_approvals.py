@@ -148,6 +148,8 @@ def test_requests_cancel_and_audit_commands(bot):
     assert bot.deps.changes.require(request_id).state == State.CANCELLED
     assert "Cancelled" in block_text(card(bot, DEMO_APPROVER).blocks)
     assert "Name the request by its number" in ack_json(bot.command("cancel soon")[0])["text"]
+    unknown = ack_json(bot.command("cancel 999")[0])["text"]
+    assert "There is no request #999" in unknown and "Cancelling" not in unknown
     audit = block_text(ack_json(bot.command("audit 5")[0])["blocks"])
     assert f"cancel #{request_id}" in audit
 

@@ -88,5 +88,7 @@ def test_kill_9_of_the_leader_hands_over_with_no_job_run_twice(url: str):
     # never two runs at once: each run ends before the next one starts, across both processes
     for earlier, later in pairwise(finished):
         assert earlier.finished_at <= later.started_at, (earlier, later)
-    # only the killed leader can have a run it never finished, and at most one
-    assert len(records) - len(finished) <= 1
+    # only the killed leader can have a run it never finished, at most one, and the new leader says so
+    unfinished = [r for r in records if r.finished_at is None]
+    assert len(unfinished) <= 1
+    assert all(r.holder == leader and r.outcome == "interrupted" for r in unfinished), unfinished

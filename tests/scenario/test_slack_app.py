@@ -146,7 +146,7 @@ def test_every_command_is_audited(bot):
     bot.command("connectors")
     bot.command("nope")
     outcomes = [(r.action, r.outcome) for r in bot.audit()]
-    assert outcomes == [("/mam help", "ok"), ("/mam connectors", "ok"), ("/mam nope", "unknown")]
+    assert outcomes == [("/mam help", "accepted"), ("/mam connectors", "accepted"), ("/mam nope", "unknown")]
     assert all(r.correlation_id for r in bot.audit())
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from bot.scheduler import LEASE_SECONDS, Job, JobHeldElsewhere, LeaderLease, Scheduler, interval, last_runs
 from bot.store import create_store
+from bot.store.models import JobRun
 from tests.databases import database_url  # noqa: F401  (fixture)
 
 
@@ -82,3 +83,24 @@ def test_followers_skip_their_jobs(tmp_path):
     assert ran == []
     leader._run_if_leader("j")
     assert ran == ["ran"]
+
+
+def test_a_new_leader_marks_the_dead_leaders_unfinished_run_interrupted(tmp_path):
+    clock = Clock()
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    job = Job("j", "j", interval(minutes=1), lambda d: "done")
+    dead = Scheduler(FakeDeps(url, clock), [job], holder="dead")  # type: ignore[arg-type]
+    heir = Scheduler(FakeDeps(url, clock), [job], holder="heir")  # type: ignore[arg-type]
+    dead._keep_lease()
+    # the leader records its run as running, then dies inside it (its record stays running)
+    with dead.deps.store.session() as session:
+        session.add(JobRun(job="j", holder="dead", started_at=clock()))
+        session.commit()
+
+    heir._keep_lease()
+    assert last_runs(heir.deps.store)["j"].outcome == "running"  # still dead's lease: nothing to say yet
+    clock.value += timedelta(seconds=LEASE_SECONDS + 1)
+    heir._keep_lease()
+    run = last_runs(heir.deps.store)["j"]
+    assert run.holder == "dead" and run.outcome == "interrupted" and run.finished_at is None
+    assert heir.run_now("j").outcome == "ok"
