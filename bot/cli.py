@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from bot.settings import Mode, Settings, SettingsError, load_settings, missing_for, missing_line
+from bot.text import count
 
 if TYPE_CHECKING:
     from slack_bolt import App
@@ -284,7 +285,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
         print(f"{args.name}: {run.outcome} in {took:.1f} s: {run.summary}")
         pending = deps.outbox.pending_count()
         if pending:
-            print(f"{pending} Slack message(s) queued in the outbox; the running bot delivers them.")
+            print(f"{count(pending, 'Slack message')} queued in the outbox; the running bot delivers them.")
         return 0 if run.outcome == "ok" else 1
     finally:
         deps.close()

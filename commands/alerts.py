@@ -27,6 +27,7 @@ from bot.outbox import Outbox
 from bot.registry import Subcommand
 from bot.roles import Access
 from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, last_sweep, pending_onboardings
+from bot.text import count
 from commands.context import CommandRequest
 from workflows.connectors import PORTALS, Portals
 from workflows.onboarding import WatchSettings
@@ -456,8 +457,7 @@ def _answer_for_mention(req: CommandRequest, slack_id: str) -> None:
 
 
 def _blocked_summary(deps: Deps, who: str | None) -> str:
-    count = len(active_blocks(deps.store, who))
-    return f"{count} blocked device(s)" + (f" for {who}" if who else "")
+    return count(len(active_blocks(deps.store, who)), "blocked device") + (f" for {who}" if who else "")
 
 
 def blocked_blocks(deps: Deps, who: str | None, *, shown: str | None = None) -> list[Block]:
@@ -466,7 +466,7 @@ def blocked_blocks(deps: Deps, who: str | None, *, shown: str | None = None) -> 
     episodes = active_blocks(deps.store, who)
     sweep = last_sweep(deps.store)
     subject = shown or (f"*{escape(who)}*" if who else "")
-    title = f"Blocked now{' for ' + subject if subject else ''}: {len(episodes)} device(s)"
+    title = f"Blocked now{' for ' + subject if subject else ''}: {count(len(episodes), 'device')}"
     blocks: list[Block] = [section(f"*{title}*" if not subject else title)]
     if not episodes:
         blocks.append(section(("Nobody is blocked" if not who else "No block matches that user")
@@ -482,7 +482,7 @@ def blocked_blocks(deps: Deps, who: str | None, *, shown: str | None = None) -> 
     if sweep is not None:
         state = "" if sweep.ok else f" (with errors: {escape(sweep.error[:200])})"
         notes.insert(0, f"As of the sweep {slack_date(sweep.finished_at)}{state}; "
-                        f"{pending_onboardings(deps.store)} user(s) wait for Defender onboarding.")
+                        f"{count(pending_onboardings(deps.store), 'user')} waiting for Defender onboarding.")
     else:
         notes.insert(0, "No threat sweep has run yet.")
     blocks.append(context(*notes))

@@ -19,6 +19,7 @@ from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
 from bot.registry import Subcommand
 from bot.roles import Access, Role, RoleDirectory
 from bot.settings import Settings
+from bot.text import count
 from commands.context import CommandRequest
 from commands.ids import Action, View
 from workflows.changes import ChangeService, Result, State
@@ -62,7 +63,7 @@ def request_card(request: ChangeRequest, approvals: list[Approval]) -> list[Bloc
     ]
     blocks += decision_blocks(request, approvals)
     blocks.append(context(
-        f"{len(approvals)} of {request.quorum} approval(s)"
+        f"{len(approvals)} of {count(request.quorum, 'approval')}"
         f" · requested {as_utc(request.created_at):%Y-%m-%d %H:%M} UTC"
         f" · expires {as_utc(request.expires_at):%Y-%m-%d %H:%M} UTC · the requester cannot approve"))
     if state is State.PENDING:
@@ -157,7 +158,7 @@ class SlackNotifier:
         for dest in destinations:
             self.outbox.post(f"cr:{request.id}:card:{dest}", channel=dest, text=self._text(request), blocks=blocks)
         where = ("the approval channel" if any(d.startswith(("C", "G")) for d in destinations)
-                 else f"{len(destinations)} approver(s) by DM")
+                 else f"{count(len(destinations), 'approver')} by DM")
         note = (f"Your change request #{request.id} ({escape(request.title)}) is waiting for approval; "
                 f"its card went to {where}.") if destinations else (
                 f":warning: Your change request #{request.id} was filed, but no approver is configured "

@@ -23,6 +23,7 @@ from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.models import AndroidPolicy, Group
 from bot.registry import Subcommand
 from bot.roles import Access
+from bot.text import count
 from commands.approvals import file_request, justification_modal
 from commands.context import CommandRequest
 from commands.ids import Action, View
@@ -124,7 +125,7 @@ def pick_blocks(ask: Ask, what: str, items: Sequence[Any]) -> list[Block]:
 def confirm_blocks(deps: Deps, ask: Ask, policy: AndroidPolicy, group: Group) -> list[Block]:
     graph = deps.microsoft.graph
     try:
-        members = f"{graph.group_member_count(group.id)} direct member(s)"
+        members = count(graph.group_member_count(group.id), "direct member")
     except MicrosoftError:
         members = "member count unavailable"
     current = []

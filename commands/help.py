@@ -9,6 +9,7 @@ from bot.deps import Deps
 from bot.errors import UsageError
 from bot.registry import Registry, Subcommand
 from bot.roles import Access, Role
+from bot.text import count
 from commands.context import CommandRequest
 
 GROUP_ORDER = ["General", "Connectors", "Policies", "Approvals", "Watch", "Audit"]
@@ -68,7 +69,7 @@ def help_blocks(registry: Registry, roles: frozenset[Role], *, has_admins: bool)
     hidden = registry.entry_count() - len(visible)
     notes = []
     if hidden:
-        notes.append(f"{hidden} more command(s) need a role you don't have (MAM_ADMINS / MAM_APPROVERS).")
+        notes.append(f"{count(hidden, 'more command')} need a role you don't have (MAM_ADMINS / MAM_APPROVERS).")
     if not has_admins:
         notes.append(":warning: No admins are configured (MAM_ADMINS), so nobody can request changes.")
     if notes:

@@ -10,6 +10,7 @@ from bot.blocks import Block, context, escape, fields_section, header, section
 from bot.errors import UsageError
 from bot.registry import Subcommand
 from bot.roles import Access
+from bot.text import count
 from commands.context import CommandRequest
 from workflows.status import Status, gather
 
@@ -38,16 +39,18 @@ def status_command(req: CommandRequest) -> None:
 
 
 def summary(status: Status) -> str:
-    return (f"mam-bot status: {status.active_blocks} active block(s), {status.pending_onboarding} pending "
-            f"onboarding(s), {status.open_requests} open change request(s)")
+    return (f"mam-bot status: {count(status.active_blocks, 'active block')}, "
+            f"{count(status.pending_onboarding, 'pending onboarding')}, "
+            f"{count(status.open_requests, 'open change request')}")
 
 
 def status_blocks(status: Status) -> list[Block]:
     sweep = status.last_sweep
     if sweep is not None and sweep.finished_at is not None:
         took = (sweep.finished_at - sweep.started_at).total_seconds()
-        sweep_text = (f"{sweep.finished_at:%Y-%m-%d %H:%M} UTC in {took:.0f} s: {sweep.devices} Android "
-                      f"device(s), {sweep.registrations} registration(s), {sweep.requests} request(s)"
+        sweep_text = (f"{sweep.finished_at:%Y-%m-%d %H:%M} UTC in {took:.0f} s: "
+                      f"{count(sweep.devices, 'Android device')}, {count(sweep.registrations, 'registration')}, "
+                      f"{count(sweep.requests, 'request')}"
                       + (" :x: failed" if not sweep.ok else ""))
     else:
         sweep_text = "none yet"
@@ -55,8 +58,8 @@ def status_blocks(status: Status) -> list[Block]:
               if status.leader and status.leader_until else "none: no process holds the scheduler lease")
     jobs = []
     for job in status.jobs:
-        last = (f"{job.last.started_at:%m-%d %H:%M} {job.last.outcome}" if job.last else "never")
-        upcoming = f"{job.next_run:%m-%d %H:%M %Z}" if job.next_run else "not scheduled"
+        last = (f"{job.last.started_at:%Y-%m-%d %H:%M} {job.last.outcome}" if job.last else "never")
+        upcoming = f"{job.next_run:%Y-%m-%d %H:%M %Z}" if job.next_run else "not scheduled"
         jobs.append(f"`{job.name}`: last {last}; next {upcoming}")
     blocks: list[Block] = [
         header("mam-bot status"),
@@ -68,7 +71,7 @@ def status_blocks(status: Status) -> list[Block]:
         ]),
         section(f"*Last threat sweep:* {sweep_text}\n*Leader:* {leader}"),
         section("*Jobs*\n" + "\n".join(jobs)),
-        section(f"*Outbox:* {status.outbox_pending} message(s) waiting"
+        section(f"*Outbox:* {count(status.outbox_pending, 'message')} waiting"
                 + (f"; {len(status.outbox_failed)} failed recently" if status.outbox_failed else "")),
     ]
     problems = [*status.errors, *status.outbox_failed]

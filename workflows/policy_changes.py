@@ -25,6 +25,7 @@ from bot.microsoft.models import (
     Group,
     PolicyAssignment,
 )
+from bot.text import count
 from workflows.changes import GraphCall, Outcome, Plan
 from workflows.policies import ACTION_LABELS, APP_GROUP_LABELS, MANAGEMENT_LEVEL_LABELS, THREAT_LEVEL_LABELS, label
 
@@ -104,7 +105,7 @@ class PolicyCreate:
             calls.append(GraphCall("POST", f"{POLICIES}/{{new id}}/assign", bodies.assign_body(targets)))
         groups = [{"groupId": g, "exclude": False} for g in include] + [
             {"groupId": g, "exclude": True} for g in exclude]
-        apps = (f"{len(draft.packageIds)} app(s)" if draft.appGroupType is AppGroupType.SELECTED_PUBLIC_APPS
+        apps = (count(len(draft.packageIds), "app") if draft.appGroupType is AppGroupType.SELECTED_PUBLIC_APPS
                 else label(APP_GROUP_LABELS, draft.appGroupType.value))
         device_types = ", ".join(label(MANAGEMENT_LEVEL_LABELS, v.value) for v in draft.targetedAppManagementLevels)
         threat = label(THREAT_LEVEL_LABELS, draft.maximumAllowedDeviceThreatLevel.value)
@@ -144,7 +145,7 @@ class PolicyCreate:
                 steps.append("attached its apps")
             if include or exclude:
                 self.graph.change_assignments(policy.id, include=include, exclude=exclude)
-                steps.append(f"assigned it to {len(include) + len(exclude)} group(s)")
+                steps.append(f"assigned it to {count(len(include) + len(exclude), 'group')}")
         except MicrosoftError as exc:
             raise UserError(self._rollback(policy, created_now, steps, exc)) from exc
         return Outcome(True, f"Created '{draft.displayName}' ({policy.id}): {'; '.join(steps)}.", drift)

@@ -94,7 +94,7 @@ def test_quorum_of_two(make_bot):
     request_id = request_enable(bot)
     bot.click(Action.APPROVE, user=DEMO_APPROVER, value=str(request_id))
     assert toggle(bot) is False
-    assert "1 of 2 approval(s)" in block_text(card(bot, APPROVER2).blocks)
+    assert "1 of 2 approvals" in block_text(card(bot, APPROVER2).blocks)
     bot.click(Action.APPROVE, user=APPROVER2, value=str(request_id))
     assert toggle(bot) is True and patches(bot) == 1
 

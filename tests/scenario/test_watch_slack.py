@@ -140,14 +140,14 @@ def test_mam_blocked_lists_who_is_blocked_and_why(make_bot):
     assert "No threat sweep has run yet" in text
     sweep(bot)
     text = block_text(ack_json(bot.command("blocked")[0])["blocks"])
-    assert "Blocked now: 2 device(s)" in text and "Grady Archie" in text and "1 user(s) wait for Defender" in text
+    assert "Blocked now: 2 devices" in text and "Grady Archie" in text and "1 user waiting for Defender" in text
     one = block_text(ack_json(bot.command("blocked alex.wilber@contoso.example")[0])["blocks"])
     assert "Alex Wilber" in one and "Grady" not in one and "device high, allowed up to medium" in one
     alex = next(u for u in CAST_USERS if u.given == "Alex")
     bot.slack.add_user(FakeUser("UALEXW001", "alexw", "Alex Wilber", alex.mail))
     bot.command("blocked <@UALEXW001|alexw>")
     answer = [e for e in bot.slack.events if e.kind == "response"][-1]
-    assert "Blocked now for <@UALEXW001>: 1 device(s)" in block_text(answer.blocks)
+    assert "Blocked now for <@UALEXW001>: 1 device" in block_text(answer.blocks)
     refused = ack_json(bot.command("blocked", user=DEMO_END_USER)[0])
     assert "for mam-bot admins and approvers" in refused["text"]
 
