@@ -113,10 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _require(settings, Mode.RUN)
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    from bot.app import freeze_startup_heap
-
     app, deps = _start_slack_app(settings)
-    freeze_startup_heap()
     assert settings.slack_app_token is not None
     log.warning("mam-bot is connecting to Slack over Socket Mode")
     try:
@@ -142,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
-    from bot.app import build_app
+    from bot.app import build_app, freeze_startup_heap
     from bot.deps import build_deps
     from bot.slack import fetch_identity, slack_client
 
@@ -155,6 +152,7 @@ def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
         log.warning("no admins are configured (MAM_ADMINS): nobody can request changes")
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     app = build_app(deps, client=client, identity=identity, signing_secret=secret)
+    freeze_startup_heap()  # before the background threads start: what they make is theirs to free
     deps.start_background()
     return app, deps
 

@@ -31,7 +31,7 @@ def serve(bolt_app: App, store: Store, *, host: str, port: int) -> None:
     import uvicorn
 
     asgi = build_asgi(bolt_app, store)
-    freeze_startup_heap()
+    freeze_startup_heap()  # again for the ASGI app (the bot froze once before its threads started)
     uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
 
 

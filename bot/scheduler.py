@@ -143,11 +143,15 @@ class Scheduler:
     def _keep_lease(self) -> None:
         try:
             leading = self.lease.acquire()
-            if leading and not self._leading:
-                self._close_interrupted_runs()
         except Exception:
             log.exception("could not renew the scheduler lease")
             return
+        if leading and not self._leading:
+            try:
+                self._close_interrupted_runs()
+            except Exception:
+                log.exception("could not mark the previous leader's unfinished runs; trying at the next renewal")
+                return
         self._leading = leading
         log.debug("scheduler lease: %s", "leader" if leading else "follower")
 

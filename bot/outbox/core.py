@@ -475,7 +475,7 @@ class Outbox:
             return True
         while not self._stopping.is_set():
             try:
-                wait, scope = self._fleet.reserve(channel)
+                wait, scope = self._fleet.reserve(channel, rate_factor=self._pacer.rate_factor)
             except Exception:
                 # The shared pace is unreadable (database trouble): send nothing for a while rather
                 # than guess; the row goes back to the queue untouched.
@@ -536,20 +536,25 @@ class Outbox:
         if failure.verdict == "throttled":
             channel = _pace_channel(msg.kind, msg.channel)
             scope, seconds = self._pacer.throttled(msg.kind, channel, failure.retry_after)
-            if self._fleet is not None and (msg.kind != UPDATE or scope == "channel"):
-                # Every replica waits it out, not only this one (an update's 429 pauses updates only, here).
-                self._fleet.hold("channel" if scope == "channel" else "workspace", channel, seconds)
             if msg.throttled + 1 >= self._max_throttled:
                 self._fail(claim_id, msg, f"{failure.detail}: still rate limited after {msg.throttled + 1} tries")
-                return _Outcome.DONE
-            log.info("outbox %s: 429, %s paused %.1fs", msg.key, scope, seconds)
-            self._reschedule(
-                claim_id,
-                msg,
-                at=now + timedelta(seconds=seconds),
-                last_error=f"{failure.detail} ({scope}, Retry-After {seconds:g}s)",
-                throttled=True,
-            )
+            else:
+                log.info("outbox %s: 429, %s paused %.1fs", msg.key, scope, seconds)
+                self._reschedule(
+                    claim_id,
+                    msg,
+                    at=now + timedelta(seconds=seconds),
+                    last_error=f"{failure.detail} ({scope}, Retry-After {seconds:g}s)",
+                    throttled=True,
+                )
+            if self._fleet is not None and msg.kind == POST:
+                # Every replica waits it out, not only this one. The shared buckets are sized for
+                # chat.postMessage: a 429 on an update or an upload (their own Slack tiers) pauses
+                # that method here only, as the Pacer does.
+                try:
+                    self._fleet.hold("channel" if scope == "channel" else "workspace", channel, seconds)
+                except Exception:
+                    log.exception("outbox: could not share a 429's pause with the other replicas")
             return _Outcome.DONE
         if failure.verdict == "transient" and msg.attempts + 1 < self._max_attempts:
             backoff = min(self._backoff_cap, self._backoff_base * 2**msg.attempts)

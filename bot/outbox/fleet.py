@@ -3,11 +3,12 @@
 Each replica's `Pacer` shapes its own sending (bursts, 429 pauses per method, backing off), and is
 configured with the fleet's numbers; on its own it would let N replicas send N times too fast. So every
 send also takes a token from the workspace's bucket here, and a post to a channel one from that
-channel's: one row per bucket (tokens, last refill), refilled and taken by a single conditional
-upsert, so the row lock (PostgreSQL) or the write lock (SQLite) makes concurrent takes queue, and the
-tokens handed out over any interval, summed over all replicas, never exceed the bucket's burst plus
-its rate times the interval. Time is the PostgreSQL server's, so hosts whose clocks disagree still share
-one bucket. A 429 one replica earns holds the bucket for everyone until Retry-After has passed.
+channel's: one row per bucket (tokens, last refill, held until), refilled and taken by a single
+conditional upsert, so the row lock (PostgreSQL) or the write lock (SQLite) makes concurrent takes
+queue, and the tokens handed out over any interval, summed over all replicas, never exceed the
+bucket's burst plus its rate times the interval. Time is the PostgreSQL server's, so hosts whose
+clocks disagree still share one bucket. A 429 one replica earns holds the bucket for everyone until
+Retry-After has passed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
@@ -30,15 +31,24 @@ CHANNEL_KEY = "channel:"  # + channel id
 
 
 class PaceBucket(SQLModel, table=True):
-    """One token bucket: `tokens` as of `last` (epoch seconds; in the future while held after a 429)."""
+    """One token bucket: `tokens` as of `last` (epoch seconds), nothing granted before `held_until`."""
 
     __tablename__ = "slack_pace"
 
     key: str = Field(primary_key=True, max_length=64)
     tokens: float
     last: float
+    held_until: float = 0.0
+    """After a 429: no tokens before this (epoch seconds); the bucket refills only from then on."""
     taken: int = 0
     """How many the last take took (a take asks for up to `batch`): read back by the taker."""
+
+
+# Each connection of the pace's own engine (PostgreSQL): commits that don't wait for the disk (a take
+# lost in a server crash forgets a few milliseconds of sending), and no wait on a bucket's row lock
+# that outlives a stalled replica.
+SESSION_SETTINGS = ("SET synchronous_commit = off", "SET lock_timeout = '2s'",
+                    "SET idle_in_transaction_session_timeout = '10s'")
 
 
 class FleetPace:
@@ -46,9 +56,9 @@ class FleetPace:
 
     A send that needs only the workspace's token (DMs, updates, uploads) takes up to `batch` tokens (as
     many whole ones as there are) in one round trip and keeps the rest for this process's next sends,
-    for at most (batch - 1) / rate seconds. A spare is thus sent at most that late, so over any
-    interval the fleet could send up to batch - 1 more than the bucket allows; the shared bucket's
-    burst is that much smaller, and the limit holds exactly.
+    for at most (batch - 1) / rate seconds, timed from before the round trip began. A spare is thus
+    sent at most that late, so over any interval the fleet could send up to batch - 1 more than the
+    bucket allows; the shared bucket's burst is that much smaller, and the limit holds.
     """
 
     def __init__(self, engine: Engine, pace: Pace, *, clock: Callable[[], float] | None = None,
@@ -56,12 +66,9 @@ class FleetPace:
         """`clock`: epoch seconds for tests; otherwise PostgreSQL's clock, or this host's for SQLite.
         `monotonic`: this process's clock for spare tokens."""
         self._postgres = engine.dialect.name == "postgresql"
-        # PostgreSQL: connections of our own whose commits don't wait for the disk. Every send commits
-        # here, all on the workspace's row, so waiting for each flush would queue the replicas behind
-        # the disk; a take lost in a server crash only forgets a few milliseconds of sending.
-        self._engine = create_engine(engine.url, pool_size=2, max_overflow=8,
-                                     connect_args={"options": "-c synchronous_commit=off"}) \
-            if self._postgres else engine
+        # PostgreSQL: connections of our own (see SESSION_SETTINGS); every send commits here, all on
+        # the workspace's row, so waiting for each flush would queue the replicas behind the disk.
+        self._engine = _own_engine(engine) if self._postgres else engine
         self._owns_engine = self._engine is not engine
         self._clock = clock
         rate, burst = pace._rate(pace.workspace_per_second), pace._burst(pace.workspace_burst)
@@ -77,62 +84,80 @@ class FleetPace:
             "CAST(extract(epoch FROM statement_timestamp()) AS double precision)"
         least, greatest = ("LEAST", "GREATEST") if self._postgres else ("MIN", "MAX")
         # Only fixed fragments are formatted in (per dialect); every value is a bound parameter.
-        refilled = f"{least}(:burst, slack_pace.tokens + ({now} - slack_pace.last) * :rate)"
+        # `last` only moves forward: a take that started earlier but got the row later refills nothing.
+        refilled = f"{least}(:burst, slack_pace.tokens + {greatest}(0, {now} - slack_pace.last) * :rate)"
         whole = f"FLOOR({refilled})" if self._postgres else refilled  # SQLite's cast truncates, PostgreSQL's rounds
         taken = f"{least}(:n, CAST({whole} AS INTEGER))"  # whole tokens, up to n
         self._take_sql = text(
-            f"INSERT INTO slack_pace (key, tokens, last, taken) VALUES (:key, :burst - :n, {now}, :n) "  # noqa: S608
-            f"ON CONFLICT (key) DO UPDATE SET tokens = {refilled} - {taken}, last = {now}, taken = {taken} "
-            f"WHERE slack_pace.last <= {now} AND {refilled} >= 1 "
+            "INSERT INTO slack_pace (key, tokens, last, held_until, taken) "  # noqa: S608
+            f"VALUES (:key, :burst - :n, {now}, 0, :n) "
+            f"ON CONFLICT (key) DO UPDATE SET tokens = {refilled} - {taken}, "
+            f"last = {greatest}(slack_pace.last, {now}), taken = {taken} "
+            f"WHERE slack_pace.held_until <= {now} AND {refilled} >= 1 "
             "RETURNING taken"
         )
-        self._read_sql = text(f"SELECT tokens, last, {now} FROM slack_pace WHERE key = :key")  # noqa: S608
+        self._read_sql = text(f"SELECT tokens, last, held_until, {now} FROM slack_pace WHERE key = :key")  # noqa: S608
+        # Like the in-process bucket after a 429: at most one token when the hold ends, refilling from then.
         self._hold_sql = text(
-            f"INSERT INTO slack_pace (key, tokens, last, taken) VALUES (:key, 1, {now} + :seconds, 0) "  # noqa: S608
-            f"ON CONFLICT (key) DO UPDATE SET tokens = 1, last = {greatest}(slack_pace.last, {now} + :seconds)"
+            "INSERT INTO slack_pace (key, tokens, last, held_until, taken) "  # noqa: S608
+            f"VALUES (:key, 1, {now} + :seconds, {now} + :seconds, 0) "
+            f"ON CONFLICT (key) DO UPDATE SET tokens = {least}(slack_pace.tokens, 1), "
+            f"last = {greatest}(slack_pace.last, {now} + :seconds), "
+            f"held_until = {greatest}(slack_pace.held_until, {now} + :seconds)"
         )
 
-    def reserve(self, channel: str | None) -> tuple[float, Scope]:
+    def reserve(self, channel: str | None, *, rate_factor: float = 1.0) -> tuple[float, Scope]:
         """Take a token from the workspace's bucket (and, for a post to a conversation, the channel's):
         (0, …) when taken, else nothing is taken and the answer is the seconds to wait and which
-        bucket makes us wait.
+        bucket makes us wait. `rate_factor` < 1 slows the workspace's refill for this taker (the
+        `Pacer` backing off after 429s).
 
         A DM addressed to a user id takes no channel token: the outbox's lanes already send one
         message per recipient at a time across the fleet, and DMs to one person are far apart.
         """
-        buckets: list[tuple[str, Scope, tuple[float, float]]] = []
+        ws_rate, ws_burst = self._workspace
+        buckets: list[tuple[str, Scope, float, float]] = []
         if channel and not channel.startswith(("U", "W")):
-            buckets.append((CHANNEL_KEY + channel, "channel", self._channel))
-        buckets.append((WORKSPACE_KEY, "workspace", self._workspace))
+            buckets.append((CHANNEL_KEY + channel, "channel", *self._channel))
+        buckets.append((WORKSPACE_KEY, "workspace", ws_rate * rate_factor, ws_burst))
         several = len(buckets) > 1
         if not several:
             with self._lock:
                 if self._spares and self._monotonic() <= self._spares_until:
                     self._spares -= 1
                     return 0.0, "workspace"
+        started = self._monotonic()  # spares are timed from before the database stamped the take
+        taken = 0
         with self._connection() as conn:
             if several:  # all or nothing: a channel token taken before the workspace refused goes back
                 conn.exec_driver_sql("BEGIN" if self._postgres else "BEGIN IMMEDIATE")
             try:
-                for key, scope, (rate, burst) in buckets:
-                    n = 1 if several else self.batch
-                    params = self._params(key=key, rate=rate, burst=burst, n=n)
-                    taken = conn.execute(self._take_sql, params).scalar()
-                    if taken is None:
+                for key, scope, rate, burst in buckets:
+                    params = self._params(key=key, rate=rate, burst=burst, n=1 if several else self.batch)
+                    got = conn.execute(self._take_sql, params).scalar()
+                    if got is None:
                         wait = self._wait(conn, params)
                         if several:
                             conn.exec_driver_sql("ROLLBACK")
                         return wait, scope
+                    taken = int(got)
             except BaseException:
                 if several:
                     conn.exec_driver_sql("ROLLBACK")
                 raise
             if several:
                 conn.exec_driver_sql("COMMIT")
-        if not several and int(taken or 0) > 1:
-            with self._lock:
-                self._spares, self._spares_until = int(taken or 0) - 1, self._monotonic() + self._spare_for
+        if not several and taken > 1:
+            self._keep_spares(taken - 1, started + self._spare_for)
         return 0.0, "workspace"
+
+    def _keep_spares(self, count: int, until: float) -> None:
+        with self._lock:
+            if self._spares and self._monotonic() <= self._spares_until:
+                # another thread's spares are still good: keep both, under the earlier expiry
+                self._spares, self._spares_until = self._spares + count, min(self._spares_until, until)
+            else:
+                self._spares, self._spares_until = count, until
 
     def close(self) -> None:
         """Close the connections of our own (PostgreSQL); the shared buckets stay for the others."""
@@ -140,7 +165,9 @@ class FleetPace:
             self._engine.dispose()
 
     def hold(self, scope: Scope, channel: str | None, seconds: float) -> None:
-        """Slack said 429 with Retry-After `seconds`: no replica sends in that scope until then."""
+        """Slack said 429 with Retry-After `seconds`: the bucket grants nobody a token until then.
+        Spares a replica already holds may still go (at most batch - 1 each, gone within
+        (batch - 1) / rate seconds); this replica drops its own."""
         key = CHANNEL_KEY + channel if scope == "channel" and channel else WORKSPACE_KEY
         if key == WORKSPACE_KEY:
             with self._lock:
@@ -158,10 +185,11 @@ class FleetPace:
     def _wait(self, conn: Connection, params: dict[str, Any]) -> float:
         """Seconds until the refused bucket has a token again (its hold over, one token refilled)."""
         read = {k: v for k, v in params.items() if k in ("key", "now")}
-        tokens, last, now = conn.execute(self._read_sql, read).one()
+        tokens, last, held_until, now = conn.execute(self._read_sql, read).one()
         rate, burst = params["rate"], params["burst"]
-        refilled = min(burst, tokens + max(0.0, now - last) * rate)
-        return max(1e-3, max(0.0, last - now) + max(0.0, 1.0 - refilled) / rate)
+        start = max(now, held_until)
+        refilled = min(burst, tokens + max(0.0, start - last) * rate)
+        return max(1e-3, start - now + max(0.0, 1.0 - refilled) / rate)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -169,6 +197,23 @@ class FleetPace:
         per take; `reserve` opens its own transaction when it needs two takes."""
         with self._engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _own_engine(engine: Engine) -> Engine:
+    """A small pool on the same database, its sessions set up by SESSION_SETTINGS (added to whatever
+    the URL's own `options` set)."""
+    own = create_engine(engine.url, pool_pre_ping=True, pool_size=2, max_overflow=8)
+
+    @event.listens_for(own, "connect")
+    def _settings(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True  # a SET inside the driver's implicit transaction would be rolled back
+        with dbapi_conn.cursor() as cur:
+            for statement in SESSION_SETTINGS:
+                cur.execute(statement)
+        dbapi_conn.autocommit = autocommit
+
+    return own
 
 
 def fleet_pace(engine: Engine, pace: Pace) -> FleetPace | None:

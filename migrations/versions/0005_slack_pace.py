@@ -23,8 +23,9 @@ def upgrade() -> None:
         "slack_pace",
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("tokens", sa.Float(), nullable=False),
-        # Epoch seconds of the last refill; in the future while a 429's Retry-After holds the bucket.
+        # Epoch seconds of the last refill, and until when a 429's Retry-After holds the bucket.
         sa.Column("last", sa.Float(), nullable=False),
+        sa.Column("held_until", sa.Float(), nullable=False),
         sa.Column("taken", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )

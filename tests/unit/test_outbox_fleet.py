@@ -171,7 +171,7 @@ def test_an_unreadable_shared_pace_puts_the_row_back_and_pauses(
     outbox.post("dm:0", channel=USERS[0], text="nudge")
     calls: list[str | None] = []
 
-    def broken(channel: str | None) -> tuple[float, str]:
+    def broken(channel: str | None, **_: object) -> tuple[float, str]:
         calls.append(channel)
         raise RuntimeError("database went away")
 
@@ -185,3 +185,29 @@ def test_an_unreadable_shared_pace_puts_the_row_back_and_pauses(
     ft.advance(5.1)
     assert outbox.deliver_due() == 1
     assert [c.ok for c in slack.calls_to("chat.postMessage")] == [True]
+
+
+def test_concurrent_takes_with_tokens_to_spare_are_never_refused(stores: list[Store]) -> None:
+    """With the database's own clock: a take that started first but reached the row second must still
+    get its token (the refill only moves forward), from threads of two replicas at once."""
+    import threading
+
+    roomy = Pace(workspace_per_second=100_000, workspace_burst=100_000, channel_per_second=100_000,
+                 channel_burst=100_000)
+    paces = [FleetPace(store.engine, roomy) for store in stores]
+    refused: list[tuple[float, str]] = []
+
+    def work(pace: FleetPace, i: int) -> None:
+        for j in range(60):
+            answer = pace.reserve(f"C0CHAN{j % 3}" if (i + j) % 2 else f"U{i}{j:04d}")
+            if answer[0] > 0:
+                refused.append(answer)
+
+    threads = [threading.Thread(target=work, args=(paces[i % 2], i)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for pace in paces:
+        pace.close()
+    assert refused == []
