@@ -36,6 +36,7 @@ from bot.microsoft.errors import MicrosoftError, RequestRejected
 from bot.microsoft.models import AndroidPolicy, Machine, User
 from bot.store.db import Store
 from bot.store.watch import OPEN, RESOLVED, Episode, SweepRun, active_blocks, last_sweep
+from bot.text import count
 from workflows.applicability import (
     DeviceIndex,
     Key,
@@ -355,6 +356,8 @@ class SweepResult:
     unmatched: int = 0
     digests: int = 0
     requests: int = 0
+    policies: int | None = None  # Android app protection policies read (None: the sweep didn't get that far)
+    watching_policies: int = 0  # of those, the ones with a maximum device threat level
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -362,6 +365,10 @@ class SweepResult:
         return not self.errors
 
     def summary(self) -> str:
+        if self.ok and self.policies is not None and self.watching_policies == 0:
+            return ("nothing to watch: no Android app protection policy sets a maximum device threat level "
+                    f"({count(self.policies, 'policy', 'policies')} read), so no device can block an app; "
+                    f"Defender was not read ({count(self.requests, 'request')}). `/mam policy new` creates one.")
         return (f"{self.devices_scanned} Android devices, {self.registrations_scanned} registrations, "
                 f"{self.active_blocks} blocked ({self.new_episodes} new, {self.updated_episodes} changed, "
                 f"{self.resolved_episodes} resolved), {self.pending_onboarding} pending onboarding, "
@@ -451,6 +458,8 @@ def _start_run(store: Store, started: datetime, worker: str) -> SweepRun:
 
 
 def _count(result: SweepResult, scan: Scan) -> None:
+    result.policies = len(scan.rules)
+    result.watching_policies = sum(1 for rule in scan.rules.values() if rule.watches_threats)
     result.devices_scanned = scan.index.machines
     result.registrations_scanned = scan.registrations
     result.android_registrations = scan.android_registrations

@@ -373,3 +373,12 @@ def test_assigned_users_without_a_registration_are_nudged_only_when_asked(tmp_pa
     with world.store.session() as session:
         kinds = sorted(c.kind for c in session.exec(select(OnboardingCase)))
     assert kinds == ["registered", "unregistered", "unregistered"]
+
+
+def test_a_tenant_with_nothing_to_watch_says_why(world: World) -> None:
+    result = world.sweep()  # the seeded policy sets no maximum threat level yet
+    assert result.ok and result.devices_scanned == 0
+    assert result.summary().startswith("nothing to watch: no Android app protection policy sets a maximum")
+    assert "(1 policy read)" in result.summary() and "`/mam policy new`" in result.summary()
+    world.policy("low")
+    assert "nothing to watch" not in world.sweep().summary()
