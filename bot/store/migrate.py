@@ -1,7 +1,8 @@
 """Schema migrations (alembic): `upgrade(url)` brings a database to the newest schema, one process at a time.
 
-Every replica runs this on start. The migrations live in `migrations/` at the top of the source tree;
-`alembic.ini` beside it is only for writing new ones (`alembic revision --autogenerate -m "..."`).
+Every replica runs this on start. The migrations live in `bot/migrations/` and are installed with the
+package (a wheel carries them); `alembic.ini` at the top of the source tree is only for writing new
+ones (`alembic revision --autogenerate -m "..."`).
 
 Two replicas starting together must not both create the same tables:
 - PostgreSQL: a session-level `pg_advisory_lock` on a fixed key is held for the whole upgrade; the
@@ -31,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 # Any fixed 64-bit number works as long as nothing else in the database uses it: b"mam-migr".
 MIGRATION_LOCK_KEY = 0x6D616D2D6D696772
@@ -62,10 +63,8 @@ def model_metadata() -> MetaData:
 def alembic_config(url: str | None = None) -> Config:
     """Alembic's configuration without an ini file: the bot can migrate from any working directory."""
     if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise RuntimeError(
-            f"database migrations not found at {MIGRATIONS_DIR}: run mam-bot from a source checkout "
-            "(pip install -e .) so migrations/ sits next to the bot package"
-        )
+        raise RuntimeError(f"database migrations not found at {MIGRATIONS_DIR}: the installation is incomplete; "
+                           "reinstall mam-bot")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:

@@ -186,3 +186,13 @@ def test_migrations_are_found_wherever_the_bot_is_started(tmp_path: Path, monkey
         assert current_revisions(engine) == head_revisions()
     finally:
         engine.dispose()
+
+
+def test_migrations_ship_inside_the_package() -> None:
+    """A wheel carries packages: the migrations must be one (checked by hand: `pip wheel .`, install it
+    in a fresh venv, `mam-bot db upgrade` and `mam-bot demo` work from anywhere)."""
+    import bot
+    from bot.store.migrate import MIGRATIONS_DIR
+
+    assert MIGRATIONS_DIR.is_relative_to(Path(bot.__file__).parent)
+    assert (MIGRATIONS_DIR / "__init__.py").is_file() and (MIGRATIONS_DIR / "versions" / "__init__.py").is_file()
