@@ -33,7 +33,8 @@ def import_everything() -> MetaData:
     for package_name in PACKAGES:
         package = importlib.import_module(package_name)
         for module in pkgutil.walk_packages(package.__path__, f"{package_name}."):
-            importlib.import_module(module.name)
+            if not module.name.startswith("bot.migrations"):  # alembic runs those, inside its context
+                importlib.import_module(module.name)
     return model_metadata()
 
 
