@@ -1,6 +1,6 @@
 """The baseline for `benchmarks.ack_latency`: a Bolt app whose listeners only ack, served exactly as
 `mam-bot serve` serves the bot (sync `App(process_before_response=True)`, `bot.http.serve`: uvicorn,
-the heap frozen at start).
+the heap frozen once the app is built).
 
     python -m benchmarks.empty_app --port 3001   (SLACK_SIGNING_SECRET from the environment)
 """
@@ -16,6 +16,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_bolt.authorization import AuthorizeResult
 
+from bot.app import freeze_startup_heap
 from bot.http import serve
 from bot.store.db import Store, make_engine
 
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # /healthz pings a database, as the bot's does: an SQLite file of its own.
     store = Store(make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='empty-app-')}/empty.db"))
-    serve(build_empty_app(secret), store, host=args.host, port=args.port)
+    app = build_empty_app(secret)
+    freeze_startup_heap()  # as `mam-bot serve` does once its app is built
+    serve(app, store, host=args.host, port=args.port)
     return 0
 
 

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.app import freeze_startup_heap
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,9 +29,7 @@ def serve(bolt_app: App, store: Store, *, host: str, port: int) -> None:
     """Serve the app with uvicorn until stopped: `mam-bot serve`, and the benchmark's empty app."""
     import uvicorn
 
-    asgi = build_asgi(bolt_app, store)
-    freeze_startup_heap()  # again for the ASGI app (the bot froze once before its threads started)
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(build_asgi(bolt_app, store), host=host, port=port, log_level="warning", access_log=False)
 
 
 def build_asgi(bolt_app: App, store: Store) -> Starlette:

@@ -552,7 +552,7 @@ class Outbox:
                 # chat.postMessage: a 429 on an update or an upload (their own Slack tiers) pauses
                 # that method here only, as the Pacer does.
                 try:
-                    self._fleet.hold("channel" if scope == "channel" else "workspace", channel, seconds)
+                    self._fleet.hold(scope, channel, seconds)
                 except Exception:
                     log.exception("outbox: could not share a 429's pause with the other replicas")
             return _Outcome.DONE

@@ -178,7 +178,7 @@ class Pacer:
                 self._factor = min(1.0, self._factor + RECOVERY)
                 self._workspace.rate = self.pace._rate(self.pace.workspace_per_second) * self._factor
 
-    def throttled(self, kind: str, channel: str | None, retry_after: float | None) -> tuple[str, float]:
+    def throttled(self, kind: str, channel: str | None, retry_after: float | None) -> tuple[Scope, float]:
         """Record a 429; returns (scope, seconds) where scope is `channel` or `workspace`.
 
         Slack does not say which limit a 429 is for. If we have been posting to this channel (its
@@ -189,7 +189,7 @@ class Pacer:
         with self._lock:
             now = self._clock()
             until = now + seconds
-            scope = "workspace"
+            scope: Scope = "workspace"
             if channel is not None and kind != "update":
                 bucket = self._channels.get(channel)
                 busy = bucket is not None and bucket.tokens < bucket.burst - 1.0
@@ -232,4 +232,3 @@ class Pacer:
             del self._channels[channel]
         for key in [k for k, until in self._paused.items() if until <= now]:
             del self._paused[key]
-
