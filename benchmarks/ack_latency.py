@@ -4,9 +4,17 @@
 
 Starts `mam-bot serve` (SQLite in a temporary folder, the in-process sandbox tenant, a FakeSlack for
 the Web API and response_urls) and `benchmarks.empty_app` (the same Bolt setup and server, one
-listener that only acks), then loads each with `wrk -t1 -c50 -d10s --latency`: once with a signed
-`/mam help`, once with a signed click on the connector card's "Check again" by an admin. Each
+listener that only acks), then loads each with `wrk -t1 -c50 -d10s --latency`: once with signed
+`/mam help` commands, once with signed clicks on the connector card's "Check again" by an admin. Each
 scenario gets fresh processes, so work one run queued doesn't slow the next.
+
+Every request is a new one, as in Slack: its own trigger_id (and, for a click, its own action_ts), so
+its own signature. The bot remembers each signature and each idempotency key (bot/http.py,
+bot/dedupe.py) and answers a repeat with an empty 200 without doing anything; one signed request
+repeated would measure that shortcut, not the bot. The requests are signed here beforehand (wrk's Lua
+has no HMAC) and wrk's script sends them in turn; a run that sends more than were signed says so.
+The empty app has no replay table, so the difference includes what that insert costs the ack
+(figures in docs/deployment.md, "Retries, replays and double clicks").
 
 Prints requests/s, p50, p99, max and errors (non-2xx answers, socket errors) per setup, then
 whether the bot's p99 is within 1.5x the empty app's and every answer came inside Slack's 3 s.
@@ -73,38 +81,64 @@ class Result:
         return self.non_2xx + self.socket_errors
 
 
+UNIQUE = "ZZUNIQUEZZ"  # where each request's own token goes in a body template (no character urlencode changes)
+WARM_UP = 20
+
+
 def command_body(text: str, response_url: str) -> str:
+    """A template: UNIQUE marks the trigger_id's last part."""
     return urlencode({
         "token": "unused", "team_id": "T0CONSOLE", "team_domain": "console", "channel_id": "C0CONSOLE",
         "channel_name": "console", "user_id": ADMIN, "user_name": "alex", "command": "/mam", "text": text,
         "api_app_id": "A0MAMBOT1", "is_enterprise_install": "false", "response_url": response_url,
-        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "trigger_id": f"13345224609.738474920.{UNIQUE}",
     })
 
 
 def click_body(action_id: str, response_url: str) -> str:
+    """A template: UNIQUE marks the trigger_id's last part and the action_ts."""
     payload: dict[str, Any] = {
         "type": "block_actions", "team": {"id": "T0CONSOLE", "domain": "console"},
         "user": {"id": ADMIN, "username": "alex", "team_id": "T0CONSOLE"}, "api_app_id": "A0MAMBOT1",
-        "token": "unused", "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "token": "unused", "trigger_id": f"13345224609.738474920.{UNIQUE}",
         "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0CONSOLE",
                       "is_ephemeral": True},
         "channel": {"id": "C0CONSOLE", "name": "console"}, "response_url": response_url,
         "actions": [{"action_id": action_id, "block_id": "b1", "type": "button", "value": "",
-                     "text": {"type": "plain_text", "text": "Check again"}, "action_ts": str(time.time())}],
+                     "text": {"type": "plain_text", "text": "Check again"}, "action_ts": UNIQUE}],
     }
     return urlencode({"payload": json.dumps(payload)})
 
 
-def signed_headers(body: str) -> dict[str, str]:
-    # One signature for the whole run: Slack's (and Bolt's) window is 5 minutes.
+def unique_token(n: int) -> str:
+    """Request n's token: a valid action_ts (seconds.micros), different for every n."""
+    return f"{1_700_000_000 + n // 1_000_000}.{n % 1_000_000:06d}"
+
+
+@dataclass(frozen=True)
+class Signed:
+    """Requests made from one template, all signed with one timestamp (Slack's window is 5 minutes)."""
+
+    template: str
+    timestamp: str
+    tokens: list[str]
+    signatures: list[str]
+
+    def body(self, i: int) -> str:
+        return self.template.replace(UNIQUE, self.tokens[i])
+
+    def headers(self, i: int) -> dict[str, str]:
+        return {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": self.timestamp,
+                "X-Slack-Signature": self.signatures[i]}
+
+
+def sign_all(template: str, count: int, first: int = 0) -> Signed:
     ts = str(int(time.time()))
-    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body) or ""
-    return {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": signature,
-    }
+    verifier = SignatureVerifier(SIGNING_SECRET)
+    tokens = [unique_token(first + n) for n in range(count)]
+    signatures = [verifier.generate_signature(timestamp=ts, body=template.replace(UNIQUE, t)) or ""
+                  for t in tokens]
+    return Signed(template, ts, tokens, signatures)
 
 
 LUA_DONE = """
@@ -118,10 +152,43 @@ end
 """
 
 
-def lua_script(body: str, headers: dict[str, str]) -> str:
-    lines = ['wrk.method = "POST"', f"wrk.body = [==[{body}]==]"]
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    return "\n".join(lines) + "\n" + LUA_DONE
+LUA_REQUESTS = """
+local n, sent = 0, 0
+local tokens, signatures = {}, {}
+local threads = {}
+
+setup = function(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads)
+end
+
+init = function(args)
+  for line in io.lines(signed_file) do
+    local token, signature = line:match("^(%S+)\t(%S+)$")
+    table.insert(tokens, token)
+    table.insert(signatures, signature)
+  end
+  n = #tokens
+end
+
+request = function()
+  -- thread t (set by setup) sends requests t, t + nthreads, t + 2 nthreads, ...: never the same as another
+  local i = (sent * nthreads + (tid or 1) - 1) % n + 1
+  sent = sent + 1
+  local token = tokens[i]
+  headers["X-Slack-Signature"] = signatures[i]
+  return wrk.format("POST", nil, headers, table.concat(parts, token))
+end
+"""
+
+
+def lua_script(signed: Signed, signed_file: Path, threads: int) -> str:
+    parts = signed.template.split(UNIQUE)
+    lines = [f"signed_file = [==[{signed_file}]==]", f"nthreads = {threads}",
+             "parts = {" + ", ".join(f"[==[{p}]==]" for p in parts) + "}",
+             "headers = {}"]
+    lines += [f'headers["{k}"] = "{v}"' for k, v in signed.headers(0).items()]
+    return "\n".join(lines) + "\n" + LUA_REQUESTS + LUA_DONE
 
 
 def run_wrk(url: str, script: Path, *, threads: int, connections: int, duration: int) -> Result:
@@ -193,16 +260,30 @@ def check_answer(url: str, body: str, headers: dict[str, str], expect: str) -> N
 
 def measure(name: str, args: list[str], env: dict[str, str], workdir: Path, scenario: Scenario,
             opts: argparse.Namespace) -> Result:
-    headers = signed_headers(scenario.body)
-    script = workdir / f"{scenario.name}.lua"
-    script.write_text(lua_script(scenario.body, headers))
+    # Enough for 10,000 requests/s for the whole run; the warm-up's requests come after the load's.
+    count = 10_000 * opts.duration
+    load = sign_all(scenario.body, count)
+    warm = sign_all(scenario.body, WARM_UP, first=count)
+    slug = "".join(c if c.isalnum() else "-" for c in f"{scenario.name}-{name}")
+    signed_file = workdir / f"{slug}.signed"
+    signed_file.write_text("".join(f"{t}\t{sig}\n" for t, sig in zip(load.tokens, load.signatures, strict=True)))
+    script = workdir / f"{slug}.lua"
+    script.write_text(lua_script(load, signed_file, opts.threads))
     with served(args, env, workdir) as url:
         expect = scenario.expect if name == BOT else ""
-        for _ in range(20):  # warm up: imports, first connections, caches
-            check_answer(url, scenario.body, headers, expect)
+        for i in range(WARM_UP):  # warm up: imports, first connections, caches
+            check_answer(url, warm.body(i), warm.headers(i), expect)
+        if name == BOT:  # the same request again is a replay: answered, but with nothing
+            replay = httpx.post(url, content=warm.body(0), headers=warm.headers(0), timeout=10)
+            if replay.status_code != 200 or replay.content:
+                raise RuntimeError(f"a replay was answered {replay.status_code} {replay.text[:200]!r}")
         time.sleep(1.0)  # let the warm-up's background work finish
         print(f"  {scenario.name}: {name} ...", flush=True)
-        return run_wrk(url, script, threads=opts.threads, connections=opts.connections, duration=opts.duration)
+        result = run_wrk(url, script, threads=opts.threads, connections=opts.connections, duration=opts.duration)
+    if result.requests > count:
+        print(f"  warning: {result.requests:,} requests sent, only {count:,} signed: the rest were replays",
+              file=sys.stderr)
+    return result
 
 
 def row(setup: str, r: Result) -> str:
@@ -262,8 +343,8 @@ def _meets_target(by_setup: dict[str, Result]) -> bool:
 
 
 def report(results: dict[str, dict[str, Result]], opts: argparse.Namespace) -> None:
-    print(f"\nwrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s --latency, one signed request "
-          f"repeated; {os.cpu_count()} CPUs, load generator on the same machine\n")
+    print(f"\nwrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s --latency, every request signed "
+          f"and new; {os.cpu_count()} CPUs, load generator on the same machine\n")
     for name, by_setup in results.items():
         print(name)
         print("| setup                  |    req/s | p50 ms  | p99 ms  | max ms  | non-2xx | socket |")

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='empty-app-')}/empty.db"))
     app = build_empty_app(secret)
     freeze_startup_heap()  # as `mam-bot serve` does once its app is built
-    serve(app, store, host=args.host, port=args.port)
+    serve(app, store, host=args.host, port=args.port, signing_secret=secret)  # no replay store: the baseline
     return 0
 
 

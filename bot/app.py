@@ -20,9 +20,13 @@ from slack_bolt.middleware import Middleware
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
+from bot.command_text import read_command
+from bot.dedupe import DedupeMiddleware
 from bot.deps import Deps
 from bot.errors import apology, new_correlation_id
-from bot.roles import Access, Role, allowed
+from bot.marker import SandboxMarkerMiddleware
+from bot.registry import COMMAND_KEY, ROUTE_KEY
+from bot.roles import Access, allowed
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,10 @@ def build_app(deps: Deps, *, client: WebClient, identity: BotIdentity, signing_s
         ssl_check_enabled=True,
         ignoring_self_events_enabled=True,
     )
+    if deps.settings.mam_cloud == "sandbox":  # first, so that refusals are marked too
+        app.use(SandboxMarkerMiddleware())
     app.use(AuthorizationMiddleware(deps))
+    app.use(DedupeMiddleware(deps))
     app.error(_error_handler)
 
     from commands import register_all
@@ -84,13 +91,13 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def _command_words(body: dict[str, Any]) -> list[str]:
-    words = (body.get("text") or "").split()
-    return words or ["help"]
-
-
 class AuthorizationMiddleware(Middleware):
     """The one place roles are checked, for every command, button, modal and options request.
+
+    A command's text is read here, once (`bot.command_text.read_command`), and routed here, once
+    (`Registry.route`); both go into the request's context, and the router runs exactly that route.
+    So the role checked is the role of the handler that runs, however the words are quoted, escaped,
+    cased or spelled in Unicode. Anything without an access rule is refused.
 
     A `Middleware` subclass rather than a function: Bolt calls `process` directly, where a function
     middleware costs a keyword-argument injection (about 0.1 ms) on every request.
@@ -106,13 +113,15 @@ class AuthorizationMiddleware(Middleware):
         user_id = context.user_id or ""
         access: Access | None
         if body.get("command"):
-            words = _command_words(body)
-            sub = deps.registry.lookup(words[0])
-            if sub is None:  # the router answers unknown subcommands with help
+            command = read_command(str(body.get("text") or ""))
+            route = deps.registry.route(command)
+            context[COMMAND_KEY] = command
+            context[ROUTE_KEY] = route
+            if route is None:  # a name no subcommand has, or unreadable text: the router answers, nothing runs
                 return next()
-            name, access = sub.access_for(words[1:])
+            name, access, what = route.name, route.access, route.what
         elif body.get("type") in ("block_actions", "view_submission", "view_closed", "block_suggestion"):
-            name, access = deps.registry.access_for_interaction(body)
+            name, access, what = deps.registry.access_for_interaction(body)
         else:  # events (App Home, …) carry no privileged action
             return next()
 
@@ -127,11 +136,11 @@ class AuthorizationMiddleware(Middleware):
                 deps.audit.record_soon(actor=user_id, action=f"clicked {name}", outcome="allowed")
             return next()
 
-        reason = _refusal_text(deps, name, access, roles)
+        reason = refusal_text(deps, what, access)
         deps.audit.record_soon(actor=user_id, action=f"refused {name}", outcome="refused", detail=reason)
         kind = body.get("type") or "command"
         if body.get("command"):
-            return BoltResponse(status=200, body={"response_type": "ephemeral", "text": reason})
+            return context.ack(response_type="ephemeral", text=reason)
         if kind == "block_suggestion":
             return BoltResponse(status=200, body={"options": []})
         if kind == "view_submission":
@@ -153,27 +162,29 @@ class AuthorizationMiddleware(Middleware):
 
 
 def _is_dm_recipient(body: dict[str, Any], user_id: str) -> bool:
-    """A DM button names its recipient in its value (`<user id>|…`); only that user may press it."""
+    """A DM button names its recipient in its value (`<user id>|…`); only that user may press it.
+    The handler checks again against its own record before it reads or changes anything."""
     action = (body.get("actions") or [{}])[0]
     recipient = str(action.get("value", "")).split("|", 1)[0]
     return bool(user_id) and recipient == user_id
 
 
-def _refusal_text(deps: Deps, name: str, access: Access | None, roles: frozenset[Role]) -> str:
+def refusal_text(deps: Deps, what: str, access: Access | None) -> str:
+    """Why someone may not: in words, naming the command or what the button does, never an id."""
     if access is None:
-        return f"I don't handle `{name}` any more; run `/mam help` to see what I can do."
+        return "This button or form is no longer in use. Run `/mam help` to see what you can do."
     if access is Access.DM_RECIPIENT:
         return "Only the person this message was sent to can use these buttons."
     if access is Access.ADMIN:
         admins = deps.settings.mam_admins
         if not admins:
-            return (f"`{name}` needs a mam-bot admin, and none is configured: "
+            return (f"Only mam-bot admins can {what}, and none is configured: "
                     "set MAM_ADMINS to Slack user or user-group ids and restart the bot.")
         who = ", ".join(_mention(p) for p in admins)
-        return f"`{name}` is for mam-bot admins (MAM_ADMINS). Ask one of them: {who}."
+        return f"Only mam-bot admins can {what}. Ask one of them: {who}."
     if access is Access.APPROVER:
-        return f"`{name}` is for approvers (MAM_APPROVERS); you are not one of them."
-    return (f"`{name}` is for mam-bot admins and approvers. "
+        return f"Only approvers can {what}, and you are not one of them (MAM_APPROVERS)."
+    return (f"Only mam-bot admins and approvers can {what}. "
             "Ask an admin to add you to MAM_ADMINS or MAM_APPROVERS.")
 
 

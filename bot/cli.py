@@ -132,7 +132,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"mam-bot serving Slack at http://{args.host}:{args.port}/slack/events (health: /healthz)",
           file=sys.stderr, flush=True)
     try:
-        serve(app, deps.store, host=args.host, port=args.port)
+        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+        serve(app, deps.store, host=args.host, port=args.port, signing_secret=secret, seen=deps.seen)
     finally:
         deps.close()
     return 0
@@ -220,13 +221,12 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from sqlalchemy.engine import make_url
-
+    from bot.settings import mask_url
     from bot.store.migrate import upgrade
 
     url = load_settings().database_url
-    upgrade(url)
-    print(f"{make_url(url).render_as_string(hide_password=True)}: schema is up to date")
+    result = upgrade(url)  # an unreachable database: DatabaseUnavailable, one line (main prints it)
+    print(f"{mask_url(url)}: {result.summary()}")
     return 0
 
 

@@ -17,7 +17,8 @@ from bot.registry import Registry
 from bot.roles import Role, RoleDirectory
 from bot.runner import BackgroundRunner
 from bot.settings import Settings
-from bot.store import AuditLog, Store, create_store
+from bot.store import AuditLog, Drafts, Store, create_store
+from bot.store.seen import SeenRequests
 
 if TYPE_CHECKING:
     from bot.microsoft import MicrosoftClients
@@ -40,6 +41,8 @@ class Deps:
     outbox: Outbox
     changes: ChangeService
     policy_names: TimedCache  # (id, name) of the Android policies: modal checks and pickers, never a wait
+    seen: SeenRequests  # replayed signatures and duplicate commands, clicks, forms and events (bot.dedupe)
+    drafts: Drafts  # what a button stands for, when it is too long for the button's value (bot.store.drafts)
     sandbox: SandboxTenant | None = None
     registry: Registry = field(default_factory=Registry)
     now: Callable[[], datetime] = utcnow
@@ -78,6 +81,7 @@ class Deps:
         self.outbox.close()
         self.audit.close()
         self.microsoft.close()
+        self.seen.close()
         self.store.close()
 
 
@@ -100,6 +104,7 @@ def build_deps(
     from workflows.policy_changes import ASSIGN, CREATE, PolicyAssignments, PolicyCreate
 
     store = create_store(settings.database_url)
+    runner = runner or BackgroundRunner()
     transport = None
     if settings.uses_in_process_sandbox:
         if sandbox is None:
@@ -118,6 +123,7 @@ def build_deps(
     pace = Pace(workspace_per_second=rate, workspace_burst=max(1, round(2 * rate)))
     outbox = Outbox(
         store, slack_client or WebClient(), pace=pace, fleet=fleet_pace(store.engine, pace),
+        sandbox_marker=settings.mam_cloud == "sandbox",
         on_failure=lambda message: audit.record(
             actor="mam-bot", action=f"outbox {message.kind} {message.key}"[:128], outcome="failed",
             target=message.channel or "", detail=message.last_error or ""))
@@ -133,6 +139,8 @@ def build_deps(
     )
     policy_names = TimedCache(lambda: [(p.id, p.displayName) for p in microsoft.graph.iter_android_policies()])
     return Deps(settings=settings, store=store, audit=audit, microsoft=microsoft,
-                runner=runner or BackgroundRunner(), roles=roles, outbox=outbox, changes=changes,
-                policy_names=policy_names, sandbox=sandbox)
+                runner=runner, roles=roles, outbox=outbox, changes=changes,
+                policy_names=policy_names, seen=SeenRequests(store.engine, background=runner.submit),
+                drafts=Drafts(store),
+                sandbox=sandbox)
 

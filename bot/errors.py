@@ -6,13 +6,34 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.blocks import Mrkdwn
 
 log = logging.getLogger("mam.errors")
 
 
 class UserError(Exception):
-    """Something the person can fix; the message is shown to them as it is."""
+    """Something the person can fix, in words for them.
+
+    The message may name outside things (a policy, a group): a plain `str` is escaped when shown,
+    a `Mrkdwn` (say with a mention) is shown as it is. `str(error)` is that shown text, so an
+    f-string that quotes the error stays inert.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def mrkdwn(self) -> Mrkdwn:
+        from bot.blocks import escape
+
+        return escape(self.message)
+
+    def __str__(self) -> str:
+        return str.__str__(self.mrkdwn)
 
 
 class UsageError(UserError):
@@ -27,38 +48,40 @@ def new_correlation_id() -> str:
     return f"{_ids.getrandbits(48):012x}"
 
 
-def apology(correlation_id: str) -> str:
-    return (
-        f":warning: Sorry, something went wrong on my side. Nothing was changed by this step. "
-        f"If it keeps happening, give your admin this reference: `{correlation_id}`."
+def apology(correlation_id: str) -> Mrkdwn:
+    from bot.blocks import md
+
+    return md(
+        ":warning: Sorry, something went wrong on my side. Nothing was changed by this step. "
+        "If it keeps happening, give your admin this reference: `{}`.", correlation_id
     )
 
 
 def run_guarded(
     fn: Callable[[], Any],
     *,
-    tell: Callable[[str], Any],
+    tell: Callable[[Mrkdwn], Any],
     correlation_id: str,
     what: str,
 ) -> Any:
     """Run slow work after an ack; any failure reaches the person as a sentence, never silence."""
-    from bot.blocks import escape
+    from bot.blocks import md
     from bot.microsoft.errors import MicrosoftError  # local: keeps bot.errors importable alone
 
     try:
         return fn()
     except UserError as exc:
-        _tell_safely(tell, f":x: {exc}")
+        _tell_safely(tell, md(":x: {}", exc.mrkdwn))
     except MicrosoftError as exc:
         log.warning("%s failed [%s]: %s", what, correlation_id, exc)
-        _tell_safely(tell, f":x: {escape(str(exc))} (reference `{correlation_id}`)")
+        _tell_safely(tell, md(":x: {} (reference `{}`)", str(exc), correlation_id))
     except Exception:
         log.exception("%s failed [%s]", what, correlation_id)
         _tell_safely(tell, apology(correlation_id))
     return None
 
 
-def _tell_safely(tell: Callable[[str], Any], text: str) -> None:
+def _tell_safely(tell: Callable[[Mrkdwn], Any], text: Mrkdwn) -> None:
     try:
         tell(text)
     except Exception:

@@ -7,24 +7,52 @@ table is refused, so a new button cannot ship without saying who may press it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bot.command_text import CommandText, command_name
 from bot.roles import Access, Role, allowed
 
 if TYPE_CHECKING:
     from commands.context import CommandRequest
 
+Handler = Callable[["CommandRequest"], None]
+
+COMMAND_KEY = "mam_command"  # in a request's context: the parsed `/mam` text (bot.command_text.CommandText)
+ROUTE_KEY = "mam_route"  # and its Route, or None when no subcommand has the name
+
 
 @dataclass(frozen=True)
 class Verb:
-    """A second word that needs a different role, e.g. `/mam connectors enable-android` (admins)."""
+    """A second word with its own handler and role, e.g. `/mam connectors enable-android` (admins).
+
+    The verb's handler receives the words after the verb; what it requires is checked before it runs.
+    """
 
     name: str
     usage: str
     summary: str
     access: Access
+    handler: Handler
+    what: str = ""  # for refusals: "ask to turn on …" (the usage is named when empty)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a parsed `/mam` goes: what it requires and the handler that runs it.
+
+    The authorization middleware and the router both act on this one value (the middleware finds it
+    and puts it in the request's context; the router runs it), so the role checked is always the
+    role of the handler that runs.
+    """
+
+    name: str  # "/mam connectors enable-android"
+    what: str  # for refusals, in words: "run `/mam assign`"
+    access: Access
+    handler: Handler
+    args: list[str]
+    usage: str
 
 
 @dataclass(frozen=True)
@@ -33,18 +61,23 @@ class Subcommand:
     usage: str
     summary: str
     access: Access
-    handler: Callable[[CommandRequest], None]
+    handler: Handler
     aliases: tuple[str, ...] = ()
     group: str = "General"
     verbs: tuple[Verb, ...] = ()
 
-    def access_for(self, args: list[str]) -> tuple[str, Access]:
-        """The name and access of what `args` asks for: a verb's own, else the subcommand's."""
+    def route(self, args: Sequence[str]) -> Route:
+        """A verb's own route when the first argument names one (compared like the subcommand), else the
+        subcommand's."""
         if args:
+            asked = command_name(args[0])
             for verb in self.verbs:
-                if verb.name == args[0].lower():
-                    return f"/mam {self.name} {verb.name}", verb.access
-        return f"/mam {self.name}", self.access
+                if verb.name == asked:
+                    name = f"/mam {self.name} {verb.name}"
+                    return Route(name, verb.what or f"run `{name}`", verb.access, verb.handler, list(args[1:]),
+                                 verb.usage)
+        name = f"/mam {self.name}"
+        return Route(name, f"run `{name}`", self.access, self.handler, list(args), self.usage)
 
     def entries(self) -> list[tuple[str, str, Access]]:
         """(usage, summary, access) for help: the subcommand and each verb."""
@@ -54,7 +87,7 @@ class Subcommand:
 @dataclass
 class Registry:
     commands: dict[str, Subcommand] = field(default_factory=dict)
-    interactions: dict[tuple[str, str], Access] = field(default_factory=dict)
+    interactions: dict[tuple[str, str], tuple[Access, str]] = field(default_factory=dict)
     # what the Bolt app listens to, held against app_manifest.yaml by a test
     slack_commands: set[str] = field(default_factory=set)
     slack_events: set[str] = field(default_factory=set)
@@ -65,12 +98,20 @@ class Registry:
                 raise ValueError(f"/mam {name} is registered twice")
             self.commands[name] = sub
 
-    def add_interaction(self, kind: str, ident: str, access: Access) -> None:
-        """kind: 'action' (block_actions), 'view' (view callback_id) or 'options' (block_suggestion)."""
-        self.interactions[(kind, ident)] = access
+    def add_interaction(self, kind: str, ident: str, access: Access, *, what: str) -> None:
+        """kind: 'action' (block_actions), 'view' (view callback_id) or 'options' (block_suggestion).
+        `what` says in words what it does, for refusals: "approve change requests"."""
+        self.interactions[(kind, ident)] = (access, what)
 
     def lookup(self, name: str) -> Subcommand | None:
-        return self.commands.get(name.lower())
+        return self.commands.get(command_name(name))
+
+    def route(self, command: CommandText) -> Route | None:
+        """The route of a parsed `/mam`, or None for a name no subcommand has (the router answers it)."""
+        if command.error:
+            return None
+        sub = self.lookup(command.name)
+        return sub.route(command.args) if sub is not None else None
 
     def unique(self) -> list[Subcommand]:
         seen: dict[str, Subcommand] = {}
@@ -87,23 +128,26 @@ class Registry:
         return sum(len(s.entries()) for s in self.unique())
 
     def closest(self, name: str, n: int = 3) -> list[str]:
-        return difflib.get_close_matches(name.lower(), list(self.commands), n=n, cutoff=0.5)
+        return difflib.get_close_matches(command_name(name), list(self.commands), n=n, cutoff=0.5)
 
-    def access_for_interaction(self, body: dict[str, Any]) -> tuple[str, Access | None]:
-        """What the incoming interaction requires, and a name for it (for messages and the audit)."""
+    def access_for_interaction(self, body: dict[str, Any]) -> tuple[str, Access | None, str]:
+        """What the incoming interaction requires: its id (for the audit), its access (None: not
+        registered, refused) and what it does in words (for refusals)."""
         kind = body.get("type")
         if kind == "block_actions":
-            action_id = (body.get("actions") or [{}])[0].get("action_id", "")
-            return action_id, self._match("action", action_id)
-        if kind in ("view_submission", "view_closed"):
-            callback_id = (body.get("view") or {}).get("callback_id", "")
-            return callback_id, self._match("view", callback_id)
-        if kind == "block_suggestion":
-            action_id = body.get("action_id", "")
-            return action_id, self._match("options", action_id)
-        return str(kind), None
+            ident, table = str((body.get("actions") or [{}])[0].get("action_id", "")), "action"
+        elif kind in ("view_submission", "view_closed"):
+            ident, table = str((body.get("view") or {}).get("callback_id", "")), "view"
+        elif kind == "block_suggestion":
+            ident, table = str(body.get("action_id", "")), "options"
+        else:
+            return str(kind), None, "use this"
+        found = self._match(table, ident)
+        if found is None:
+            return ident, None, "use this"
+        return ident, found[0], found[1]
 
-    def _match(self, kind: str, ident: str) -> Access | None:
+    def _match(self, kind: str, ident: str) -> tuple[Access, str] | None:
         if (kind, ident) in self.interactions:
             return self.interactions[(kind, ident)]
         # ids may carry a suffix after ':' (e.g. "approve:42") so one entry covers the family

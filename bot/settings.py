@@ -94,7 +94,7 @@ EXAMPLES: dict[str, str] = {
     "MAM_GRAPH_URL": "an http(s) base URL without the version, e.g. https://graph.microsoft.com",
     "MAM_DEFENDER_URL": "an http(s) base URL, e.g. https://api.security.microsoft.com",
     "MAM_AUTHORITY_URL": "an http(s) sign-in host, e.g. https://login.microsoftonline.com",
-    "DATABASE_URL": "a SQLAlchemy URL, e.g. sqlite:///mam-bot.db or postgresql+psycopg://user@host/db",
+    "DATABASE_URL": "postgresql://user:pass@host:5432/db or sqlite:///path/mam-bot.db",
     "MAM_ADMINS": "comma-separated Slack user ids (U…/W…) and/or user-group ids (S…), e.g. U012AB3CD,S0614TZR7",
     "MAM_APPROVERS": "comma-separated Slack user ids (U…/W…) and/or user-group ids (S…), e.g. U045EF6GH",
     "MAM_ALERT_CHANNEL": "a Slack channel id such as C0123ABCD (channel details > About)",
@@ -114,6 +114,53 @@ EXAMPLES: dict[str, str] = {
     "MAM_SLACK_LOOKUPS_PER_RUN": "Slack users.lookupByEmail calls per nudge run, e.g. 50",
     "MAM_SLACK_POSTS_PER_SECOND": "messages the bot may post per second, all replicas together, e.g. 10",
 }
+
+
+CLOUD_CHOICES = ", ".join(c.value for c in Cloud)
+
+# What `mam-bot run` / `serve` say when MAM_CLOUD was left to its default: with real Slack the
+# tenant is chosen, never assumed (the default, sandbox, would show real admins simulated data).
+MAM_CLOUD_REQUIRED = (f"one of {CLOUD_CHOICES}: with real Slack the tenant must be chosen explicitly "
+                      "(sandbox serves simulated data)")
+
+def mask_url(url: str) -> str:
+    """A database URL safe to print: the password, if any, shown as ***."""
+    head, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return url
+    user, colon, _ = rest[:at].partition(":")
+    if not colon or "/" in user:
+        return url
+    return f"{head}://{user}:***@{rest[at + 1:]}"
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why DATABASE_URL cannot work (one clause, password masked), or None."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    shown = mask_url(url)
+    if not url.strip():
+        return "is empty"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme in ("postgres", "postgresql"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        parsed = make_url(url)
+        _ = parsed.port  # a non-numeric port fails here or in make_url
+    except (ArgumentError, ValueError):
+        return f"{shown!r} is not a database URL"
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite":
+        if driver not in ("", "pysqlite"):
+            return f"{shown!r} names the SQLite driver {driver!r}; only the built-in one is supported"
+        return None
+    if backend == "postgresql":
+        if driver not in ("", "psycopg"):
+            return f"{shown!r} names the PostgreSQL driver {driver!r}; mam-bot uses psycopg 3 (postgresql://)"
+        return None
+    return f"{shown!r} is not a SQLite or PostgreSQL URL"
 
 
 class SettingsError(Exception):
@@ -161,6 +208,14 @@ class Settings(BaseSettings):
     mam_nudge_unregistered: bool = False
     mam_slack_lookups_per_run: int = Field(default=50, ge=1, le=1000)
     mam_slack_posts_per_second: float = Field(default=10.0, gt=0, le=1000)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        problem = database_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
 
     @field_validator("mam_timezone")
     @classmethod
@@ -293,6 +348,11 @@ class Settings(BaseSettings):
     def has_admins(self) -> bool:
         return bool(self.mam_admins)
 
+    @property
+    def cloud_is_explicit(self) -> bool:
+        """MAM_CLOUD was set (environment, `.env` or argument), not left to its default."""
+        return "mam_cloud" in self.model_fields_set
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings; a bad value raises SettingsError with one line naming the variable."""
@@ -330,6 +390,8 @@ def missing_for(settings: Settings, mode: Mode) -> list[str]:
     elif mode is Mode.SERVE:
         missing += [n for n, v in (("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
                                    ("SLACK_BOT_TOKEN", settings.slack_bot_token)) if v is None]
+    if mode in (Mode.RUN, Mode.SERVE) and not settings.cloud_is_explicit:
+        missing.append("MAM_CLOUD")
     missing += missing_microsoft(settings)
     return missing
 
@@ -357,6 +419,8 @@ def missing_line(mode: Mode, missing: list[str]) -> str:
     hint = EXAMPLES.get(first, "")
     if first.startswith("AZURE_CLIENT_SECRET"):
         hint = "a client secret, or set AZURE_CLIENT_CERTIFICATE_PATH (PEM) or AZURE_USE_MANAGED_IDENTITY=true"
+    if first == "MAM_CLOUD":
+        hint = MAM_CLOUD_REQUIRED
     if first == "MAM_DEFENDER_URL":
         hint = "the Defender for Endpoint API host for this cloud (none is documented for MAM_CLOUD=china)"
     also = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""

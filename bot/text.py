@@ -6,3 +6,14 @@ from __future__ import annotations
 def count(n: int, word: str, plural: str | None = None) -> str:
     """`1 device`, `2 devices`, `1,204 users`: no "(s)" in what people read."""
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
+
+
+# Spreadsheet apps run a cell that starts with one of these as a formula (`=HYPERLINK(…)`), and a
+# leading tab or carriage return hides such a start from a naive check. Names come from outside.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading `'` when it could start a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -18,16 +17,33 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
-from bot.blocks import Block, actions, button, context, escape, fields_section, header, section
+from bot.blocks import (
+    Block,
+    Mrkdwn,
+    actions,
+    button,
+    context,
+    cut_plain,
+    escape,
+    fields_section,
+    header,
+    link,
+    md,
+    md_join,
+    mention,
+    section,
+)
 from bot.clock import as_utc
+from bot.command_text import Word
 from bot.deps import Deps
 from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
 from bot.outbox import Outbox
 from bot.registry import Subcommand
 from bot.roles import Access
 from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, last_sweep, pending_onboardings
-from bot.text import count
+from bot.text import count, csv_cell
 from commands.context import CommandRequest
 from workflows.connectors import PORTALS, Portals
 from workflows.onboarding import WatchSettings
@@ -47,10 +63,9 @@ from workflows.threat_sweep import (
 log = logging.getLogger(__name__)
 
 LEVEL_ICONS = {"high": ":red_circle:", "medium": ":large_orange_circle:", "low": ":large_yellow_circle:"}
-INFERRED = ("Inferred by mam-bot from Defender's device risk and the policy's maximum threat level and action; "
-            "Intune applies it when the app next checks in. Defender's report can lag by a few hours.")
+INFERRED = Mrkdwn("Inferred by mam-bot from Defender's device risk and the policy's maximum threat level and "
+                  "action; Intune applies it when the app next checks in. Defender's report can lag by a few hours.")
 LIST_LIMIT = 20  # entries in `/mam blocked`; the digest CSVs have the rest
-_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 
 
 class AlertAction(StrEnum):
@@ -92,12 +107,12 @@ def level_text(level: str) -> str:
     return THREAT_LEVEL_LABELS.get(level, level or "unknown")
 
 
-def slack_date(moment: datetime | None) -> str:
+def slack_date(moment: datetime | None) -> Mrkdwn:
     """A timestamp every reader sees in their own time zone (with a UTC fallback)."""
     when = as_utc(moment)
     if when is None:
-        return "unknown"
-    return f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>"
+        return Mrkdwn("unknown")
+    return md("<!date^{}^{{date_short_pretty}} {{time}}|{:%Y-%m-%d %H:%M} UTC>", int(when.timestamp()), when)
 
 
 def duration_text(span: timedelta) -> str:
@@ -111,124 +126,133 @@ def duration_text(span: timedelta) -> str:
     return f"{max(minutes, 1)} min"
 
 
-def person_text(person: dict[str, str], portals: Portals) -> str:
-    name = escape(person.get("name") or person.get("mail") or person.get("id", "unknown user"))
+def person_name(person: dict[str, str]) -> str:
+    return person.get("name") or person.get("mail") or person.get("id", "unknown user")
+
+
+def person_text(person: dict[str, str], portals: Portals) -> Mrkdwn:
     mail = person.get("mail", "")
-    text = f"*{name}*" + (f" ({escape(mail)})" if mail and mail != person.get("name") else "")
-    link = intune_user_link(portals, person.get("id", ""))
-    return text + (f" · <{link}|Intune>" if link else "")
+    text = md("*{}*", person_name(person))
+    if mail and mail != person.get("name"):
+        text = md("{} ({})", text, mail)
+    url = intune_user_link(portals, person.get("id", ""))
+    return md("{} · {}", text, link(url, "Intune")) if url else text
 
 
-def device_text(episode: Episode) -> str:
-    name = escape(episode.device_name or "a device")
-    return f"*{name}*" + (f" ({escape(episode.device_model)})" if episode.device_model else "")
+def device_text(episode: Episode) -> Mrkdwn:
+    name = md("*{}*", episode.device_name or "a device")
+    return md("{} ({})", name, episode.device_model) if episode.device_model else name
 
 
-def alert_text(episode: Episode) -> str:
-    """The notification line (and fallback) of a card."""
-    who = ", ".join(p.get("name") or p.get("mail") or p["id"] for p in episode.user_list) or "A user"
+def alert_text(episode: Episode) -> Mrkdwn:
+    """The notification line (and fallback) of a card: Slack parses it, so it is escaped like the card."""
+    who = ", ".join(person_name(p) for p in episode.user_list) or "A user"
+    device = episode.device_name or "a device"
     if episode.state != OPEN:
-        return f"Resolved: {who} on {episode.device_name or 'a device'} ({episode.policy_name})"
-    return (f"Blocked: {who} on {episode.device_name or 'a device'}: device level {episode.level}, "
-            f"allowed {episode.maximum} ({episode.policy_name})")
+        return md("Resolved: {} on {} ({})", who, device, episode.policy_name)
+    return md("Blocked: {} on {}: device level {}, allowed {} ({})", who, device, episode.level, episode.maximum,
+              episode.policy_name)
 
 
 def alert_card(episode: Episode, portals: Portals) -> list[Block]:
     is_open = episode.state == OPEN
-    people = "\n".join(person_text(p, portals) for p in episode.user_list) or "_unknown user_"
+    people = md_join("\n", (person_text(p, portals) for p in episode.user_list)) or Mrkdwn("_unknown user_")
     icon = LEVEL_ICONS.get(episode.level, ":no_entry:") if is_open else ":white_check_mark:"
     verb = "can't open" if is_open else "could not open"
+    level = md("*Device level (Defender)*\n{}", level_text(episode.level))
     blocks: list[Block] = [
         header(("App blocked: " if is_open else "Resolved: ") + (episode.device_name or "device")),
-        section(f"{icon} {people}\n{verb} {escape(apps_text(episode))} on {device_text(episode)}."),
+        section(md("{} {}\n{} {} on {}.", Mrkdwn(icon), people, verb, apps_text(episode), device_text(episode))),
         fields_section([
-            f"*Device level (Defender)*\n{escape(level_text(episode.level))}"
-            + (f" ({escape(episode.risk_score)})" if episode.risk_score else ""),
-            f"*Allowed up to*\n{escape(level_text(episode.maximum))}",
-            f"*Policy*\n{escape(episode.policy_name)}",
-            f"*Action*\n{escape(ACTION_LABELS.get(episode.action, episode.action))}",
-            f"*Since*\n{slack_date(episode.opened_at)}",
-            f"*Defender last saw it*\n{slack_date(episode.defender_last_seen)}",
+            md("{} ({})", level, episode.risk_score) if episode.risk_score else level,
+            md("*Allowed up to*\n{}", level_text(episode.maximum)),
+            md("*Policy*\n{}", episode.policy_name),
+            md("*Action*\n{}", ACTION_LABELS.get(episode.action, episode.action)),
+            md("*Since*\n{}", slack_date(episode.opened_at)),
+            md("*Defender last saw it*\n{}", slack_date(episode.defender_last_seen)),
         ]),
     ]
     status = status_lines(episode)
     if status:
-        blocks.append(section("\n".join(status)))
+        blocks.append(section(md_join("\n", status)))
     blocks.append(context(INFERRED))
-    link = defender_link(portals, episode.machine_id)
+    url = defender_link(portals, episode.machine_id)
     if is_open:
         value = str(episode.id)
         buttons = [button("Acknowledge", AlertAction.ACK, value, style="primary"),
                    button("Snooze 4 h", AlertAction.SNOOZE_4H, value),
                    button("Snooze 24 h", AlertAction.SNOOZE_24H, value)]
-        if link:
-            buttons.append(button("Open in Defender", AlertAction.OPEN_DEFENDER, value, url=link))
+        if url:
+            buttons.append(button("Open in Defender", AlertAction.OPEN_DEFENDER, value, url=url))
         blocks.append(actions(*buttons))
-    elif link:
-        blocks.append(context(f"<{link}|Open the device in Defender>"))
+    elif url:
+        blocks.append(context(link(url, "Open the device in Defender")))
     return blocks
 
 
-def status_lines(episode: Episode) -> list[str]:
+def status_lines(episode: Episode) -> list[Mrkdwn]:
     lines = []
     if episode.state != OPEN:
         lasted = duration_text(opened_for(episode, datetime.now(UTC)))
-        lines.append(f":white_check_mark: Resolved {slack_date(episode.resolved_at)}: "
-                     f"{escape(episode.resolution)}. The block lasted {lasted}.")
+        lines.append(md(":white_check_mark: Resolved {}: {}. The block lasted {}.",
+                        slack_date(episode.resolved_at), episode.resolution, lasted))
     if episode.acknowledged_by:
-        lines.append(f":eyes: Acknowledged by <@{episode.acknowledged_by}> {slack_date(episode.acknowledged_at)}")
+        lines.append(md(":eyes: Acknowledged by {} {}", mention(episode.acknowledged_by),
+                        slack_date(episode.acknowledged_at)))
     if episode.state == OPEN and episode.snoozed_until:
-        lines.append(f":zzz: Snoozed by <@{episode.snoozed_by}> until {slack_date(episode.snoozed_until)}")
+        lines.append(md(":zzz: Snoozed by {} until {}", mention(episode.snoozed_by or ""),
+                        slack_date(episode.snoozed_until)))
     return lines
 
 
-def resolved_reply(episode: Episode) -> str:
+def resolved_reply(episode: Episode) -> Mrkdwn:
     lasted = duration_text(opened_for(episode, datetime.now(UTC)))
-    return (f":white_check_mark: Resolved after {lasted}: {escape(episode.resolution)} "
-            f"({device_text(episode)}, {escape(episode.policy_name)}).")
+    return md(":white_check_mark: Resolved after {}: {} ({}, {}).", lasted, episode.resolution,
+              device_text(episode), episode.policy_name)
 
 
-def snooze_over_reply(episode: Episode) -> str:
-    return (f":alarm_clock: Snooze over: {device_text(episode)} is still blocked (device level "
-            f"{escape(level_text(episode.level))}, allowed {escape(level_text(episode.maximum))}).")
+def snooze_over_reply(episode: Episode) -> Mrkdwn:
+    return md(":alarm_clock: Snooze over: {} is still blocked (device level {}, allowed {}).",
+              device_text(episode), level_text(episode.level), level_text(episode.maximum))
 
 
-def digest_text(kind: str, episodes: list[Episode]) -> str:
+def digest_text(kind: str, episodes: list[Episode]) -> Mrkdwn:
     what = "new managed app blocks" if kind == "new" else "app blocks resolved"
-    return f"{len(episodes)} {what} in one sweep"
+    return md("{} {} in one sweep", len(episodes), what)
 
 
 def digest_card(kind: str, episodes: list[Episode], run: SweepRun, portals: Portals, top: int = 10) -> list[Block]:
     by_policy = Counter(e.policy_name for e in episodes)
     by_level = Counter(e.level for e in episodes)
     counts = [
-        "*By policy*\n" + "\n".join(f"{escape(name)}: {n}" for name, n in by_policy.most_common(8)),
-        "*By device level*\n" + "\n".join(f"{escape(level_text(lv))}: {n}" for lv, n in by_level.most_common()),
+        md("*By policy*\n{}", md_join("\n", (md("{}: {}", name, n) for name, n in by_policy.most_common(8)))),
+        md("*By device level*\n{}",
+           md_join("\n", (md("{}: {}", level_text(lv), n) for lv, n in by_level.most_common()))),
     ]
     order = {"high": 0, "medium": 1, "low": 2}
     ranked = sorted(episodes, key=lambda e: (order.get(e.level, 3), e.id or 0))[:top]
-    lines = [entry_line(e, portals) for e in ranked]
+    lines = md_join("\n", (entry_line(e, portals) for e in ranked))
     more = len(episodes) - len(ranked)
-    icon = ":rotating_light:" if kind == "new" else ":white_check_mark:"
+    icon = Mrkdwn(":rotating_light:" if kind == "new" else ":white_check_mark:")
     blocks: list[Block] = [
         header(f"{len(episodes)} " + ("new app blocks" if kind == "new" else "blocks resolved")),
-        section(f"{icon} {escape(digest_text(kind, episodes))} (sweep #{run.id}), so here is one message "
-                "instead of one per device. The full list is the CSV in the thread."),
+        section(md("{} {} (sweep #{}), so here is one message instead of one per device. The full list is the CSV "
+                   "in the thread.", icon, digest_text(kind, episodes), run.id)),
         fields_section(counts),
-        section("*Top entries*\n" + "\n".join(lines) + (f"\n…and {more} more in the CSV" if more > 0 else "")),
-        context(INFERRED if kind == "new" else "`/mam blocked` shows who is still blocked."),
+        section(md("*Top entries*\n{}{}", lines, md("\n…and {} more in the CSV", more) if more > 0 else "")),
+        context(INFERRED if kind == "new" else Mrkdwn("`/mam blocked` shows who is still blocked.")),
     ]
     return blocks
 
 
-def entry_line(episode: Episode, portals: Portals) -> str:
-    who = ", ".join(escape(p.get("name") or p.get("mail") or p["id"]) for p in episode.user_list) or "unknown"
-    link = defender_link(portals, episode.machine_id)
-    device = device_text(episode) if not link else f"<{link}|{escape(episode.device_name or 'device')}>"
-    state = "" if episode.state == OPEN else f": {escape(episode.resolution)}"
-    return (f"{LEVEL_ICONS.get(episode.level, '•')} {who} · {device} · {escape(apps_text(episode))} · "
-            f"device {escape(level_text(episode.level))}, allowed up to {escape(level_text(episode.maximum))} · "
-            f"{escape(episode.policy_name)}{state}")
+def entry_line(episode: Episode, portals: Portals) -> Mrkdwn:
+    who = md_join(", ", (person_name(p) for p in episode.user_list)) or Mrkdwn("unknown")
+    url = defender_link(portals, episode.machine_id)
+    device = device_text(episode) if not url else link(url, episode.device_name or "device")
+    state = md(": {}", episode.resolution) if episode.state != OPEN else ""
+    return md("{} {} · {} · {} · device {}, allowed up to {} · {}{}", Mrkdwn(LEVEL_ICONS.get(episode.level, "•")),
+              who, device, apps_text(episode), level_text(episode.level), level_text(episode.maximum),
+              episode.policy_name, state)
 
 
 CSV_COLUMNS = ("user", "mail", "user_id", "device", "model", "device_id", "defender_machine_id", "device_level",
@@ -242,16 +266,11 @@ def episodes_csv(episodes: Iterable[Episode], portals: Portals) -> bytes:
     for e in episodes:
         people = e.user_list or [{"id": "", "name": "", "mail": ""}]
         for p in people:
-            writer.writerow([_cell(v) for v in (
+            writer.writerow([csv_cell(v) for v in (
                 p.get("name", ""), p.get("mail", ""), p.get("id", ""), e.device_name, e.device_model, e.device_id,
                 e.machine_id, e.level, e.maximum, e.policy_name, e.action, " ".join(e.app_list),
                 _iso(e.opened_at), _iso(e.resolved_at), e.resolution, defender_link(portals, e.machine_id) or "")])
     return out.getvalue().encode("utf-8")
-
-
-def _cell(value: str) -> str:
-    # Spreadsheet apps run a cell starting with = + - @ as a formula: device names come from outside.
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
 def _iso(moment: datetime | None) -> str:
@@ -259,21 +278,21 @@ def _iso(moment: datetime | None) -> str:
     return f"{when:%Y-%m-%dT%H:%M:%SZ}" if when else ""
 
 
-def blocked_dm(episode: Episode) -> str:
-    return (f":warning: Your work app{'s' if len(episode.app_list) > 1 else ''} {escape(apps_text(episode))} "
-            f"on {device_text(episode)} {'are' if len(episode.app_list) > 1 else 'is'} blocked because "
-            "Microsoft Defender reports a threat on the device.\n"
-            "Open *Microsoft Defender* on the device and follow its steps to remove the threat. I'll tell you "
-            "when the device is back within your organisation's limit: Defender reports changes usually within "
-            "a few hours, and the app lets you in at its next check.")
+def blocked_dm(episode: Episode) -> Mrkdwn:
+    many = len(episode.app_list) > 1
+    return md(":warning: Your work app{} {} on {} {} blocked because Microsoft Defender reports a threat on the "
+              "device.\nOpen *Microsoft Defender* on the device and follow its steps to remove the threat. I'll tell "
+              "you when the device is back within your organisation's limit: Defender reports changes usually within "
+              "a few hours, and the app lets you in at its next check.",
+              "s" if many else "", apps_text(episode), device_text(episode), "are" if many else "is")
 
 
-def unblocked_dm(episode: Episode) -> str:
+def unblocked_dm(episode: Episode) -> Mrkdwn:
     if back_within_limit(episode):
-        return (f":white_check_mark: Good news: Defender reports {device_text(episode)} back within your "
-                f"organisation's limit, so {escape(apps_text(episode))} will let you in again (the app checks "
-                "when you next open it).")
-    return f":white_check_mark: {escape(apps_text(episode))} on {device_text(episode)} is no longer blocked."
+        return md(":white_check_mark: Good news: Defender reports {} back within your organisation's limit, so {} "
+                  "will let you in again (the app checks when you next open it).",
+                  device_text(episode), apps_text(episode))
+    return md(":white_check_mark: {} on {} is no longer blocked.", apps_text(episode), device_text(episode))
 
 
 # ---- the notifier the sweep calls ---------------------------------------------------------------------
@@ -364,8 +383,8 @@ def register(app: App, deps: Deps) -> None:
         access=Access.READ, handler=blocked_command, group="Watch"))
     # Admins and approvers both watch the alert channel; acknowledging changes nothing in the tenant.
     for action in (AlertAction.ACK, AlertAction.SNOOZE_4H, AlertAction.SNOOZE_24H):
-        deps.registry.add_interaction("action", action, Access.READ)
-    deps.registry.add_interaction("action", AlertAction.OPEN_DEFENDER, Access.ANYONE)
+        deps.registry.add_interaction("action", action, Access.READ, what="acknowledge or snooze alerts")
+    deps.registry.add_interaction("action", AlertAction.OPEN_DEFENDER, Access.ANYONE, what="open Defender")
     notifier = SlackAlerts(deps.outbox, portals_for(watch_settings(deps).cloud))
 
     def clicked(body: dict[str, Any], respond: Respond, work: Callable[[str, int], str | None], what: str) -> None:
@@ -434,56 +453,67 @@ def _episode_id(body: dict[str, Any]) -> int:
 
 
 def blocked_command(req: CommandRequest) -> None:
-    who = " ".join(req.args).strip()
-    mention = _MENTION.match(who)
-    if mention:
-        req.ack(response_type="ephemeral", text="Looking that person up…")
-        req.later(lambda: _answer_for_mention(req, mention.group(1)), "look up a Slack user")
+    """`/mam blocked [person]`: a person by @mention (Slack sends its user id), mail address or name."""
+    mentioned = [word.user for word in req.args if isinstance(word, Word) and word.user]
+    if mentioned:
+        if len(req.args) > 1:
+            raise UsageError("Give one person: an @mention, a mail address or part of a name.")
+        req.ack(response_type="ephemeral", text=md("Looking that person up…"))
+        req.later(lambda: _answer_for_mention(req, mentioned[0]), "look up a Slack user")
         return
+    who = " ".join(req.args).strip().lstrip("@")
     if len(who) > 200:
-        raise UsageError("Give one user: a mail address, part of a name, or an @mention.")
+        raise UsageError("Give one person: a mail address, part of a name, or an @mention.")
     blocks = blocked_blocks(req.deps, who or None)
     req.ack(response_type="ephemeral", text=_blocked_summary(req.deps, who or None), blocks=blocks)
 
 
 def _answer_for_mention(req: CommandRequest, slack_id: str) -> None:
     client: WebClient = req.client
-    profile = (client.users_info(user=slack_id).get("user") or {}).get("profile") or {}
-    email = str(profile.get("email") or "")
+    try:
+        user = client.users_info(user=slack_id).get("user") or {}
+    except SlackApiError as exc:
+        if exc.response.get("error") not in ("user_not_found", "user_not_visible"):
+            raise
+        raise UserError("I can't find that person in this Slack workspace. Name them by mail address or part "
+                        "of their name instead, e.g. `/mam blocked ana@contoso.com`.") from None
+    email = str((user.get("profile") or {}).get("email") or "")
     if not email:
-        raise UserError(f"<@{slack_id}> has no email address I can see, so I can't match them to Intune.")
-    req.respond(text=_blocked_summary(req.deps, email), blocks=blocked_blocks(req.deps, email, shown=f"<@{slack_id}>"),
+        raise UserError(f"<@{slack_id}> has no email address I can see, so I can't match them to Intune. "
+                        "Name them by part of their name instead.")
+    req.respond(text=_blocked_summary(req.deps, email), blocks=blocked_blocks(req.deps, email, shown=mention(slack_id)),
                 response_type="ephemeral", replace_original=True)
 
 
-def _blocked_summary(deps: Deps, who: str | None) -> str:
-    return count(len(active_blocks(deps.store, who)), "blocked device") + (f" for {who}" if who else "")
+def _blocked_summary(deps: Deps, who: str | None) -> Mrkdwn:
+    blocked = count(len(active_blocks(deps.store, who)), "blocked device")
+    return md("{} for {}", blocked, who) if who else md("{}", blocked)
 
 
-def blocked_blocks(deps: Deps, who: str | None, *, shown: str | None = None) -> list[Block]:
+def blocked_blocks(deps: Deps, who: str | None, *, shown: Mrkdwn | None = None) -> list[Block]:
     """`/mam blocked`: from the last sweep's episodes; no Microsoft call, so it answers at once."""
     portals = portals_for(watch_settings(deps).cloud)
     episodes = active_blocks(deps.store, who)
     sweep = last_sweep(deps.store)
-    subject = shown or (f"*{escape(who)}*" if who else "")
-    title = f"Blocked now{' for ' + subject if subject else ''}: {count(len(episodes), 'device')}"
-    blocks: list[Block] = [section(f"*{title}*" if not subject else title)]
+    subject = shown or (md("*{}*", who) if who else None)
+    devices = count(len(episodes), "device")
+    blocks: list[Block] = [section(md("Blocked now for {}: {}", subject, devices) if subject
+                                   else md("*Blocked now: {}*", devices))]
     if not episodes:
-        blocks.append(section(("Nobody is blocked" if not who else "No block matches that user")
-                              + " as of the last sweep."))
+        blocks.append(section(md("{} as of the last sweep.",
+                                 "Nobody is blocked" if not who else "No block matches that user")))
     for episode in episodes[:LIST_LIMIT]:
-        line = entry_line(episode, portals)
-        why = f"since {slack_date(episode.opened_at)}, {escape(ACTION_LABELS.get(episode.action, episode.action))}"
-        extra = " · acknowledged" if episode.acknowledged_by else ""
-        blocks.append(section(f"{line}\n{why}{extra}"))
+        blocks.append(section(md("{}\nsince {}, {}{}", entry_line(episode, portals), slack_date(episode.opened_at),
+                                 ACTION_LABELS.get(episode.action, episode.action),
+                                 " · acknowledged" if episode.acknowledged_by else "")))
     if len(episodes) > LIST_LIMIT:
-        blocks.append(context(f"…and {len(episodes) - LIST_LIMIT} more; name a user to narrow it down."))
+        blocks.append(context(md("…and {} more; name a user to narrow it down.", len(episodes) - LIST_LIMIT)))
     notes = [INFERRED]
     if sweep is not None:
-        state = "" if sweep.ok else f" (with errors: {escape(sweep.error[:200])})"
-        notes.insert(0, f"As of the sweep {slack_date(sweep.finished_at)}{state}; "
-                        f"{count(pending_onboardings(deps.store), 'user')} waiting for Defender onboarding.")
+        state = md(" (with errors: {})", cut_plain(sweep.error, 200)) if not sweep.ok else ""
+        notes.insert(0, md("As of the sweep {}{}; {} waiting for Defender onboarding.", slack_date(sweep.finished_at),
+                           state, count(pending_onboardings(deps.store), "user")))
     else:
-        notes.insert(0, "No threat sweep has run yet.")
+        notes.insert(0, Mrkdwn("No threat sweep has run yet."))
     blocks.append(context(*notes))
     return blocks

@@ -10,17 +10,32 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.blocks import Block, actions, button, context, divider, escape, fields_section, header, section
+from bot.blocks import (
+    Block,
+    Mrkdwn,
+    actions,
+    button,
+    context,
+    cut_plain,
+    divider,
+    fields_section,
+    header,
+    md,
+    md_join,
+    mention,
+    section,
+)
 from bot.clock import as_utc
 from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
 from bot.registry import Subcommand
 from bot.roles import Access, Role, RoleDirectory
 from bot.settings import Settings
+from bot.slack_limits import pack_lines
 from bot.text import count
-from commands.context import CommandRequest
+from commands.context import CommandRequest, Reply
 from commands.ids import Action, View
 from workflows.changes import ChangeService, Result, State
 
@@ -30,17 +45,21 @@ if TYPE_CHECKING:
     from bot.store import Approval, ChangeRequest
 
 STATE_LABELS = {
-    State.PENDING: ":hourglass_flowing_sand: Waiting for approval",
-    State.APPROVED: ":white_check_mark: Approved, about to run",
-    State.EXECUTING: ":gear: Approved, running now",
-    State.SUCCEEDED: ":white_check_mark: Done",
-    State.FAILED: ":x: Failed",
-    State.REJECTED: ":no_entry: Rejected",
-    State.EXPIRED: ":hourglass: Expired without a decision",
-    State.CANCELLED: ":heavy_multiplication_x: Cancelled by the requester",
+    State.PENDING: Mrkdwn(":hourglass_flowing_sand: Waiting for approval"),
+    State.APPROVED: Mrkdwn(":white_check_mark: Approved, about to run"),
+    State.EXECUTING: Mrkdwn(":gear: Approved, running now"),
+    State.SUCCEEDED: Mrkdwn(":white_check_mark: Done"),
+    State.FAILED: Mrkdwn(":x: Failed"),
+    State.REJECTED: Mrkdwn(":no_entry: Rejected"),
+    State.EXPIRED: Mrkdwn(":hourglass: Expired without a decision"),
+    State.CANCELLED: Mrkdwn(":heavy_multiplication_x: Cancelled by the requester"),
 }
 FINAL_FOR_REQUESTER = {State.SUCCEEDED, State.FAILED, State.REJECTED, State.EXPIRED}
 MAX_CALLS_TEXT = 2600  # a section holds 3000 characters; leave room for the fences and the note
+REQUESTS_SHOWN = 20  # newest first; the list says how many more are open
+AUDIT_SECTIONS = 5  # `/mam audit 50` of long entries: five sections of 3,000 characters, then "…and N more"
+ALL_REQUESTS = Mrkdwn("`mam-bot audit export` records every request")
+WHOLE_LOG = Mrkdwn("`mam-bot audit export --format csv|jsonl` has the whole log")
 
 
 # ---- rendering (pure) ---------------------------------------------------------------------------
@@ -51,21 +70,20 @@ def request_card(request: ChangeRequest, approvals: list[Approval]) -> list[Bloc
     snapshot = json.loads(request.snapshot or "{}")
     blocks: list[Block] = [
         header(f"Change request #{request.id}"),
-        section(f"*{escape(request.title)}*\n{STATE_LABELS[state]}"),
+        section(md("*{}*\n{}", request.title, STATE_LABELS[state])),
         fields_section([
-            f"*Requested by*\n<@{request.requester}>",
-            f"*Target*\n{escape(request.target)}",
-            f"*Before*\n{escape(snapshot.get('_before', '?'))}",
-            f"*After*\n{escape(snapshot.get('_after', '?'))}",
+            md("*Requested by*\n{}", mention(request.requester)),
+            md("*Target*\n{}", request.target),
+            md("*Before*\n{}", snapshot.get("_before", "?")),
+            md("*After*\n{}", snapshot.get("_after", "?")),
         ]),
-        section(f"*Why*\n>{escape(request.justification)}"),
-        section("*Graph calls it will make*\n" + calls_text(request.plan)),
+        section(md("*Why*\n{}", quoted(request.justification))),
+        section(md("*Graph calls it will make*\n{}", calls_text(request.plan))),
     ]
     blocks += decision_blocks(request, approvals)
-    blocks.append(context(
-        f"{len(approvals)} of {count(request.quorum, 'approval')}"
-        f" · requested {as_utc(request.created_at):%Y-%m-%d %H:%M} UTC"
-        f" · expires {as_utc(request.expires_at):%Y-%m-%d %H:%M} UTC · the requester cannot approve"))
+    blocks.append(context(md(
+        "{} of {} · requested {:%Y-%m-%d %H:%M} UTC · expires {:%Y-%m-%d %H:%M} UTC · the requester cannot approve",
+        len(approvals), count(request.quorum, "approval"), as_utc(request.created_at), as_utc(request.expires_at))))
     if state is State.PENDING:
         blocks.append(actions(
             button("Approve", Action.APPROVE, str(request.id), style="primary"),
@@ -77,20 +95,26 @@ def request_card(request: ChangeRequest, approvals: list[Approval]) -> list[Bloc
 
 
 def decision_blocks(request: ChangeRequest, approvals: list[Approval]) -> list[Block]:
-    lines = [f":ballot_box_with_check: Approved by <@{a.approver}> at {as_utc(a.at):%H:%M} UTC" for a in approvals]
+    lines = [md(":ballot_box_with_check: Approved by {} at {:%H:%M} UTC", mention(a.approver), as_utc(a.at))
+             for a in approvals]
     if request.state == State.REJECTED:
-        lines.append(f":no_entry: Rejected by <@{request.decided_by}>: {escape(request.reject_reason)}")
+        lines.append(md(":no_entry: Rejected by {}: {}", mention(request.decided_by or ""), request.reject_reason))
     if request.state == State.CANCELLED:
-        lines.append(f"Cancelled by <@{request.decided_by}>.")
+        lines.append(md("Cancelled by {}.", mention(request.decided_by or "")))
     if request.result:
-        lines.append(f"*Result:* {escape(request.result)}")
+        lines.append(md("*Result:* {}", request.result))
     if request.error:
-        lines.append(f"*Error:* {escape(request.error)}")
-        lines.append("Retry runs the same approved change again (no new approval) while the approval is valid.")
-    return [divider(), section("\n".join(lines))] if lines else []
+        lines.append(md("*Error:* {}", request.error))
+        lines.append(md("Retry runs the same approved change again (no new approval) while the approval is valid."))
+    return [divider(), section(md_join("\n", lines))] if lines else []
 
 
-def calls_text(plan_json: str) -> str:
+def quoted(text: str) -> Mrkdwn:
+    """A block quote of outside text: every line quoted, so a line break cannot end the quote."""
+    return md_join("\n", (md(">{}", line) for line in (text or "").splitlines() or [""]))
+
+
+def calls_text(plan_json: str) -> Mrkdwn:
     lines: list[str] = []
     for call in json.loads(plan_json or "[]"):
         lines.append(f"{call['method']} {call['path']}")
@@ -100,12 +124,12 @@ def calls_text(plan_json: str) -> str:
     if len(text) > MAX_CALLS_TEXT:
         text = text[:MAX_CALLS_TEXT] + "\n… (truncated; `mam-bot audit export` has the whole plan)"
     # inside a code block Slack still reads &, < and >, so they are escaped here too
-    return f"```{escape(text)}```"
+    return md("```{}```", text)
 
 
-def summary_line(request: ChangeRequest) -> str:
-    return (f"#{request.id} {escape(request.title)}: {STATE_LABELS[State(request.state)]} "
-            f"(by <@{request.requester}>, {as_utc(request.created_at):%Y-%m-%d %H:%M} UTC)")
+def summary_line(request: ChangeRequest) -> Mrkdwn:
+    return md("#{} {}: {} (by {}, {:%Y-%m-%d %H:%M} UTC)", request.id, request.title,
+              STATE_LABELS[State(request.state)], mention(request.requester), as_utc(request.created_at))
 
 
 def justification_modal(kind: str, change: dict[str, Any], title: str, channel: str) -> dict[str, Any]:
@@ -117,7 +141,7 @@ def justification_modal(kind: str, change: dict[str, Any], title: str, channel: 
         "submit": {"type": "plain_text", "text": "Send for approval"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            section(f"*{escape(title)}*\nAn approver (not you) has to approve it before it runs."),
+            section(md("*{}*\nAn approver (not you) has to approve it before it runs.", title)),
             {"type": "input", "block_id": "justification", "label": {"type": "plain_text", "text": "Why?"},
              "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
                          "min_length": 5, "max_length": 3000,
@@ -135,7 +159,7 @@ def reject_modal(request_id: int, title: str) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Reject"},
         "close": {"type": "plain_text", "text": "Back"},
         "blocks": [
-            section(f"*{escape(title)}*"),
+            section(md("*{}*", title)),
             {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Reason"},
              "element": {"type": "plain_text_input", "action_id": "value", "multiline": True, "max_length": 3000}},
         ],
@@ -159,10 +183,10 @@ class SlackNotifier:
             self.outbox.post(f"cr:{request.id}:card:{dest}", channel=dest, text=self._text(request), blocks=blocks)
         where = ("the approval channel" if any(d.startswith(("C", "G")) for d in destinations)
                  else f"{count(len(destinations), 'approver')} by DM")
-        note = (f"Your change request #{request.id} ({escape(request.title)}) is waiting for approval; "
-                f"its card went to {where}.") if destinations else (
-                f":warning: Your change request #{request.id} was filed, but no approver is configured "
-                "(MAM_APPROVERS / MAM_APPROVAL_CHANNEL), so nobody can approve it.")
+        note = md("Your change request #{} ({}) is waiting for approval; its card went to {}.",
+                  request.id, request.title, where) if destinations else md(
+                  ":warning: Your change request #{} was filed, but no approver is configured "
+                  "(MAM_APPROVERS / MAM_APPROVAL_CHANNEL), so nobody can approve it.", request.id)
         self.outbox.post(f"cr:{request.id}:dm:filed", channel=request.requester, text=note)
 
     def changed(self, request: ChangeRequest) -> None:
@@ -178,17 +202,17 @@ class SlackNotifier:
         if state in FINAL_FOR_REQUESTER:
             # keyed by state and attempt: a retry that fails again is news, a repeat of the same is not
             self.outbox.post(f"cr:{request.id}:dm:{state.value}:{request.attempts}", channel=request.requester,
-                             text=f"Change request #{request.id}: {STATE_LABELS[state]}.", blocks=blocks)
+                             text=md("Change request #{}: {}.", request.id, STATE_LABELS[state]), blocks=blocks)
 
     def reminded(self, request: ChangeRequest) -> None:
         for dest in json.loads(request.card_destinations):
             self.outbox.post(f"cr:{request.id}:reminder:{dest}", channel=dest, thread_of=f"cr:{request.id}:card:{dest}",
-                             text=f":bell: Reminder: change request #{request.id} still waits for an approver; it "
-                                  f"expires {as_utc(request.expires_at):%Y-%m-%d %H:%M} UTC.")
+                             text=md(":bell: Reminder: change request #{} still waits for an approver; it "
+                                     "expires {:%Y-%m-%d %H:%M} UTC.", request.id, as_utc(request.expires_at)))
 
     @staticmethod
-    def _text(request: ChangeRequest) -> str:
-        return f"Change request #{request.id}: {request.title} ({STATE_LABELS[State(request.state)]})"
+    def _text(request: ChangeRequest) -> Mrkdwn:
+        return md("Change request #{}: {} ({})", request.id, request.title, STATE_LABELS[State(request.state)])
 
 
 def approval_destinations(settings: Settings, roles: RoleDirectory) -> list[str]:
@@ -212,32 +236,33 @@ def register(app: App, deps: Deps) -> None:
     registry.add_command(Subcommand(
         name="audit", usage="/mam audit [count]", summary="The latest audit log entries (default 10).",
         access=Access.READ, handler=show_audit, group="Audit"))
-    registry.add_interaction("action", Action.APPROVE, Access.APPROVER)
-    registry.add_interaction("action", Action.REJECT, Access.APPROVER)
-    registry.add_interaction("view", View.REJECT, Access.APPROVER)
-    registry.add_interaction("action", Action.RETRY, Access.READ)  # the workflow admits requester or approver
-    registry.add_interaction("view", View.JUSTIFY, Access.ADMIN)
+    registry.add_interaction("action", Action.APPROVE, Access.APPROVER, what="approve change requests")
+    registry.add_interaction("action", Action.REJECT, Access.APPROVER, what="reject change requests")
+    registry.add_interaction("view", View.REJECT, Access.APPROVER, what="reject change requests")
+    # the workflow admits the requester or an approver
+    registry.add_interaction("action", Action.RETRY, Access.READ, what="retry a failed change")
+    registry.add_interaction("view", View.JUSTIFY, Access.ADMIN, what="request changes")
 
-    def in_background(fn: Callable[[], Any], tell: Callable[[str], Any], what: str) -> None:
+    def in_background(fn: Callable[[], Any], tell: Callable[[Mrkdwn], Any], what: str) -> None:
         deps.runner.submit(run_guarded, fn, tell=tell, correlation_id=new_correlation_id(), what=what)
 
-    def dm(user: str) -> Callable[[str], Any]:
+    def dm(user: str) -> Callable[[Mrkdwn], Any]:
         return lambda text: deps.outbox.post(f"note:{new_correlation_id()}", channel=user, text=text)
 
-    def ephemeral(respond: Respond) -> Callable[[str], Any]:
+    def ephemeral(respond: Reply) -> Callable[[Mrkdwn], Any]:
         return lambda text: respond(text=text, response_type="ephemeral", replace_original=False)
 
     def card_button(decide: Callable[[int, str], Result], what: str) -> Callable[..., None]:
         """Approve and Retry: ack, decide after the ack, answer a refusal to the clicker alone."""
 
-        def handler(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        def handler(ack: Ack, body: dict[str, Any], respond: Reply) -> None:
             ack()
             user, request_id, tell = body["user"]["id"], _request_id(body), ephemeral(respond)
 
             def work() -> None:
                 result = decide(request_id, user)
                 if not result.ok:
-                    tell(f":x: {result.message}")
+                    tell(md(":x: {}", result.message))
 
             in_background(work, tell, what)
 
@@ -247,7 +272,7 @@ def register(app: App, deps: Deps) -> None:
     app.action(Action.RETRY)(card_button(deps.changes.retry, "retry"))
 
     @app.action(Action.REJECT)
-    def reject(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+    def reject(ack: Ack, body: dict[str, Any], client: WebClient, respond: Reply) -> None:
         ack()
         request_id, trigger_id = _request_id(body), body.get("trigger_id", "")
 
@@ -271,7 +296,7 @@ def register(app: App, deps: Deps) -> None:
         def work() -> None:
             result = deps.changes.reject(request_id, user, reason)
             if not result.ok:
-                dm(user)(f":x: {result.message}")
+                dm(user)(md(":x: {}", result.message))
 
         in_background(work, dm(user), "reject")
 
@@ -288,10 +313,10 @@ def register(app: App, deps: Deps) -> None:
 
 
 def file_request(deps: Deps, kind: str, change: dict[str, Any], user: str, justification: str, channel: str,
-                 *, tell: Callable[[str], Any] | None = None) -> ChangeRequest:
+                 *, tell: Callable[[Mrkdwn], Any] | None = None) -> ChangeRequest:
     request = deps.changes.file(kind, change, requester=user, justification=justification, origin_channel=channel)
     if tell is not None and not json.loads(request.card_destinations):
-        tell(f":warning: #{request.id} has no approver to go to: set MAM_APPROVERS or MAM_APPROVAL_CHANNEL.")
+        tell(md(":warning: #{} has no approver to go to: set MAM_APPROVERS or MAM_APPROVAL_CHANNEL.", request.id))
     return request
 
 
@@ -302,13 +327,13 @@ def ask_or_file(req: CommandRequest, kind: str, change: dict[str, Any], title: s
         modal = justification_modal(kind, change, title, req.channel_id)
         req.later(lambda: req.client.views_open(trigger_id=req.trigger_id, view=modal), "open the justification modal")
         return
-    req.ack(response_type="ephemeral", text=f":inbox_tray: Filing a change request: {escape(title)}…")
+    req.ack(response_type="ephemeral", text=md(":inbox_tray: Filing a change request: {}…", title))
 
     def work() -> None:
         request = file_request(req.deps, kind, change, req.user_id, justification, req.channel_id)
-        req.respond(text=f":inbox_tray: Filed change request #{request.id}: {escape(request.title)}. "
-                         "An approver (not you) has to approve it; you'll get a DM with the outcome. "
-                         f"`/mam cancel {request.id}` withdraws it.",
+        req.respond(text=md(":inbox_tray: Filed change request #{}: {}. An approver (not you) has to approve it; "
+                            "you'll get a DM with the outcome. `/mam cancel {}` withdraws it.",
+                            request.id, request.title, request.id),
                     response_type="ephemeral", replace_original=True)
 
     req.later(work, "file a change request")
@@ -318,11 +343,26 @@ def list_requests(req: CommandRequest) -> None:
     if req.args:
         raise UsageError("`/mam requests` takes no arguments.")
     service: ChangeService = req.deps.changes
-    open_requests = service.open_requests()
+    open_requests = service.open_requests(REQUESTS_SHOWN)
     mine = [r for r in service.requests_by(req.user_id) if r.id not in {o.id for o in open_requests}]
-    lines = ["*Open change requests*"] + ([summary_line(r) for r in open_requests] or ["None."])
-    lines += ["", "*Your recent requests*"] + ([summary_line(r) for r in mine] or ["None."])
-    req.ack(response_type="ephemeral", text="Change requests", blocks=[section("\n".join(lines))])
+    blocks = [listed_section(md("*Open change requests*"), [summary_line(r) for r in open_requests],
+                             service.count_open(), ALL_REQUESTS),
+              listed_section(md("*Your recent requests*"), [summary_line(r) for r in mine], len(mine), ALL_REQUESTS)]
+    req.ack(response_type="ephemeral", text=md("Change requests"), blocks=blocks)
+
+
+def listed_section(title: Mrkdwn, lines: list[Mrkdwn], total: int, how_to_see: Mrkdwn) -> Block:
+    """`title` and as many `lines` as one section holds; when some of the `total` are left out, a last
+    line says how many and `how_to_see` them."""
+    if not lines:
+        return section(md("{}\nNone.", title))
+
+    def more(n: int) -> Mrkdwn:
+        return md("…and {:,} more: {}.", n, how_to_see)
+
+    texts, left_out = pack_lines([title, *lines], reserve=len(more(total)) + 1)
+    text, missing = Mrkdwn(texts[0]), left_out + max(total - len(lines), 0)
+    return section(md("{}\n{}", text, more(missing)) if missing else text)
 
 
 def cancel_request(req: CommandRequest) -> None:
@@ -333,11 +373,11 @@ def cancel_request(req: CommandRequest) -> None:
     # "Cancelling…" that stays on screen.
     if req.deps.changes.get(request_id) is None:
         raise UsageError(f"There is no request #{request_id}; `/mam requests` lists the open ones.")
-    req.ack(response_type="ephemeral", text=f"Cancelling #{request_id}…")
+    req.ack(response_type="ephemeral", text=md("Cancelling #{}…", request_id))
 
     def work() -> None:
         result = req.deps.changes.cancel(request_id, req.user_id)
-        req.respond(text=(":heavy_multiplication_x: " if result.ok else ":x: ") + result.message,
+        req.respond(text=md("{} {}", Mrkdwn(":heavy_multiplication_x:" if result.ok else ":x:"), result.message),
                     response_type="ephemeral", replace_original=True)
 
     req.later(work, "cancel")
@@ -348,16 +388,21 @@ def show_audit(req: CommandRequest) -> None:
         raise UsageError("Give a number of entries, e.g. `/mam audit 20`.")
     count = min(int(req.args[0]) if req.args else 10, 50)
     entries = req.deps.audit.recent(count)
-    lines = [f"`{as_utc(e.at):%m-%d %H:%M}` {_actor(e.actor)} {escape(e.action)} → *{escape(e.outcome)}*"
-             + (f" ({escape(e.detail[:120])})" if e.detail else "") for e in entries]
-    text = "\n".join(lines) or "The audit log is empty."
-    req.ack(response_type="ephemeral", text=f"Last {len(entries)} audit entries",
-            blocks=[section(f"*Last {len(entries)} audit entries* (newest first)\n{text}"),
-                    context("The whole log: `mam-bot audit export --format csv|jsonl`.")])
+    lines = [md("`{:%m-%d %H:%M}` {} {} → *{}*{}", as_utc(e.at), _actor(e.actor), e.action, e.outcome,
+                md(" ({})", cut_plain(e.detail, 120)) if e.detail else "") for e in entries]
+    texts, left_out = pack_lines(lines, max_texts=AUDIT_SECTIONS)
+    shown = len(entries) - left_out
+    blocks = [section(md("*Last {} audit entries* (newest first)", shown))] if entries else []
+    blocks += [section(Mrkdwn(t)) for t in texts] or [section(md("The audit log is empty."))]
+    if left_out:
+        blocks.append(context(md("…and {:,} older entries not shown: {}.", left_out, WHOLE_LOG)))
+    else:
+        blocks.append(context(md("The whole log: {}.", WHOLE_LOG)))
+    req.ack(response_type="ephemeral", text=md("Last {} audit entries", shown), blocks=blocks)
 
 
-def _actor(actor: str) -> str:
-    return f"<@{actor}>" if actor[:1] in ("U", "W") else escape(actor)
+def _actor(actor: str) -> Mrkdwn:
+    return mention(actor)
 
 
 def _request_id(body: dict[str, Any]) -> int:

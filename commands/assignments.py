@@ -8,7 +8,6 @@ arguments a modal with a policy picker and a group picker does the same.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,15 +16,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot.blocks import Block, actions, button, context, escape, section
+from bot.blocks import Block, Mrkdwn, actions, button, context, md, md_join, section
 from bot.errors import UsageError, new_correlation_id, run_guarded
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.models import AndroidPolicy, Group
 from bot.registry import Subcommand
 from bot.roles import Access
+from bot.store.drafts import Drafts
 from bot.text import count
 from commands.approvals import file_request, justification_modal
-from commands.context import CommandRequest
+from commands.context import CommandRequest, Reply
 from commands.ids import Action, View
 from workflows.policy_changes import ASSIGN
 from workflows.resolve import Ambiguous, Found, NotFound, resolve, resolve_group
@@ -37,6 +37,8 @@ Mode = Literal["include", "exclude", "remove"]
 ASSIGN_USAGE = '/mam assign "<policy>" "<group>" [--exclude] [--why "<reason>"]'
 UNASSIGN_USAGE = '/mam unassign "<policy>" "<group>" [--why "<reason>"]'
 PICK_MAX = 10
+WHY_MAX = 3000  # what a change request keeps, and what the justification modal takes
+DRAFT_KIND = "assign"
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,15 @@ class Ask:
     mode: Mode
     why: str = ""
 
-    def to_value(self) -> str:
-        return json.dumps({"p": self.policy, "g": self.group, "m": self.mode, "w": self.why})[:2000]
+    def to_value(self, drafts: Drafts, user: str) -> str:
+        """A button's value: the id of a draft holding this ask. Names and the reason have no bound a
+        button's 2,000 characters could hold, so they stay server-side; only `user` may use the button."""
+        return drafts.save(DRAFT_KIND, {"p": self.policy, "g": self.group, "m": self.mode, "w": self.why}, user)
 
     @classmethod
-    def from_value(cls, value: str) -> Ask:
-        data = json.loads(value)
+    def from_value(cls, drafts: Drafts, value: str, user: str) -> Ask:
+        """The ask behind a clicked button; UserError (in words) when it expired or `user` didn't make it."""
+        data = drafts.load(value, kind=DRAFT_KIND, user=user)
         return cls(data["p"], data["g"], data["m"], data.get("w", ""))
 
 
@@ -69,12 +74,14 @@ def parse_ask(args: list[str], *, unassign: bool) -> Ask:
                 raise UsageError('`--why` needs the reason after it, in quotes: `--why "pilot rollout"`.')
             why, i = args[i + 1], i + 1
         elif word.startswith("--"):
-            raise UsageError(f"I don't know the option `{escape(word)}`.")
+            raise UsageError(f"I don't know the option `{word}`.")
         else:
             words.append(word)
         i += 1
     if len(words) != 2:
         raise UsageError("Name the policy and the group, each in quotes if it has spaces.")
+    if len(why) > WHY_MAX:
+        raise UsageError(f"The reason can be at most {WHY_MAX:,} characters; this one has {len(why):,}.")
     return Ask(words[0], words[1], mode, why)  # type: ignore[arg-type]
 
 
@@ -89,37 +96,39 @@ VERB_TEXT = {"include": "assign {policy} to {group}", "exclude": "exclude {group
 # ---- resolving, then asking ---------------------------------------------------------------------
 
 
-def resolve_ask(deps: Deps, ask: Ask) -> tuple[list[Block], str]:
-    """The answer to an assign/unassign request: a summary to confirm, a pick list, or closest names."""
+def resolve_ask(deps: Deps, ask: Ask, user: str) -> tuple[list[Block], Mrkdwn, Ask | None]:
+    """The answer to an assign/unassign request: a summary to confirm (with the ask, resolved to ids),
+    or a pick list or the closest names (and None). Buttons made here are for `user` only."""
     graph = deps.microsoft.graph
     policy = resolve(ask.policy, graph.iter_android_policies())
     group = resolve_group(ask.group, graph)
     problems: list[Block] = []
     for what, result, kind in (("policy", policy, "Android app protection policy"), ("group", group, "group")):
         if isinstance(result, NotFound):
-            closest = ", ".join(f"*{escape(n)}*" for n in result.closest)
-            problems.append(section(f":grey_question: No {kind} called *{escape(result.query)}*."
-                                    + (f" Closest: {closest}." if closest else "")))
+            closest = md_join(", ", (md("*{}*", n) for n in result.closest))
+            problems.append(section(md(":grey_question: No {} called *{}*.{}", kind, result.query,
+                                       md(" Closest: {}.", closest) if closest else "")))
         elif isinstance(result, Ambiguous):
-            problems += pick_blocks(ask, what, result.items)
+            problems += pick_blocks(deps, ask, what, result.items, user)
     if problems:
-        return problems, "Which one?"
+        return problems, Mrkdwn("Which one?"), None
     assert isinstance(policy, Found) and isinstance(group, Found)
-    return confirm_blocks(deps, ask, policy.item, group.item), "Ready to ask for approval"
+    resolved = Ask(policy.item.id, group.item.id, ask.mode, ask.why)
+    return confirm_blocks(deps, ask, policy.item, group.item), Mrkdwn("Ready to ask for approval"), resolved
 
 
-def pick_blocks(ask: Ask, what: str, items: Sequence[Any]) -> list[Block]:
+def pick_blocks(deps: Deps, ask: Ask, what: str, items: Sequence[Any], user: str) -> list[Block]:
     shown = items[:PICK_MAX]
     buttons = []
     for item in shown:
         choice = Ask(item.id if what == "policy" else ask.policy, item.id if what == "group" else ask.group,
                      ask.mode, ask.why)
         buttons.append(button((item.displayName or item.id)[:70], f"{Action.ASSIGN_PICK}:{what}:{item.id}"[:255],
-                              choice.to_value()))
+                              choice.to_value(deps.drafts, user)))
     more = (f" (showing {len(shown)} of {len(items)}; type more of the name to narrow)"
             if len(items) > len(shown) else "")
     query = ask.policy if what == "policy" else ask.group
-    return [section(f"Several {what}s match *{escape(query)}*{more}. Which one?"), actions(*buttons)]
+    return [section(md("Several {}s match *{}*{}. Which one?", what, query, more)), actions(*buttons)]
 
 
 def confirm_blocks(deps: Deps, ask: Ask, policy: AndroidPolicy, group: Group) -> list[Block]:
@@ -133,16 +142,21 @@ def confirm_blocks(deps: Deps, ask: Ask, policy: AndroidPolicy, group: Group) ->
         target = assignment.target
         if target.groupId:
             current.append(("exclude " if target.is_exclusion else "include ") + _group_name(deps, target.groupId))
-    verb = VERB_TEXT[ask.mode].format(policy=f"*{escape(policy.displayName)}*",
-                                      group=f"*{escape(group.displayName or group.id)}*")
-    resolved = Ask(policy.id, group.id, ask.mode, ask.why)
+    verb = md(VERB_TEXT[ask.mode], policy=md("*{}*", policy.displayName),
+              group=md("*{}*", group.displayName or group.id))
     return [
-        section(f"You are about to ask to {verb}."),
-        section(f"*Group:* {escape(group.displayName or group.id)} ({members}{', dynamic' if group.is_dynamic else ''})"
-                f"\n*The policy's groups now:* {escape(', '.join(current) or 'none')}"),
-        context("`assign` replaces all of a policy's assignments: the bot writes back every other group as it is."),
-        actions(button("Ask for approval…", Action.ASSIGN_REQUEST, resolved.to_value(), style="primary")),
+        section(md("You are about to ask to {}.", verb)),
+        section(md("*Group:* {} ({}{})\n*The policy's groups now:* {}", group.displayName or group.id, members,
+                   ", dynamic" if group.is_dynamic else "", ", ".join(current) or "none")),
+        context(Mrkdwn("`assign` replaces all of a policy's assignments: the bot writes back every other group as it "
+                       "is.")),
     ]
+
+
+def request_button(deps: Deps, resolved: Ask, user: str) -> Block:
+    """"Ask for approval…": its value is a draft of `resolved` that only `user` can use."""
+    return actions(button("Ask for approval…", Action.ASSIGN_REQUEST, resolved.to_value(deps.drafts, user),
+                          style="primary"))
 
 
 def _group_name(deps: Deps, group_id: str) -> str:
@@ -186,21 +200,24 @@ def register(app: App, deps: Deps) -> None:
     deps.registry.add_command(Subcommand(
         name="unassign", usage=UNASSIGN_USAGE, summary="Ask to remove a group from a policy.",
         access=Access.ADMIN, handler=unassign_command, group="Policies"))
-    deps.registry.add_interaction("action", Action.ASSIGN_PICK, Access.ADMIN)
-    deps.registry.add_interaction("action", Action.ASSIGN_REQUEST, Access.ADMIN)
-    deps.registry.add_interaction("view", View.ASSIGN, Access.ADMIN)
+    deps.registry.add_interaction("action", Action.ASSIGN_PICK, Access.ADMIN, what="ask to change a policy's groups")
+    deps.registry.add_interaction("action", Action.ASSIGN_REQUEST, Access.ADMIN, what="ask to change a policy's groups")
+    deps.registry.add_interaction("view", View.ASSIGN, Access.ADMIN, what="ask to change a policy's groups")
 
     @app.action({"action_id": re.compile(f"^{Action.ASSIGN_PICK}(:.*)?$")})
     def picked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
-        ask = Ask.from_value(body["actions"][0]["value"])
-        _answer(deps, respond, ask, new_correlation_id(), replace=True, user=body["user"]["id"],
-                channel=(body.get("channel") or {}).get("id", ""))
+        ask = _clicked(deps, body, respond)
+        if ask is not None:
+            _answer(deps, respond, ask, new_correlation_id(), replace=True, user=body["user"]["id"],
+                    channel=(body.get("channel") or {}).get("id", ""))
 
     @app.action(Action.ASSIGN_REQUEST)
     def request_clicked(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         ack()
-        ask = Ask.from_value(body["actions"][0]["value"])
+        ask = _clicked(deps, body, respond)
+        if ask is None:
+            return
         channel = (body.get("channel") or {}).get("id", "")
         title = VERB_TEXT[ask.mode].format(policy="the policy", group="the group").capitalize()
         modal = justification_modal(ASSIGN, change_for(ask.policy, ask.group, ask.mode), title, channel)
@@ -228,7 +245,7 @@ def register(app: App, deps: Deps) -> None:
         ack()
         user = body["user"]["id"]
 
-        def dm(text: str) -> None:
+        def dm(text: Mrkdwn) -> None:
             deps.outbox.post(f"note:{new_correlation_id()}", channel=user, text=text)
 
         deps.runner.submit(run_guarded, lambda: file_request(deps, ASSIGN, change_for(policy, group, mode), user, why,
@@ -252,23 +269,33 @@ def _command(req: CommandRequest, *, unassign: bool) -> None:
                   "open the assignment form")
         return
     ask = parse_ask(req.args, unassign=unassign)
-    req.ack(response_type="ephemeral", text=f":mag: Looking up *{escape(ask.policy)}* and *{escape(ask.group)}*…")
+    req.ack(response_type="ephemeral", text=md(":mag: Looking up *{}* and *{}*…", ask.policy, ask.group))
     _answer(req.deps, req.respond, ask, req.correlation_id, replace=True, user=req.user_id, channel=req.channel_id)
 
 
-def _answer(deps: Deps, respond: Respond, ask: Ask, correlation_id: str, *, replace: bool,
-            user: str = "", channel: str = "") -> None:
+def _clicked(deps: Deps, body: dict[str, Any], respond: Reply) -> Ask | None:
+    """The ask behind a clicked pick or "Ask for approval…" button; None (the clicker told why) when the
+    draft expired or belongs to someone else."""
+    user, value = body["user"]["id"], str(body["actions"][0].get("value", ""))
+    ask: Ask | None = run_guarded(lambda: Ask.from_value(deps.drafts, value, user),
+                                  tell=lambda text: respond(text=text, response_type="ephemeral",
+                                                            replace_original=False),
+                                  correlation_id=new_correlation_id(), what="read an assignment button")
+    return ask
+
+
+def _answer(deps: Deps, respond: Reply, ask: Ask, correlation_id: str, *, replace: bool,
+            user: str, channel: str = "") -> None:
     def work() -> None:
-        blocks, text = resolve_ask(deps, ask)
-        ready = any(b.get("type") == "actions" and b["elements"][0]["action_id"] == Action.ASSIGN_REQUEST
-                    for b in blocks)
-        if ready and ask.why and user:
-            resolved = Ask.from_value(blocks[-1]["elements"][0]["value"])
+        blocks, text, resolved = resolve_ask(deps, ask, user)
+        if resolved is not None and not ask.why:
+            blocks.append(request_button(deps, resolved, user))
+        elif resolved is not None:
             request = file_request(deps, ASSIGN, change_for(resolved.policy, resolved.group, resolved.mode),
                                    user, ask.why, channel)
-            blocks = [*blocks[:2], section(f":inbox_tray: Filed change request #{request.id}. An approver (not you) "
-                                           "has to approve it; you'll get a DM with the outcome.")]
-            text = f"Filed change request #{request.id}"
+            blocks = [*blocks[:2], section(md(":inbox_tray: Filed change request #{}. An approver (not you) has to "
+                                              "approve it; you'll get a DM with the outcome.", request.id))]
+            text = md("Filed change request #{}", request.id)
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=replace)
 
     deps.runner.submit(run_guarded, work, tell=lambda t: respond(text=t, response_type="ephemeral",

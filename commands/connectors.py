@@ -9,13 +9,13 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot.blocks import Block, actions, button, context, escape, header, section
+from bot.blocks import Block, Mrkdwn, actions, button, context, header, link, md, md_join, section
 from bot.deps import Deps
 from bot.errors import UsageError, new_correlation_id, run_guarded
 from bot.registry import Subcommand, Verb
-from bot.roles import Access
+from bot.roles import Access, Role
 from commands.approvals import ask_or_file, justification_modal
-from commands.context import CommandRequest
+from commands.context import CommandRequest, Reply
 from commands.ids import Action
 from workflows.connector_change import ANDROID_MAM, KIND
 from workflows.connectors import Check, ConnectorReport, Status, check_connectors, permissions_check
@@ -37,10 +37,12 @@ def register(app: App, deps: Deps) -> None:
         summary="Check the Defender-Intune connection and the Android app protection toggle.",
         access=Access.READ, handler=connectors_command, aliases=("validate",), group="Connectors",
         verbs=(Verb(ENABLE_ANDROID, f"/mam connectors {ENABLE_ANDROID} [why]",
-                    "Ask to turn on Android app protection evaluation (an approver approves).", Access.ADMIN),),
+                    "Ask to turn on Android app protection evaluation (an approver approves).", Access.ADMIN,
+                    enable_command, what="ask to turn on Android app protection evaluation"),),
     ))
-    deps.registry.add_interaction("action", Action.CONNECTORS_RECHECK, Access.READ)
-    deps.registry.add_interaction("action", Action.CONNECTORS_ENABLE_ANDROID, Access.ADMIN)
+    deps.registry.add_interaction("action", Action.CONNECTORS_RECHECK, Access.READ, what="check the connector again")
+    deps.registry.add_interaction("action", Action.CONNECTORS_ENABLE_ANDROID, Access.ADMIN,
+                                  what="ask to turn on Android app protection evaluation")
 
     @app.action(Action.CONNECTORS_ENABLE_ANDROID)
     def enable_clicked(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
@@ -72,7 +74,7 @@ def register(app: App, deps: Deps) -> None:
 
         def check() -> None:
             try:
-                _check_and_fill(deps, respond, new_correlation_id())
+                _check_and_fill(deps, respond, new_correlation_id(), viewer=str(body.get("user", {}).get("id") or ""))
             finally:
                 with lock:
                     in_flight.discard(card)
@@ -81,27 +83,32 @@ def register(app: App, deps: Deps) -> None:
         deps.runner.submit(check)
 
 
+def enable_command(req: CommandRequest) -> None:
+    """`/mam connectors enable-android [why]`: the registry routes here (admins only)."""
+    ask_or_file(req, KIND, ENABLE_CHANGE, ENABLE_TITLE, " ".join(req.args))
+
+
 def connectors_command(req: CommandRequest) -> None:
-    if req.args and req.args[0].lower() == ENABLE_ANDROID:
-        ask_or_file(req, KIND, ENABLE_CHANGE, ENABLE_TITLE, " ".join(req.args[1:]))
-        return
     if req.args:
         raise UsageError(f"`/mam connectors` takes no arguments or `{ENABLE_ANDROID}` "
-                         f"(got `{escape(' '.join(req.args))}`).")
+                         f"(got `{' '.join(req.args)}`).")
     # The ack carries the card in its checking state; one response_url update fills it in.
-    req.ack(response_type="ephemeral", text=f"{TITLE}: checking…", blocks=checking_card())
-    req.deps.runner.submit(_check_and_fill, req.deps, req.respond, req.correlation_id)
+    req.ack(response_type="ephemeral", text=md("{}: checking…", TITLE), blocks=checking_card())
+    req.deps.runner.submit(_check_and_fill, req.deps, req.respond, req.correlation_id, viewer=req.user_id)
 
 
-def _check_and_fill(deps: Deps, respond: Respond, correlation_id: str) -> None:
+def _check_and_fill(deps: Deps, respond: Reply, correlation_id: str, *, viewer: str) -> None:
+    """The card is ephemeral, seen by `viewer` alone: it offers only what they may click."""
+    can_request = Role.ADMIN in deps.roles.roles_of(viewer)
+
     def work() -> None:
         permissions = [permissions_check(deps.microsoft.check_permissions())]
         report = check_connectors(deps.microsoft.graph, now=deps.now(), cloud=deps.settings.mam_cloud.value,
                                   permissions=permissions)
         respond(replace_original=True, response_type="ephemeral", text=summary_text(report),
-                blocks=connector_card(report))
+                blocks=connector_card(report, can_request=can_request))
 
-    def tell(text: str) -> None:
+    def tell(text: Mrkdwn) -> None:
         respond(replace_original=True, response_type="ephemeral", text=text,
                 blocks=[header(TITLE), section(text), actions(button("Check again", Action.CONNECTORS_RECHECK))])
 
@@ -111,36 +118,39 @@ def _check_and_fill(deps: Deps, respond: Respond, correlation_id: str) -> None:
 def checking_card() -> list[Block]:
     return [
         header(TITLE),
-        section(":hourglass_flowing_sand: Checking the connector, its heartbeat and the Android "
-                "app protection toggle…"),
+        section(Mrkdwn(":hourglass_flowing_sand: Checking the connector, its heartbeat and the Android "
+                       "app protection toggle…")),
     ]
 
 
-def summary_text(report: ConnectorReport) -> str:
+def summary_text(report: ConnectorReport) -> Mrkdwn:
     failing = [c.title for c in report.checks if c.status is Status.FAIL]
     if not failing:
-        return f"{TITLE}: ready for Android app protection."
-    return f"{TITLE}: needs attention ({', '.join(failing)})."
+        return md("{}: ready for Android app protection.", TITLE)
+    return md("{}: needs attention ({}).", TITLE, ", ".join(failing))
 
 
-def connector_card(report: ConnectorReport) -> list[Block]:
-    verdict = (":white_check_mark: *Ready*: Defender's device threat level reaches Android app protection."
-               if report.ready else
-               ":x: *Not ready*: fix the items marked :x: before relying on threat-level policies.")
+def connector_card(report: ConnectorReport, *, can_request: bool = True) -> list[Block]:
+    """`can_request`: the one person who sees the card is a mam-bot admin, so it may offer Enable."""
+    verdict = Mrkdwn(":white_check_mark: *Ready*: Defender's device threat level reaches Android app protection."
+                     if report.ready else
+                     ":x: *Not ready*: fix the items marked :x: before relying on threat-level policies.")
     blocks: list[Block] = [header(TITLE), section(verdict)]
     blocks += [check_block(c) for c in report.checks]
-    blocks.append(context(f"Checked {report.checked_at:%Y-%m-%d %H:%M} UTC. Read-only: nothing was changed."))
+    blocks.append(context(md("Checked {:%Y-%m-%d %H:%M} UTC. Read-only: nothing was changed.", report.checked_at)))
     buttons = [button("Check again", Action.CONNECTORS_RECHECK)]
-    if report.android_app_toggle_off:
+    if report.android_app_toggle_off and can_request:
         buttons.insert(0, button("Enable (needs approval)", Action.CONNECTORS_ENABLE_ANDROID, style="primary"))
+    elif report.android_app_toggle_off:
+        blocks.append(context(md("A mam-bot admin can ask to turn it on: `/mam connectors {}`.", ENABLE_ANDROID)))
     blocks.append(actions(*buttons))
     return blocks
 
 
 def check_block(check: Check) -> Block:
-    lines = [f"{ICONS[check.status]} *{escape(check.title)}*: {escape(check.detail)}"]
+    lines = [md("{} *{}*: {}", Mrkdwn(ICONS[check.status]), check.title, check.detail)]
     if check.fix:
-        lines.append(f"*Fix:* {escape(check.fix)}")
+        lines.append(md("*Fix:* {}", check.fix))
     if check.link:
-        lines.append(f"<{check.link}|Open the portal>")
-    return section("\n".join(lines))
+        lines.append(link(check.link, "Open the portal"))
+    return section(md_join("\n", lines))

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from slack_bolt import Ack, Respond
 from slack_sdk import WebClient
 
+from bot.blocks import Mrkdwn
 from bot.errors import run_guarded
 
 if TYPE_CHECKING:
     from bot.deps import Deps
+
+
+class Answer(Protocol):
+    """Bolt's `ack` for a slash command, with the text Slack parses typed as mrkdwn (`bot.blocks.Mrkdwn`)."""
+
+    def __call__(self, text: Mrkdwn = ..., blocks: Sequence[Any] | None = None, *,
+                 response_type: str | None = None) -> Any: ...
+
+
+class Reply(Protocol):
+    """Bolt's `respond` (a `response_url` message), its text typed as mrkdwn."""
+
+    def __call__(self, text: Mrkdwn = ..., blocks: Sequence[Any] | None = None, *, response_type: str | None = None,
+                 replace_original: bool | None = None) -> Any: ...
 
 
 @dataclass
@@ -23,8 +37,8 @@ class CommandRequest:
     name: str
     args: list[str]
     text: str
-    ack: Ack
-    respond: Respond
+    ack: Answer
+    respond: Reply
     client: WebClient
     trigger_id: str
     correlation_id: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.blocks import context, divider, escape, header, section
+from bot.blocks import Mrkdwn, context, divider, header, md, md_join, section
 from bot.deps import Deps
 from bot.errors import UsageError
 from bot.registry import Registry, Subcommand
@@ -29,11 +29,11 @@ def show_help(req: CommandRequest) -> None:
     if req.args:
         sub = req.deps.registry.lookup(req.args[0])
         if sub is None:
-            raise UsageError(f"There is no `/mam {escape(req.args[0])}` to explain.")
-        req.ack(response_type="ephemeral", text=f"`{escape(sub.usage)}`: {escape(sub.summary)}")
+            raise UsageError(f"There is no `/mam {req.args[0]}` to explain.")
+        req.ack(response_type="ephemeral", text=md("`{}`: {}", sub.usage, sub.summary))
         return
     blocks = cached_help_blocks(req.deps.registry, roles, req.deps.roles.has_admins)
-    req.ack(response_type="ephemeral", text="mam-bot commands", blocks=blocks)
+    req.ack(response_type="ephemeral", text=md("mam-bot commands"), blocks=blocks)
 
 
 _cache: dict[tuple[int, frozenset[Role], bool], list[dict[str, object]]] = {}
@@ -47,11 +47,10 @@ def cached_help_blocks(registry: Registry, roles: frozenset[Role], has_admins: b
     return _cache[key]
 
 
-def describe_roles(roles: frozenset[Role]) -> str:
+def describe_roles(roles: frozenset[Role]) -> Mrkdwn:
     if not roles:
-        return "You have no mam-bot role yet, so you can only read this help."
-    names = " and ".join(sorted(r.value for r in roles))
-    return f"You are a mam-bot {names}."
+        return Mrkdwn("You have no mam-bot role yet, so you can only read this help.")
+    return md("You are a mam-bot {}.", " and ".join(sorted(r.value for r in roles)))
 
 
 def help_blocks(registry: Registry, roles: frozenset[Role], *, has_admins: bool) -> list[dict[str, object]]:
@@ -64,14 +63,14 @@ def help_blocks(registry: Registry, roles: frozenset[Role], *, has_admins: bool)
         context(describe_roles(roles)),
     ]
     for group in sorted(groups, key=lambda g: GROUP_ORDER.index(g) if g in GROUP_ORDER else 99):
-        lines = [f"`{escape(usage)}`  {escape(summary)}" for usage, summary in groups[group]]
-        blocks.append(section(f"*{group}*\n" + "\n".join(lines)))
+        lines = md_join("\n", (md("`{}`  {}", usage, summary) for usage, summary in groups[group]))
+        blocks.append(section(md("*{}*\n{}", group, lines)))
     hidden = registry.entry_count() - len(visible)
-    notes = []
+    notes: list[Mrkdwn] = []
     if hidden:
-        notes.append(f"{count(hidden, 'more command')} need a role you don't have (MAM_ADMINS / MAM_APPROVERS).")
+        notes.append(md("{} need a role you don't have (MAM_ADMINS / MAM_APPROVERS).", count(hidden, "more command")))
     if not has_admins:
-        notes.append(":warning: No admins are configured (MAM_ADMINS), so nobody can request changes.")
+        notes.append(Mrkdwn(":warning: No admins are configured (MAM_ADMINS), so nobody can request changes."))
     if notes:
         blocks += [divider(), context(*notes)]
     return blocks

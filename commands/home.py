@@ -7,14 +7,16 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.blocks import Block, divider, escape, fields_section, header, section
+from bot import slack_limits
+from bot.blocks import Block, Mrkdwn, context, divider, fields_section, header, md, section
 from bot.deps import Deps
 from bot.errors import new_correlation_id, run_guarded
 from bot.microsoft.errors import MicrosoftError
 from bot.roles import Role
-from commands.approvals import summary_line
+from commands.approvals import listed_section, summary_line
 from commands.connectors import summary_text
 from commands.help import help_blocks
+from workflows.changes import State
 from workflows.connectors import check_connectors
 from workflows.status import Status, gather
 
@@ -38,28 +40,38 @@ def publish_home(deps: Deps, client: WebClient, user_id: str) -> None:
     blocks = help_blocks(deps.registry, roles, has_admins=deps.roles.has_admins)
     if roles:  # the watch and the tenant are for admins and approvers, not for everyone who opens Home
         blocks = [*overview_blocks(deps, roles), divider(), *blocks]
-    client.views_publish(user_id=user_id, view={"type": "home", "blocks": blocks[:100]})
+    if len(blocks) > slack_limits.VIEW_BLOCKS:  # a Home tab holds 100 blocks
+        blocks = [*blocks[:slack_limits.VIEW_BLOCKS - 1],
+                  context(Mrkdwn("…and more: `/mam help` lists every command you can run."))]
+    client.views_publish(user_id=user_id, view={"type": "home", "blocks": blocks})
 
 
 def overview_blocks(deps: Deps, roles: frozenset[Role]) -> list[Block]:
     status = gather(deps)
     blocks: list[Block] = [header("mam-bot"), fields_section([
-        f"*Active blocks*\n{status.active_blocks}",
-        f"*Pending onboarding*\n{status.pending_onboarding}",
-        f"*Open change requests*\n{status.open_requests}",
-        f"*Last threat sweep*\n{_sweep_time(status)}",
+        md("*Active blocks*\n{}", status.active_blocks),
+        md("*Pending onboarding*\n{}", status.pending_onboarding),
+        md("*Open change requests*\n{}", status.open_requests),
+        md("*Last threat sweep*\n{}", _sweep_time(status)),
     ])]
     try:
         report = check_connectors(deps.microsoft.graph, now=deps.now(), cloud=deps.settings.mam_cloud.value)
         icon, health = (":white_check_mark:" if report.ready else ":warning:"), summary_text(report)
     except MicrosoftError as exc:
-        icon, health = ":warning:", f"Defender for Endpoint connector: could not read it ({exc.message})"
-    blocks.append(section(f"{icon} {escape(health)} (`/mam connectors` for the details)"))
+        icon, health = ":warning:", md("Defender for Endpoint connector: could not read it ({})", exc.message)
+    blocks.append(section(md("{} {} (`/mam connectors` for the details)", Mrkdwn(icon), health)))
     if Role.APPROVER in roles:
-        pending = [r for r in deps.changes.open_requests() if r.state == "pending"]
-        lines = [summary_line(r) for r in pending[:10]] or ["Nothing waits for your approval."]
-        blocks.append(section("*Waiting for approval*\n" + "\n".join(lines)))
+        pending = [r for r in deps.changes.open_requests() if r.state == State.PENDING][:HOME_PENDING]
+        if pending:
+            blocks.append(listed_section(md("*Waiting for approval*"), [summary_line(r) for r in pending],
+                                         deps.changes.count_open(State.PENDING), WHERE_PENDING))
+        else:
+            blocks.append(section(Mrkdwn("*Waiting for approval*\nNothing waits for your approval.")))
     return blocks
+
+
+HOME_PENDING = 10
+WHERE_PENDING = Mrkdwn("`/mam requests` lists the open requests, and each has its approval card")
 
 
 def _sweep_time(status: Status) -> str:

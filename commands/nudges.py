@@ -17,7 +17,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks import Block, actions, button, context, escape, section
+from bot.blocks import Block, Mrkdwn, actions, button, context, link, md, md_join, section
 from bot.deps import Deps
 from bot.errors import UserError, new_correlation_id, run_guarded
 from bot.outbox import Outbox
@@ -26,6 +26,7 @@ from bot.store.watch import OnboardingCase
 from commands.alerts import app_label
 from workflows.onboarding import (
     DirectoryThrottled,
+    NotTheRecipient,
     NudgeResult,
     WatchSettings,
     mark_done,
@@ -48,17 +49,18 @@ class NudgeAction(StrEnum):
 # ---- the messages ---------------------------------------------------------------------------------
 
 
-def steps(app: str) -> list[str]:
+def steps(app: str) -> list[Mrkdwn]:
     """Microsoft's end-user steps for app protection with Defender on Android, in their order."""
     return [
-        f"Make sure *Intune Company Portal* is installed: <{COMPANY_PORTAL}|get it from Google Play>. "
-        "You don't have to open it; the work apps use it in the background.",
-        f"Open *{escape(app)}* and sign in with your work account.",
-        "Tap *Continue*.",
-        f"Tap *Download* and install *Microsoft Defender* from Google Play (<{DEFENDER}|Microsoft Defender>).",
-        f"Come back to *{escape(app)}* and tap *Continue* &gt; *Launch*.",
-        "Finish Defender's onboarding: sign in and allow what it asks for.",
-        f"Tap *Continue* to sign in to *{escape(app)}*.",
+        md("Make sure *Intune Company Portal* is installed: {}. You don't have to open it; the work apps use it in "
+           "the background.", link(COMPANY_PORTAL, "get it from Google Play")),
+        md("Open *{}* and sign in with your work account.", app),
+        md("Tap *Continue*."),
+        md("Tap *Download* and install *Microsoft Defender* from Google Play ({}).",
+           link(DEFENDER, "Microsoft Defender")),
+        md("Come back to *{}* and tap *Continue* &gt; *Launch*.", app),
+        md("Finish Defender's onboarding: sign in and allow what it asks for."),
+        md("Tap *Continue* to sign in to *{}*.", app),
     ]
 
 
@@ -68,30 +70,30 @@ def first_app(case: OnboardingCase) -> str:
     return app_label(preferred)
 
 
-def nudge_text(case: OnboardingCase, number: int) -> str:
+def nudge_text(case: OnboardingCase, number: int) -> Mrkdwn:
     if number > 1:
-        return "Reminder: set up Microsoft Defender to keep using your work apps on Android"
-    return "Set up Microsoft Defender to use your work apps on Android"
+        return Mrkdwn("Reminder: set up Microsoft Defender to keep using your work apps on Android")
+    return Mrkdwn("Set up Microsoft Defender to use your work apps on Android")
 
 
 def nudge_blocks(case: OnboardingCase, slack_user: str, number: int, of: int, *,
-                 status: str | None = None) -> list[Block]:
+                 status: Mrkdwn | None = None) -> list[Block]:
     """The DM: why, the steps, and Done / Stop buttons (left off once one was pressed: `status`)."""
     first = (case.user_name or "").split(" ")[0]
-    hello = f"Hi {escape(first)}, " if first else "Hi, "
+    hello = md("Hi {}, ", first) if first else Mrkdwn("Hi, ")
     apps = ", ".join(app_label(p) for p in case.app_list)
     devices = ", ".join(d.get("name") or "your Android device" for d in case.device_list)
     if case.kind == "unregistered":
-        why = (f"{hello}your organisation protects work apps such as Outlook and Teams on Android with Microsoft "
-               "Defender. When you start using them on an Android phone or tablet, set Defender up like this:")
+        why = md("{}your organisation protects work apps such as Outlook and Teams on Android with Microsoft "
+                 "Defender. When you start using them on an Android phone or tablet, set Defender up like this:", hello)
     else:
-        why = (f"{hello}your organisation protects *{escape(apps or 'your work apps')}* on "
-               f"*{escape(devices or 'your Android device')}* with Microsoft Defender. Until Defender is set "
-               "up there, the app stops at a setup screen. It takes about five minutes:")
-    numbered = "\n".join(f"{i}. {text}" for i, text in enumerate(steps(first_app(case)), 1))
+        why = md("{}your organisation protects *{}* on *{}* with Microsoft Defender. Until Defender is set up there, "
+                 "the app stops at a setup screen. It takes about five minutes:",
+                 hello, apps or "your work apps", devices or "your Android device")
+    numbered = md_join("\n", (md("{}. {}", i, text) for i, text in enumerate(steps(first_app(case)), 1)))
     blocks: list[Block] = [section(why), section(numbered)]
-    note = ("Once Defender reports your device (usually within a few hours) I'll stop reminding you."
-            + (f" Reminder {number} of {of}." if number > 1 else ""))
+    note = md("Once Defender reports your device (usually within a few hours) I'll stop reminding you.{}",
+              md(" Reminder {} of {}.", number, of) if number > 1 else "")
     blocks.append(context(note))
     if status:
         blocks.append(section(status))
@@ -102,16 +104,16 @@ def nudge_blocks(case: OnboardingCase, slack_user: str, number: int, of: int, *,
     return blocks
 
 
-def thanks_text(case: OnboardingCase) -> str:
+def thanks_text(case: OnboardingCase) -> Mrkdwn:
     devices = ", ".join(d.get("name") or "" for d in case.device_list if d.get("name"))
-    where = f" on {escape(devices)}" if devices else ""
-    return (f":tada: Thank you! Microsoft Defender now reports your device{where}, so your work apps will let "
-            "you in. Nothing more to do.")
+    return md(":tada: Thank you! Microsoft Defender now reports your device{}, so your work apps will let you in. "
+              "Nothing more to do.", md(" on {}", devices) if devices else "")
 
 
-DONE_STATUS = (":white_check_mark: Thanks! Defender usually reports a device within a few hours; I'll hold the "
-               "reminders meanwhile and say thanks when it shows up.")
-STOP_STATUS = ":no_bell: OK, I won't remind you again. Your work apps still need Defender to open on this device."
+DONE_STATUS = Mrkdwn(":white_check_mark: Thanks! Defender usually reports a device within a few hours; I'll hold "
+                     "the reminders meanwhile and say thanks when it shows up.")
+STOP_STATUS = Mrkdwn(":no_bell: OK, I won't remind you again. Your work apps still need Defender to open on this "
+                     "device.")
 
 
 # ---- the notifier and the directory the job uses ----------------------------------------------------
@@ -192,29 +194,34 @@ class NudgeButton:
 
 
 def register(app: App, deps: Deps) -> None:
-    deps.registry.add_interaction("action", NudgeAction.DONE, Access.DM_RECIPIENT)
-    deps.registry.add_interaction("action", NudgeAction.STOP, Access.DM_RECIPIENT)
+    deps.registry.add_interaction("action", NudgeAction.DONE, Access.DM_RECIPIENT, what="answer this reminder")
+    deps.registry.add_interaction("action", NudgeAction.STOP, Access.DM_RECIPIENT, what="stop these reminders")
     settings = WatchSettings.from_settings(deps.settings)
 
-    def pressed(body: dict[str, Any], change: Callable[[str], OnboardingCase | None], status: str, what: str) -> None:
+    def pressed(body: dict[str, Any], change: Callable[[str, str], OnboardingCase | None], status: Mrkdwn,
+                what: str) -> None:
         clicked = NudgeButton.parse(body)
+        clicker = str((body.get("user") or {}).get("id") or "")
 
         def work() -> None:
-            case = change(clicked.user_id)
+            try:  # the clicker is checked against the reminder's own record before anything changes
+                case = change(clicked.user_id, clicker)
+            except NotTheRecipient:
+                deps.audit.record(actor=clicker, action=f"onboarding nudge: {what}", outcome="refused",
+                                  target=f"user {clicked.user_id}", detail="not the person the reminder was sent to")
+                raise UserError("Only the person this message was sent to can use these buttons.") from None
             if case is None:
                 raise UserError("I have no record of this reminder any more: nothing to do.")
-            if case.slack_user_id and case.slack_user_id != clicked.slack_user:
-                raise UserError("Only the person this message was sent to can use these buttons.")
             key = clicked.message_key
             if deps.outbox.get(key) is not None:  # the DM loses its buttons and says what happens next
                 deps.outbox.update(f"{key}:{what}", of=key, text=nudge_text(case, clicked.number),
-                                   blocks=nudge_blocks(case, clicked.slack_user, clicked.number,
+                                   blocks=nudge_blocks(case, clicker, clicked.number,
                                                        settings.max_nudges, status=status))
-            deps.audit.record(actor=clicked.slack_user, action=f"onboarding nudge: {what}", outcome="ok",
+            deps.audit.record(actor=clicker, action=f"onboarding nudge: {what}", outcome="ok",
                               target=f"user {clicked.user_id}")
 
-        def tell(text: str) -> None:
-            deps.outbox.post(f"note:{new_correlation_id()}", channel=clicked.slack_user, text=text)
+        def tell(text: Mrkdwn) -> None:
+            deps.outbox.post(f"note:{new_correlation_id()}", channel=clicker, text=text)
 
         deps.runner.submit(run_guarded, work, tell=tell, correlation_id=new_correlation_id(),
                            what=f"onboarding {what}")
@@ -222,9 +229,11 @@ def register(app: App, deps: Deps) -> None:
     @app.action(NudgeAction.DONE)
     def done(ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        pressed(body, lambda user: mark_done(deps.store, user, deps.now(), settings), DONE_STATUS, "done")
+        pressed(body, lambda user, clicker: mark_done(deps.store, user, deps.now(), settings, recipient=clicker),
+                DONE_STATUS, "done")
 
     @app.action(NudgeAction.STOP)
     def stop(ack: Ack, body: dict[str, Any]) -> None:
         ack()
-        pressed(body, lambda user: stop_nudges(deps.store, user, deps.now()), STOP_STATUS, "stop")
+        pressed(body, lambda user, clicker: stop_nudges(deps.store, user, deps.now(), recipient=clicker),
+                STOP_STATUS, "stop")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
+from bot.blocks import clean, cut_plain
 from bot.microsoft.errors import MicrosoftError
 from bot.roles import Access
 from commands.ids import Action
@@ -24,14 +25,13 @@ OPTION_TEXT_MAX = 75
 
 
 def option(text: str, value: str) -> dict[str, Any]:
-    if len(text) > OPTION_TEXT_MAX:
-        text = text[: OPTION_TEXT_MAX - 1] + "…"
-    return {"text": {"type": "plain_text", "text": text}, "value": value}
+    """Option text is plain_text: not escaped (Slack does not parse it), but cleaned and cut with `…`."""
+    return {"text": {"type": "plain_text", "text": cut_plain(clean(text), OPTION_TEXT_MAX) or " "}, "value": value}
 
 
 def register(app: App, deps: Deps) -> None:
-    deps.registry.add_interaction("options", Action.PICK_GROUP, Access.ADMIN)
-    deps.registry.add_interaction("options", Action.PICK_POLICY, Access.ADMIN)
+    deps.registry.add_interaction("options", Action.PICK_GROUP, Access.ADMIN, what="search groups")
+    deps.registry.add_interaction("options", Action.PICK_POLICY, Access.ADMIN, what="search policies")
 
     @app.options(Action.PICK_GROUP)
     def groups(ack: Ack, payload: dict[str, Any]) -> None:

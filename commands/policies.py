@@ -1,7 +1,7 @@
 """`/mam policy list | show <name or id>`: Android app protection policies, read-only.
 
-Each verb is one entry in `VERBS`; the command acks at once and fills the answer in with one
-`response_url` update after Graph has answered.
+Each read-only verb is one entry in `VERBS` (`new` is a registry verb: admins only); the command
+acks at once and fills the answer in with one `response_url` update after Graph has answered.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot.blocks import Block, button, context, escape, fields_section, header, section
+from bot import slack_limits
+from bot.blocks import Block, Mrkdwn, button, context, fields_section, header, md, md_join, section
+from bot.command_text import command_name
 from bot.deps import Deps
 from bot.errors import UsageError, new_correlation_id, run_guarded
 from bot.microsoft.models import AndroidPolicy
 from bot.registry import Subcommand, Verb
 from bot.roles import Access
 from commands import policy_new
-from commands.context import CommandRequest
+from commands.context import CommandRequest, Reply
 from commands.ids import Action
 from workflows.policies import (
     PARTNER_PRIORITY_LABELS,
@@ -39,9 +41,9 @@ from workflows.policies import (
 )
 from workflows.resolve import Ambiguous, NotFound
 
-USAGE = "/mam policy list | show <name or id>"
+USAGE = "/mam policy list [part of a name] | show <name or id>"
 NEW_USAGE = "/mam policy new"
-MAX_MESSAGE_BLOCKS = 50
+MAX_MESSAGE_BLOCKS = slack_limits.MESSAGE_BLOCKS
 LIST_LIMIT = MAX_MESSAGE_BLOCKS - 3  # header, summary and the "more" note take the other three
 PICK_LIMIT = 10
 APPS_SHOWN = 15
@@ -59,29 +61,30 @@ def register(app: App, deps: Deps) -> None:
         summary="Android app protection policies: Defender threat level, action, apps and groups.",
         access=Access.READ, handler=policy_command, group="Policies",
         verbs=(Verb("new", NEW_USAGE, "A form for a new Android app protection policy with a max device threat "
-                                      "level (an approver approves).", Access.ADMIN),),
+                                      "level (an approver approves).", Access.ADMIN,
+                    lambda req: policy_new.new_command(req, req.args),
+                    what="ask for a new app protection policy"),),
     ))
     for action, replace in ((Action.POLICY_SHOW, False), (Action.POLICY_PICK, True)):
-        deps.registry.add_interaction("action", action, Access.READ)
+        deps.registry.add_interaction("action", action, Access.READ, what="read policy details")
         app.action(action)(_show_button(deps, replace=replace))
 
 
 def policy_command(req: CommandRequest) -> None:
     verb, *rest = req.args or ["list"]
-    handler = VERBS.get(verb.lower())
+    handler = VERBS.get(command_name(verb))
     if handler is None:
-        known = ", ".join(f"`{v}`" for v in VERBS)
-        raise UsageError(f"I don't know `/mam policy {escape(verb)}`; try {known}.")
+        known = ", ".join(f"`{v}`" for v in (*VERBS, "new"))
+        raise UsageError(f"I don't know `/mam policy {verb}`; try {known}.")
     handler(req, rest)
 
 
 def list_command(req: CommandRequest, args: list[str]) -> None:
-    if args:
-        raise UsageError("`/mam policy list` takes no arguments; `/mam policy show &lt;name&gt;` shows one policy.")
-    req.ack(response_type="ephemeral", text=":hourglass_flowing_sand: Reading Android app protection policies…")
+    query = " ".join(" ".join(args).split())  # `/mam policy list pilot`: the policies with "pilot" in the name
+    req.ack(response_type="ephemeral", text=md(":hourglass_flowing_sand: Reading Android app protection policies…"))
 
     def work() -> None:
-        page = list_policies(req.deps.microsoft.graph, limit=LIST_LIMIT)
+        page = list_policies(req.deps.microsoft.graph, limit=LIST_LIMIT, query=query)
         req.respond(replace_original=True, response_type="ephemeral", text=list_summary(page),
                     blocks=list_blocks(page))
 
@@ -93,7 +96,7 @@ def show_command(req: CommandRequest, args: list[str]) -> None:
     query = " ".join(args).strip()
     if not query:
         raise UsageError("Which policy? Give its name (in quotes if it has spaces) or its id.")
-    req.ack(response_type="ephemeral", text=f":hourglass_flowing_sand: Reading the policy *{escape(query)}*…")
+    req.ack(response_type="ephemeral", text=md(":hourglass_flowing_sand: Reading the policy *{}*…", query))
 
     def work() -> None:
         text, blocks = lookup_message(show_policy(req.deps.microsoft.graph, query))
@@ -105,8 +108,7 @@ def show_command(req: CommandRequest, args: list[str]) -> None:
 VERBS: dict[str, Callable[[CommandRequest, list[str]], None]] = {
     "list": list_command,
     "show": show_command,
-    "new": policy_new.new_command,
-}
+}  # `new` is a verb of its own in the registry: it needs an admin
 
 
 def _show_button(deps: Deps, *, replace: bool) -> Callable[..., None]:
@@ -120,12 +122,12 @@ def _show_button(deps: Deps, *, replace: bool) -> Callable[..., None]:
     return show
 
 
-def _show_by_id(deps: Deps, respond: Respond, policy_id: str, replace: bool, correlation_id: str) -> None:
+def _show_by_id(deps: Deps, respond: Reply, policy_id: str, replace: bool, correlation_id: str) -> None:
     def work() -> None:
         text, blocks = lookup_message(show_policy_by_id(deps.microsoft.graph, policy_id))
         respond(replace_original=replace, response_type="ephemeral", text=text, blocks=blocks)
 
-    def tell(text: str) -> None:
+    def tell(text: Mrkdwn) -> None:
         respond(replace_original=False, response_type="ephemeral", text=text)
 
     run_guarded(work, tell=tell, correlation_id=correlation_id, what="policy show")
@@ -134,42 +136,51 @@ def _show_by_id(deps: Deps, respond: Respond, policy_id: str, replace: bool, cor
 # ---- Block Kit: the list ------------------------------------------------------------------------------
 
 
-def list_summary(page: PolicyPage) -> str:
+def list_summary(page: PolicyPage) -> Mrkdwn:
     if not page.total:
-        return f"{LIST_TITLE}: none yet."
-    return f"{LIST_TITLE}: {_count(page.total, 'policy', 'policies')}, {page.ignoring_defender} ignoring Defender."
+        return md("{}: none yet.", LIST_TITLE)
+    return md("{}: {}, {} ignoring Defender.", LIST_TITLE, _count(page.total, "policy", "policies"),
+              page.ignoring_defender)
 
 
 def list_blocks(page: PolicyPage) -> list[Block]:
     blocks: list[Block] = [header(LIST_TITLE)]
     if not page.total:
-        blocks.append(section("There are no Android app protection policies in this tenant yet."))
+        blocks.append(section(md("No Android app protection policy has *{}* in its name. `/mam policy list` "
+                                 "lists them all.", page.query) if page.query else
+                              Mrkdwn("There are no Android app protection policies in this tenant yet.")))
         return blocks
     summary = _count(page.total, "policy", "policies")
+    if page.query:
+        summary += f" with “{page.query}” in the name"
     if page.ignoring_defender:
         ignore = "ignores" if page.ignoring_defender == 1 else "ignore"
         summary += (f"; :warning: {page.ignoring_defender} {ignore} Defender's signal "
                     "(max allowed device threat level not configured)")
-    blocks.append(context(summary + "."))
+    blocks.append(context(md("{}.", summary)))
     blocks += [policy_row(p) for p in page.policies]
     if page.more:
-        blocks.append(context(f"…and {page.more} more not shown (Slack shows {MAX_MESSAGE_BLOCKS} blocks "
-                              "at most). `/mam policy show &lt;name or id&gt;` shows one policy in full."))
+        blocks.append(context(more_line(page)))
     return blocks[:MAX_MESSAGE_BLOCKS]
 
 
+def more_line(page: PolicyPage) -> Mrkdwn:
+    """How many policies the list leaves out (a message holds 50 blocks) and how to see them."""
+    narrow = "more of the name" if page.query else "part of a name"
+    return md("…and {:,} more: `/mam policy list &lt;{}&gt;` narrows it down; `/mam policy show &lt;name or id&gt;` "
+              "shows one in full.", page.more, narrow)
+
+
 def policy_row(policy: AndroidPolicy) -> Block:
-    lines = [f"*{escape(policy.displayName)}*", _threat_line(policy),
-             f"Devices: {escape(', '.join(management_level_labels(policy)))}",
-             f"Apps: {escape(apps_label(policy))} · Assigned: {_assignment_summary(policy)}"]
-    return section("\n".join(lines), accessory=button("Details", Action.POLICY_SHOW, policy.id))
+    text = md("*{}*\n{}\nDevices: {}\nApps: {} · Assigned: {}", policy.displayName, _threat_line(policy),
+              ", ".join(management_level_labels(policy)), apps_label(policy), _assignment_summary(policy))
+    return section(text, accessory=button("Details", Action.POLICY_SHOW, policy.id))
 
 
-def _threat_line(policy: AndroidPolicy) -> str:
+def _threat_line(policy: AndroidPolicy) -> Mrkdwn:
     if ignores_defender(policy):
-        return ":warning: Max device threat level *not configured*: ignores Defender's signal"
-    return (f":shield: Max device threat level *{escape(threat_level_label(policy))}*, "
-            f"above it: {escape(action_label(policy))}")
+        return Mrkdwn(":warning: Max device threat level *not configured*: ignores Defender's signal")
+    return md(":shield: Max device threat level *{}*, above it: {}", threat_level_label(policy), action_label(policy))
 
 
 def _assignment_summary(policy: AndroidPolicy) -> str:
@@ -182,96 +193,94 @@ def _assignment_summary(policy: AndroidPolicy) -> str:
 # ---- Block Kit: one policy, a pick list, not found -----------------------------------------------------
 
 
-def lookup_message(result: PolicyLookup | NotFound) -> tuple[str, list[Block]]:
+def lookup_message(result: PolicyLookup | NotFound) -> tuple[Mrkdwn, list[Block]]:
     """(notification text, blocks) for whatever a lookup found."""
     if isinstance(result, PolicyDetail):
-        return f"{SHOW_TITLE}: {escape(result.policy.displayName)}", detail_blocks(result)
+        return md("{}: {}", SHOW_TITLE, result.policy.displayName), detail_blocks(result)
     if isinstance(result, Ambiguous):
-        return f"Several policies match {escape(result.query)}.", pick_list_blocks(result)
+        return md("Several policies match {}.", result.query), pick_list_blocks(result)
     text = not_found_text(result)
     return text, [section(text)]
 
 
 def detail_blocks(detail: PolicyDetail) -> list[Block]:
     policy = detail.policy
-    title = f"*{escape(policy.displayName)}*"
+    title = md("*{}*", policy.displayName)
     if policy.description and policy.description.strip():
-        title += "\n" + escape(_shorten(policy.description.strip(), DESCRIPTION_MAX))
+        title = md("{}\n{}", title, _shorten(policy.description.strip(), DESCRIPTION_MAX))
     blocks: list[Block] = [header(SHOW_TITLE), section(title)]
     if detail.partly_matched:
-        blocks.append(context(f":mag: The only policy whose name matches *{escape(detail.partly_matched)}*."))
+        blocks.append(context(md(":mag: The only policy whose name matches *{}*.", detail.partly_matched)))
     if ignores_defender(policy):
-        blocks.append(section(
+        blocks.append(section(md(
             ":warning: *Max allowed device threat level is not configured*: this policy ignores Defender's "
-            f"signal, so a device at high risk keeps its managed apps.\n*Set it in:* {escape(WHERE_TO_SET_IT)}"
-        ))
+            "signal, so a device at high risk keeps its managed apps.\n*Set it in:* {}", WHERE_TO_SET_IT
+        )))
     blocks.append(fields_section(settings_fields(policy)))
     blocks.append(section(apps_text(detail)))
     blocks.append(section(targets_text(detail)))
-    blocks.append(context(f"Id `{escape(policy.id)}` · Read-only: nothing was changed."))
+    blocks.append(context(md("Id `{}` · Read-only: nothing was changed.", policy.id)))
     return blocks
 
 
-def settings_fields(policy: AndroidPolicy) -> list[str]:
-    threat = threat_level_label(policy)
+def settings_fields(policy: AndroidPolicy) -> list[Mrkdwn]:
     fields = [
-        f"*Max allowed device threat level*\n{escape(threat)}",
-        f"*Action above it*\n{escape(action_label(policy))}",
-        f"*Device types*\n{escape(', '.join(management_level_labels(policy)))}",
-        f"*Apps*\n{escape(apps_label(policy))}",
-        f"*Assigned*\n{_yes_no(policy.isAssigned)}",
-        f"*Last modified*\n{_when(policy.lastModifiedDateTime)}",
+        md("*Max allowed device threat level*\n{}", threat_level_label(policy)),
+        md("*Action above it*\n{}", action_label(policy)),
+        md("*Device types*\n{}", ", ".join(management_level_labels(policy))),
+        md("*Apps*\n{}", apps_label(policy)),
+        md("*Assigned*\n{}", _yes_no(policy.isAssigned)),
+        md("*Last modified*\n{}", _when(policy.lastModifiedDateTime)),
     ]
     if policy.mobileThreatDefensePartnerPriority:
         priority = label(PARTNER_PRIORITY_LABELS, policy.mobileThreatDefensePartnerPriority)
-        fields.append(f"*Primary MTD service*\n{escape(priority)}")
+        fields.append(md("*Primary MTD service*\n{}", priority))
     return fields
 
 
-def apps_text(detail: PolicyDetail) -> str:
+def apps_text(detail: PolicyDetail) -> Mrkdwn:
     names = detail.apps
     if not names:
-        return "*Apps*: none. The policy protects no app until apps are added."
-    shown = ", ".join(escape(n) for n in names[:APPS_SHOWN])
+        return Mrkdwn("*Apps*: none. The policy protects no app until apps are added.")
     rest = len(names) - APPS_SHOWN
-    return f"*Apps* ({len(names)}): {shown}" + (f" and {rest} more" if rest > 0 else "")
+    return md("*Apps* ({}): {}{}", len(names), ", ".join(names[:APPS_SHOWN]), f" and {rest} more" if rest > 0 else "")
 
 
-def targets_text(detail: PolicyDetail) -> str:
+def targets_text(detail: PolicyDetail) -> Mrkdwn:
     if not detail.targets:
-        return "*Groups*: not assigned to any group, so it applies to nobody yet."
-    lines = ["*Groups*"]
+        return Mrkdwn("*Groups*: not assigned to any group, so it applies to nobody yet.")
+    lines = [Mrkdwn("*Groups*")]
     for target in detail.targets[:TARGETS_SHOWN]:
-        verb = ":no_entry_sign: Excluded" if target.excluded else ":busts_in_silhouette: Included"
+        verb = Mrkdwn(":no_entry_sign: Excluded" if target.excluded else ":busts_in_silhouette: Included")
         if not target.found:
-            lines.append(f"{verb}: group `{escape(target.group_id)}`, not found (deleted?)")
+            lines.append(md("{}: group `{}`, not found (deleted?)", verb, target.group_id))
             continue
         members = "" if target.members is None else f" · {_count(target.members, 'member', 'members')}"
-        lines.append(f"{verb}: *{escape(target.name)}*{members}")
+        lines.append(md("{}: *{}*{}", verb, target.name, members))
     rest = len(detail.targets) - TARGETS_SHOWN
     if rest > 0:
-        lines.append(f"…and {rest} more")
-    return "\n".join(lines)
+        lines.append(md("…and {} more", rest))
+    return md_join("\n", lines)
 
 
 def pick_list_blocks(result: Ambiguous[AndroidPolicy]) -> list[Block]:
-    blocks: list[Block] = [section(
-        f":mag: {len(result.items)} Android app protection policies match *{escape(result.query)}*: pick one."
-    )]
+    blocks: list[Block] = [section(md(
+        ":mag: {} Android app protection policies match *{}*: pick one.", len(result.items), result.query
+    ))]
     for policy in result.items[:PICK_LIMIT]:
-        text = f"*{escape(policy.displayName)}*\n{_threat_line(policy)}"
+        text = md("*{}*\n{}", policy.displayName, _threat_line(policy))
         blocks.append(section(text, accessory=button("Show", Action.POLICY_PICK, policy.id)))
     rest = len(result.items) - PICK_LIMIT
     if rest > 0:
-        blocks.append(context(f"…and {rest} more: type more of the name, or give the policy id."))
+        blocks.append(context(md("…and {} more: type more of the name, or give the policy id.", rest)))
     return blocks
 
 
-def not_found_text(result: NotFound) -> str:
-    text = f":grey_question: No Android app protection policy called *{escape(result.query)}*."
+def not_found_text(result: NotFound) -> Mrkdwn:
+    text = md(":grey_question: No Android app protection policy called *{}*.", result.query)
     if result.closest:
-        return text + " Closest: " + ", ".join(f"*{escape(name)}*" for name in result.closest) + "."
-    return text + " `/mam policy list` shows them all."
+        return md("{} Closest: {}.", text, md_join(", ", (md("*{}*", name) for name in result.closest)))
+    return md("{} `/mam policy list` shows them all.", text)
 
 
 def _count(n: int, one: str, many: str) -> str:

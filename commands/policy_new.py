@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.blocks import escape, section
+from bot.blocks import Mrkdwn, escape, md, section
 from bot.errors import UserError, new_correlation_id, run_guarded
 from bot.microsoft.errors import MicrosoftError
 from bot.roles import Access
@@ -77,7 +77,7 @@ def _group_picker(block_id: str, label: str, initial: list[dict[str, Any]]) -> d
             "label": {"type": "plain_text", "text": label}}
 
 
-def new_policy_modal(values: dict[str, Any] | None = None, error: str | None = None) -> dict[str, Any]:
+def new_policy_modal(values: dict[str, Any] | None = None, error: Mrkdwn | None = None) -> dict[str, Any]:
     """The form; `values` refills it after a failed filing, so nothing typed is lost."""
     v = values or {}
     app_options = [option(name, package) for package, name in FRIENDLY_APP_NAMES.items()]
@@ -89,7 +89,7 @@ def new_policy_modal(values: dict[str, Any] | None = None, error: str | None = N
     chosen_types = v.get("device_types") or ["unmanaged"]
     blocks: list[dict[str, Any]] = []
     if error:
-        blocks.append(section(f":x: {escape(error)}"))
+        blocks.append(section(md(":x: {}", error)))
     blocks += [
         _text_input("name", "Policy name", initial=v.get("name", ""), max_length=256,
                     placeholder="e.g. Android MAM - block above low threat"),
@@ -194,7 +194,7 @@ def change_from(values: dict[str, Any]) -> dict[str, Any]:
     return {"draft": draft, "include": values["include"], "exclude": values["exclude"]}
 
 
-def _message_view(title: str, text: str) -> dict[str, Any]:
+def _message_view(title: str, text: Mrkdwn) -> dict[str, Any]:
     return {"type": "modal", "callback_id": f"{View.POLICY_NEW}_done",
             "title": {"type": "plain_text", "text": title[:24]}, "close": {"type": "plain_text", "text": "Close"},
             "blocks": [section(text)]}
@@ -210,7 +210,7 @@ def new_command(req: CommandRequest, args: list[str]) -> None:
 
 
 def register(app: App, deps: Deps) -> None:
-    deps.registry.add_interaction("view", View.POLICY_NEW, Access.ADMIN)
+    deps.registry.add_interaction("view", View.POLICY_NEW, Access.ADMIN, what="ask for a new app protection policy")
 
     @app.view(View.POLICY_NEW)
     def submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
@@ -220,8 +220,8 @@ def register(app: App, deps: Deps) -> None:
         if errors:
             ack(response_action="errors", errors=errors)
             return
-        ack(response_action="update", view=_message_view("Filing…", ":hourglass_flowing_sand: Checking the "
-                                                          "tenant and filing your change request…"))
+        ack(response_action="update", view=_message_view("Filing…", Mrkdwn(":hourglass_flowing_sand: Checking the "
+                                                                 "tenant and filing your change request…")))
         user, view_id = body["user"]["id"], view["id"]
 
         def work() -> None:
@@ -230,13 +230,14 @@ def register(app: App, deps: Deps) -> None:
                                             justification=values["justification"])
             except (UserError, MicrosoftError) as exc:
                 # back to the form with everything as typed, and the reason on top
-                client.views_update(view_id=view_id, view=new_policy_modal(values, error=str(exc)))
+                shown = exc.mrkdwn if isinstance(exc, UserError) else escape(str(exc))
+                client.views_update(view_id=view_id, view=new_policy_modal(values, error=shown))
                 return
             deps.policy_names.invalidate()
             client.views_update(view_id=view_id, view=_message_view(
-                f"Request #{request.id}", f":inbox_tray: Filed change request #{request.id}: "
-                f"{escape(request.title)}.\nAn approver (not you) has to approve it; you'll get a DM with "
-                "the outcome."))
+                f"Request #{request.id}", md(":inbox_tray: Filed change request #{}: {}.\nAn approver (not you) "
+                                             "has to approve it; you'll get a DM with the outcome.",
+                                             request.id, request.title)))
 
         deps.runner.submit(run_guarded, work, tell=lambda text: client.views_update(
             view_id=view_id, view=_message_view("Something went wrong", text)),

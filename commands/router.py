@@ -1,60 +1,53 @@
-"""The `/mam` command: parse, find the subcommand, hand it over, record it in the audit log."""
+"""The `/mam` command: run the route the authorization middleware found, record it in the audit log."""
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.blocks import escape
+from bot.command_text import CommandText
 from bot.deps import Deps
 from bot.errors import UsageError, new_correlation_id
+from bot.registry import COMMAND_KEY, ROUTE_KEY, Route
 from commands.context import CommandRequest
 
 GENERAL_USAGE = "Usage: `/mam &lt;command&gt; [arguments]`. `/mam help` lists the commands you can run."
-
-_SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
-
-
-def parse(text: str) -> list[str]:
-    """Split like a shell, so `"Sales EMEA"` stays one argument; Slack's curly quotes count too."""
-    try:
-        return shlex.split(text.translate(_SMART_QUOTES))
-    except ValueError as exc:
-        raise UsageError(f"I couldn't read that: {exc} (a quote is not closed?).") from None
 
 
 def register(app: App, deps: Deps) -> None:
     deps.registry.slack_commands.add("/mam")
 
     @app.command("/mam")
-    def mam(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+    def mam(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient, context: BoltContext) -> None:
         user_id = body.get("user_id", "")
-        text = (body.get("text") or "").strip()
         correlation_id = new_correlation_id()
-        try:
-            words = parse(text)
-        except UsageError as exc:
-            ack(response_type="ephemeral", text=f":x: {exc}\n{GENERAL_USAGE}")
+        # Read and routed once, by the authorization middleware: the route run is the route checked.
+        command: CommandText | None = context.get(COMMAND_KEY)
+        route: Route | None = context.get(ROUTE_KEY)
+        if command is None:  # never reached through the middleware: run nothing
+            ack(response_type="ephemeral", text=":x: That command was not checked, so I did not run it.")
+            return
+        text = command.text
+        if command.error:
+            ack(response_type="ephemeral", text=f":x: I couldn't read that: {escape(command.error)}.\n{GENERAL_USAGE}")
             _audit(deps, user_id, text, "not understood", correlation_id)
             return
-        name = words[0].lower() if words else "help"
-        sub = deps.registry.lookup(name)
-        if sub is None:
-            ack(response_type="ephemeral", text=unknown_command_text(deps, name))
+        if route is None:
+            ack(response_type="ephemeral", text=unknown_command_text(deps, command.name))
             _audit(deps, user_id, text, "unknown", correlation_id)
             return
         request = CommandRequest(
-            deps=deps, user_id=user_id, channel_id=body.get("channel_id", ""), name=sub.name,
-            args=words[1:], text=text, ack=ack, respond=respond, client=client,
+            deps=deps, user_id=user_id, channel_id=body.get("channel_id", ""), name=route.name,
+            args=route.args, text=text, ack=ack, respond=respond, client=client,
             trigger_id=body.get("trigger_id", ""), correlation_id=correlation_id, body=body,
         )
         try:
-            sub.handler(request)
+            route.handler(request)
         except UsageError as exc:
-            ack(response_type="ephemeral", text=f":x: {exc}\nUsage: `{escape(sub.usage)}`")
+            ack(response_type="ephemeral", text=f":x: {exc}\nUsage: `{escape(route.usage)}`")
             _audit(deps, user_id, text, "not understood", correlation_id)
             return
         # "accepted": the command was understood and allowed; what it then did (a change cancelled, a

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from slack_bolt import App
 
-from bot.blocks import Block, context, escape, fields_section, header, section
+from bot.blocks import Block, Mrkdwn, context, cut_plain, fields_section, header, md, md_join, section
 from bot.errors import UsageError
 from bot.registry import Subcommand
 from bot.roles import Access
@@ -28,7 +28,7 @@ def register(app: App, deps: Deps) -> None:
 def status_command(req: CommandRequest) -> None:
     if req.args:
         raise UsageError("`/mam status` takes no arguments.")
-    req.ack(response_type="ephemeral", text=":hourglass_flowing_sand: Gathering the bot's status…")
+    req.ack(response_type="ephemeral", text=md(":hourglass_flowing_sand: Gathering the bot's status…"))
 
     def work() -> None:
         status = gather(req.deps)
@@ -38,10 +38,10 @@ def status_command(req: CommandRequest) -> None:
     req.later(work, "status")
 
 
-def summary(status: Status) -> str:
-    return (f"mam-bot status: {count(status.active_blocks, 'active block')}, "
-            f"{count(status.pending_onboarding, 'pending onboarding')}, "
-            f"{count(status.open_requests, 'open change request')}")
+def summary(status: Status) -> Mrkdwn:
+    return md("mam-bot status: {}, {}, {}", count(status.active_blocks, "active block"),
+              count(status.pending_onboarding, "pending onboarding"),
+              count(status.open_requests, "open change request"))
 
 
 def status_blocks(status: Status) -> list[Block]:
@@ -54,28 +54,30 @@ def status_blocks(status: Status) -> list[Block]:
                       + (" :x: failed" if not sweep.ok else ""))
     else:
         sweep_text = "none yet"
-    leader = (f"`{escape(status.leader)}` (lease until {status.leader_until:%H:%M:%S} UTC)"
+    leader = (md("`{}` (lease until {:%H:%M:%S} UTC)", status.leader, status.leader_until)
               if status.leader and status.leader_until else "none: no process holds the scheduler lease")
     jobs = []
     for job in status.jobs:
         last = (f"{job.last.started_at:%Y-%m-%d %H:%M} {job.last.outcome}" if job.last else "never")
         upcoming = f"{job.next_run:%Y-%m-%d %H:%M %Z}" if job.next_run else "not scheduled"
-        jobs.append(f"`{job.name}`: last {last}; next {upcoming}")
+        jobs.append(md("`{}`: last {}; next {}", job.name, last, upcoming))
     blocks: list[Block] = [
         header("mam-bot status"),
         fields_section([
-            f"*Active blocks*\n{status.active_blocks}",
-            f"*Pending onboarding*\n{status.pending_onboarding}",
-            f"*Nudges sent (7 days)*\n{status.nudges_sent_7d}",
-            f"*Open change requests*\n{status.open_requests}",
+            md("*Active blocks*\n{}", status.active_blocks),
+            md("*Pending onboarding*\n{}", status.pending_onboarding),
+            md("*Nudges sent (7 days)*\n{}", status.nudges_sent_7d),
+            md("*Open change requests*\n{}", status.open_requests),
         ]),
-        section(f"*Last threat sweep:* {sweep_text}\n*Leader:* {leader}"),
-        section("*Jobs*\n" + "\n".join(jobs)),
-        section(f"*Outbox:* {count(status.outbox_pending, 'message')} waiting"
-                + (f"; {len(status.outbox_failed)} failed recently" if status.outbox_failed else "")),
+        section(md("*Last threat sweep:* {}\n*Leader:* {}", sweep_text, leader)),
+        section(md("*Jobs*\n{}", md_join("\n", jobs))),
+        section(md("*Outbox:* {} waiting{}", count(status.outbox_pending, "message"),
+                   f"; {len(status.outbox_failed)} failed recently" if status.outbox_failed else "")),
     ]
     problems = [*status.errors, *status.outbox_failed]
     if problems:
-        blocks.append(section("*Last errors*\n" + "\n".join(f"• {escape(p[:300])}" for p in problems[:8])))
-    blocks.append(context("Blocks are inferred from Defender's device threat level and each policy's maximum."))
+        blocks.append(section(md("*Last errors*\n{}",
+                                 md_join("\n", (md("• {}", cut_plain(p, 300)) for p in problems[:8])))))
+    blocks.append(context(Mrkdwn("Blocks are inferred from Defender's device threat level and each policy's "
+                                 "maximum.")))
     return blocks

@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from bot.blocks import md, mention
 from bot.clock import as_utc
 from bot.errors import UserError
 from bot.microsoft.errors import MicrosoftError
@@ -99,7 +100,7 @@ class Notifier(Protocol):
 @dataclass(frozen=True)
 class Result:
     ok: bool
-    message: str
+    message: str  # for people: a plain str is escaped when shown, a `Mrkdwn` is shown as it is
     request: ChangeRequest | None = None
 
 
@@ -144,6 +145,13 @@ class ChangeService:
 
     def open_requests(self, limit: int = 20) -> list[ChangeRequest]:
         return self._list(col(ChangeRequest.state).in_([s.value for s in OPEN_STATES]), limit)
+
+    def count_open(self, state: State | None = None) -> int:
+        """How many requests are open (or in `state`): lists show some, and say how many more there are."""
+        states = [state.value] if state is not None else [s.value for s in OPEN_STATES]
+        with self.store.session() as session:
+            return int(session.exec(select(func.count()).select_from(ChangeRequest).where(
+                col(ChangeRequest.state).in_(states))).one())
 
     def requests_by(self, user_id: str, limit: int = 10) -> list[ChangeRequest]:
         return self._list(col(ChangeRequest.requester) == user_id, limit)
@@ -232,7 +240,8 @@ class ChangeService:
     def cancel(self, request_id: int, user: str) -> Result:
         request = self.require(request_id)
         if request.requester != user:
-            return Result(False, f"Only the requester (<@{request.requester}>) can cancel #{request_id}.", request)
+            return Result(False, md("Only the requester ({}) can cancel #{}.", mention(request.requester), request_id),
+                          request)
         if not self._transition(request_id, [State.PENDING], State.CANCELLED, decided_by=user,
                                 decided_at=self.now()):
             return Result(False, f"#{request_id} is {request.state}; only pending requests can be cancelled.")

@@ -47,8 +47,8 @@ from bot.store.watch import (
 if TYPE_CHECKING:
     from bot.deps import Deps
 
-__all__ = ["NudgeResult", "WatchSettings", "mark_done", "nudge_job", "nudges_sent", "pending_onboardings",
-           "run_onboarding_nudges", "stop_nudges", "sync_cases"]
+__all__ = ["NotTheRecipient", "NudgeResult", "WatchSettings", "mark_done", "nudge_job", "nudges_sent",
+           "pending_onboardings", "run_onboarding_nudges", "stop_nudges", "sync_cases"]
 
 log = logging.getLogger(__name__)
 
@@ -494,23 +494,31 @@ def find_case(store: Store, user_id: str) -> OnboardingCase | None:
         return session.get(OnboardingCase, user_id.lower())
 
 
-def mark_done(store: Store, user_id: str, now: datetime,
-              settings: WatchSettings | None = None) -> OnboardingCase | None:
-    """"Done": hold reminders while Defender reports the device (the sweep sends the thank-you)."""
+class NotTheRecipient(Exception):
+    """A reminder's button was pressed by someone other than the person it was sent to."""
+
+
+def mark_done(store: Store, user_id: str, now: datetime, settings: WatchSettings | None = None, *,
+              recipient: str | None = None) -> OnboardingCase | None:
+    """"Done": hold reminders while Defender reports the device (the sweep sends the thank-you).
+    With `recipient`, only the Slack user the reminders went to may do it (NotTheRecipient)."""
     settings = settings or WatchSettings()
-    return _set(store, user_id, done_at=now, paused_until=now + settings.done_grace)
+    return _set(store, user_id, recipient, done_at=now, paused_until=now + settings.done_grace)
 
 
-def stop_nudges(store: Store, user_id: str, now: datetime) -> OnboardingCase | None:
+def stop_nudges(store: Store, user_id: str, now: datetime, *, recipient: str | None = None) -> OnboardingCase | None:
     """"Stop reminding me": no more nudges or reminders for this user, this round or later ones."""
-    return _set(store, user_id, state=STOPPED, stopped_at=now)
+    return _set(store, user_id, recipient, state=STOPPED, stopped_at=now)
 
 
-def _set(store: Store, user_id: str, **values: Any) -> OnboardingCase | None:
+def _set(store: Store, user_id: str, recipient: str | None, **values: Any) -> OnboardingCase | None:
     with store.session() as session:
         case = session.get(OnboardingCase, user_id.lower())
         if case is None:
             return None
+        # who pressed is checked before anything changes, against the case's own record of whom it DMed
+        if recipient is not None and case.slack_user_id != recipient:
+            raise NotTheRecipient(user_id)
         if case.state == STOPPED and values.get("state") != STOPPED:
             return case
         for name, value in values.items():

@@ -158,27 +158,36 @@ class PolicyReader(Protocol):
 
 @dataclass(frozen=True)
 class PolicyPage:
-    """The first `limit` policies Graph returned, and how many there are in all."""
+    """The first `limit` policies Graph returned (those whose name contains `query`, when given), and
+    how many there are in all."""
 
     policies: list[AndroidPolicy]
     total: int
     ignoring_defender: int
+    query: str = ""
+    """Part of a name the list was narrowed to; "" for every policy."""
 
     @property
     def more(self) -> int:
         return self.total - len(self.policies)
 
 
-def list_policies(graph: PolicyReader, *, limit: int) -> PolicyPage:
-    """Streams the policies a page at a time; only the first `limit` are kept, the rest counted."""
+def list_policies(graph: PolicyReader, *, limit: int, query: str = "") -> PolicyPage:
+    """Streams the policies a page at a time; only the first `limit` are kept, the rest counted.
+
+    With a `query`, only policies whose name contains it (any case, any spacing) are listed and counted.
+    """
+    wanted = " ".join(query.split()).casefold()
     shown: list[AndroidPolicy] = []
     total = ignoring = 0
     for policy in graph.iter_android_policies():
+        if wanted and wanted not in " ".join((policy.displayName or "").split()).casefold():
+            continue
         total += 1
         ignoring += ignores_defender(policy)
         if len(shown) < limit:
             shown.append(policy)
-    return PolicyPage(shown, total, ignoring)
+    return PolicyPage(shown, total, ignoring, " ".join(query.split()))
 
 
 # ---- one policy, the whole picture -------------------------------------------------------------------

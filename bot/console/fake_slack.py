@@ -15,11 +15,17 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from bot import slack_limits
+from bot.slack_limits import block_problems as block_problems  # re-exported: tests check blocks with it
+from bot.slack_limits import message_problems, options_problems, view_problems
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +48,9 @@ RESPONSE_URL_TTL_SECONDS = 30 * 60
 # Bolt's respond()) does not raise on it, it returns the status, so tests assert on uses instead.
 RESPONSE_URL_SPENT_STATUS = 410
 TRIGGER_TTL_SECONDS = 3.0
-MAX_MESSAGE_BLOCKS = 50
-MAX_VIEW_BLOCKS = 100
-MAX_MESSAGE_TEXT = 40_000
+MAX_MESSAGE_BLOCKS = slack_limits.MESSAGE_BLOCKS
+MAX_VIEW_BLOCKS = slack_limits.VIEW_BLOCKS
+MAX_MESSAGE_TEXT = slack_limits.MESSAGE_TEXT
 _TS_BASE = 1_700_000_000
 
 EventKind = Literal[
@@ -224,6 +230,51 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class LimitError(ApiError):
+    """A payload over one of Slack's documented limits (bot.slack_limits): answered, and recorded."""
+
+    def __init__(self, error: str, problems: Sequence[str]) -> None:
+        messages = [f"[ERROR] {p}" for p in problems]
+        extra: dict[str, Any] = {"response_metadata": {"messages": messages}}
+        if error == "invalid_blocks":
+            extra["errors"] = list(problems)
+        super().__init__(error, **extra)
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class LimitViolation:
+    """A payload the fake refused because Slack would have: tests fail on any that are left."""
+
+    method: str
+    """The Web API method, `response_url`, `ack` (a slash command's or view submission's ack) or `options`."""
+    error: str
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.method}: {self.error}: " + "; ".join(self.problems)
+
+
+_LIVE: weakref.WeakSet[FakeSlack] = weakref.WeakSet()
+_TRACKERS: list[list[FakeSlack]] = []
+
+
+def live_fakes() -> list[FakeSlack]:
+    """Every FakeSlack not yet garbage-collected (the test suite checks their limit violations)."""
+    return list(_LIVE)
+
+
+@contextmanager
+def tracking_fakes() -> Iterator[list[FakeSlack]]:
+    """A list that every FakeSlack made inside the block joins (held there, so none is collected unseen)."""
+    made: list[FakeSlack] = []
+    _TRACKERS.append(made)
+    try:
+        yield made
+    finally:
+        _TRACKERS.remove(made)
+
+
 @dataclass
 class _ResponseUrl:
     channel: str
@@ -326,6 +377,10 @@ class FakeSlack:
         self._uploads: dict[str, dict[str, Any]] = {}
         self._limits: dict[str, _Bucket] = {}
         self._failures: dict[str, list[ApiError]] = {}
+        self._violations: list[LimitViolation] = []
+        _LIVE.add(self)
+        for made in _TRACKERS:
+            made.append(self)
 
         self._inflight = 0
         self._idle = threading.Condition()
@@ -464,6 +519,26 @@ class FakeSlack:
             view_id = self._homes.get(user)
             return copy.deepcopy(self._views[view_id].view) if view_id else None
 
+    @property
+    def limit_violations(self) -> list[LimitViolation]:
+        """Payloads refused for breaking Slack's Block Kit limits, oldest first."""
+        with self._lock:
+            return list(self._violations)
+
+    def take_limit_violations(self) -> list[LimitViolation]:
+        """The violations so far, forgotten: for tests that send a bad payload on purpose."""
+        with self._lock:
+            taken, self._violations = self._violations, []
+            return taken
+
+    def check_options(self, payload: Mapping[str, Any]) -> list[str]:
+        """An external select's options answer (it goes back in the HTTP response, not through the API)."""
+        problems = options_problems(payload)
+        if problems:
+            with self._lock:
+                self._record("options", LimitError("invalid_arguments", problems))
+        return problems
+
     def response_url_uses(self, url: str) -> int:
         with self._lock:
             state = self._response_urls.get(urlsplit(url).path)
@@ -557,7 +632,11 @@ class FakeSlack:
             state = self._response_urls.get(urlsplit(response_url).path)
             if state is None:
                 raise KeyError(f"unknown response_url {response_url}")
-            return self._respond(state, dict(payload))
+            try:
+                return self._respond(state, dict(payload))
+            except LimitError as error:  # Slack shows the person an error instead of the reply
+                self._record("ack", error)
+                return None
 
     def post_user_message(self, user: str, channel: str, text: str) -> FakeMessage:
         """Record a message a person typed (no event: the terminal already shows it)."""
@@ -590,11 +669,13 @@ class FakeSlack:
     def replace_view(self, view_id: str, view: Mapping[str, Any]) -> dict[str, Any]:
         """`response_action: update` from a view_submission ack."""
         with self._lock:
+            self._checked_view("ack", view, expected_type="modal")
             return self._update_view(self._open_view(view_id), dict(view), hash_=None)
 
     def push_view(self, user: str, view: Mapping[str, Any]) -> dict[str, Any]:
         """`response_action: push` from a view_submission ack."""
         with self._lock:
+            self._checked_view("ack", view, expected_type="modal")
             return self._push_modal(user, dict(view))
 
     # --- fault injection --------------------------------------------------------------------------
@@ -698,6 +779,8 @@ class FakeSlack:
         try:
             return 200, {"ok": True, **handler(args)}, 0
         except ApiError as error:
+            if isinstance(error, LimitError):
+                self._record(method, error)
             return error.status, {"ok": False, "error": error.error, **error.extra}, 0
 
     def _methods(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
@@ -756,6 +839,7 @@ class FakeSlack:
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         # Ephemeral messages live only in one client: chat.update can't find them (respond() can).
         current = self._existing_message(args, allow_ephemeral=False)
+        self._checked_message(args)
         changes: dict[str, Any] = {"edits": current.edits + 1}
         if "text" in args:
             changes["text"] = str(args.get("text") or "")
@@ -969,6 +1053,8 @@ class FakeSlack:
                     self._respond(state, payload)
                     status, body = 200, "ok"
                 except ApiError as error:
+                    if isinstance(error, LimitError):
+                        self._record("response_url", error)
                     status, body = 400, error.error
             self._calls.append(
                 RecordedCall("response_url", args, self._clock(), status, {"ok": status == 200})
@@ -986,6 +1072,7 @@ class FakeSlack:
             return None
         if not (payload.get("text") or payload.get("blocks") or payload.get("attachments")):
             raise ApiError("no_text")
+        self._checked_message(payload)
         blocks = self._checked_blocks(payload.get("blocks"))
         if _truthy(payload.get("replace_original")) and original is not None:
             message = replace(
@@ -1059,8 +1146,7 @@ class FakeSlack:
         text = str(args.get("text") or "")
         if not (text or args.get("blocks") or args.get("attachments")):
             raise ApiError("no_text")
-        if len(text) > MAX_MESSAGE_TEXT:
-            raise ApiError("msg_too_long")
+        self._checked_message(args)
         message = FakeMessage(
             channel,
             self._next_ts(),
@@ -1085,15 +1171,37 @@ class FakeSlack:
             raise ApiError("cant_update_message")
         return message
 
-    def _checked_blocks(self, blocks: Any, limit: int = MAX_MESSAGE_BLOCKS) -> list[dict[str, Any]]:
+    def _checked_message(self, payload: Mapping[str, Any]) -> None:
+        """Slack's answer to a message over its limits: `msg_too_long` for the text, else `invalid_blocks`."""
+        if payload.get("blocks") is not None and not isinstance(payload.get("blocks"), list):
+            raise ApiError("invalid_blocks_format")
+        problems = message_problems(payload)
+        text_problems = [p for p in problems if p.endswith("[json-pointer:/text]")]
+        if text_problems:
+            raise LimitError("msg_too_long", text_problems)
+        if problems:
+            raise LimitError("invalid_blocks", problems)
+
+    def _checked_blocks(self, blocks: Any) -> list[dict[str, Any]]:
+        """Blocks of a message already through `_checked_message`, with the ids Slack fills in."""
         if blocks is None:
             return []
         if not isinstance(blocks, list):
             raise ApiError("invalid_blocks_format")
-        problems = block_problems(blocks, limit=limit)
-        if problems:
-            raise ApiError("invalid_blocks", errors=problems, response_metadata={"messages": problems})
         return self._with_ids(blocks)
+
+    def _checked_view(self, method: str, view: Mapping[str, Any], *, expected_type: str) -> None:
+        """A view from an ack (`response_action`): Slack refuses it like a views.* call would."""
+        problems = view_problems(view, expected_type=expected_type)
+        if problems:
+            error = LimitError("invalid_arguments", problems)
+            self._record(method, error)
+            raise error
+
+    def _record(self, method: str, error: LimitError) -> None:
+        violation = LimitViolation(method, error.error, error.problems)
+        log.warning("Slack would refuse this payload: %s", violation)
+        self._violations.append(violation)
 
     def _with_ids(self, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Slack fills in block_id and action_id when the app leaves them out; payloads carry them."""
@@ -1123,7 +1231,7 @@ class FakeSlack:
             )
         problems = view_problems(view, expected_type=expected_type)
         if problems:
-            raise ApiError("invalid_arguments", response_metadata={"messages": problems})
+            raise LimitError("invalid_arguments", problems)
         return view
 
     def _open_view(self, view_id: str) -> _View:
@@ -1217,116 +1325,7 @@ class FakeSlack:
                     log.exception("FakeSlack subscriber failed")
 
 
-# --- validation: the mistakes Slack would reject, caught locally -----------------------------------
-
-_KNOWN_BLOCKS = frozenset(
-    {
-        "section",
-        "divider",
-        "header",
-        "context",
-        "actions",
-        "image",
-        "input",
-        "rich_text",
-        "markdown",
-        "file",
-        "video",
-    }
-)
-
-
-def block_problems(blocks: Sequence[Any], *, limit: int = MAX_MESSAGE_BLOCKS) -> list[str]:
-    """What Slack would answer `invalid_blocks` for (a useful subset), as `message [json-pointer:…]`."""
-    problems: list[str] = []
-    if len(blocks) > limit:
-        problems.append(f"must provide no more than {limit} items [json-pointer:/blocks]")
-    seen_block_ids: set[str] = set()
-    for i, block in enumerate(blocks):
-        at = f"/blocks/{i}"
-        if not isinstance(block, dict) or block.get("type") not in _KNOWN_BLOCKS:
-            problems.append(f"unsupported type [json-pointer:{at}]")
-            continue
-        block_id = block.get("block_id")
-        if block_id is not None:
-            if len(str(block_id)) > 255:
-                problems.append(f"must be less than 256 characters [json-pointer:{at}/block_id]")
-            if block_id in seen_block_ids:
-                problems.append(f"duplicate block_id {block_id!r} [json-pointer:{at}/block_id]")
-            seen_block_ids.add(str(block_id))
-        problems.extend(_one_block_problems(block, at))
-    return problems
-
-
-def _one_block_problems(block: Mapping[str, Any], at: str) -> list[str]:
-    problems: list[str] = []
-    kind = block["type"]
-
-    def too_long(value: Any, limit: int, where: str) -> None:
-        text = value.get("text", "") if isinstance(value, Mapping) else value
-        if text is not None and len(str(text)) > limit:
-            problems.append(f"must be less than {limit + 1} characters [json-pointer:{at}{where}]")
-
-    if kind == "header":
-        too_long(block.get("text"), 150, "/text/text")
-    elif kind == "section":
-        if not block.get("text") and not block.get("fields"):
-            problems.append(f"must provide text or fields [json-pointer:{at}]")
-        too_long(block.get("text"), 3000, "/text/text")
-        fields = block.get("fields") or []
-        if len(fields) > 10:
-            problems.append(f"must provide no more than 10 items [json-pointer:{at}/fields]")
-        for j, f in enumerate(fields):
-            too_long(f, 2000, f"/fields/{j}/text")
-    elif kind == "actions":
-        elements = block.get("elements") or []
-        if not 1 <= len(elements) <= 25:
-            problems.append(f"must provide between 1 and 25 items [json-pointer:{at}/elements]")
-    elif kind == "context":
-        elements = block.get("elements") or []
-        if not 1 <= len(elements) <= 10:
-            problems.append(f"must provide between 1 and 10 items [json-pointer:{at}/elements]")
-    elif kind == "input" and not (block.get("label") and block.get("element")):
-        problems.append(f"must provide label and element [json-pointer:{at}]")
-    action_ids: set[str] = set()
-    for element in _interactive_elements(block):
-        action_id = element.get("action_id")
-        if action_id is not None and action_id in action_ids:
-            problems.append(f"duplicate action_id {action_id!r} [json-pointer:{at}]")
-        action_ids.add(str(action_id))
-        if element.get("type") == "button":
-            too_long(element.get("text"), 75, "/text")
-            too_long(element.get("value"), 2000, "/value")
-        for option in element.get("options") or []:
-            too_long(option.get("text"), 75, "/options/text")
-            too_long(option.get("value"), 150, "/options/value")
-    return problems
-
-
-def view_problems(view: Mapping[str, Any], *, expected_type: str) -> list[str]:
-    problems: list[str] = []
-    if view.get("type") != expected_type:
-        problems.append(f"[ERROR] must be a {expected_type} view [json-pointer:/view/type]")
-        return problems
-    blocks = view.get("blocks")
-    if not isinstance(blocks, list):
-        return ["[ERROR] missing required field: blocks [json-pointer:/view/blocks]"]
-    problems.extend(f"[ERROR] {p}" for p in block_problems(blocks, limit=MAX_VIEW_BLOCKS))
-    if expected_type == "modal":
-        title = view.get("title")
-        if not isinstance(title, Mapping) or not title.get("text"):
-            problems.append("[ERROR] missing required field: title [json-pointer:/view/title]")
-        for key in ("title", "submit", "close"):
-            value = view.get(key)
-            if isinstance(value, Mapping) and len(str(value.get("text", ""))) > 24:
-                problems.append(f"[ERROR] must be less than 25 characters [json-pointer:/view/{key}/text]")
-        if any(b.get("type") == "input" for b in blocks if isinstance(b, dict)) and not view.get("submit"):
-            problems.append(
-                "[ERROR] submit is required when an input block is present [json-pointer:/view/submit]"
-            )
-    if len(str(view.get("private_metadata") or "")) > 3000:
-        problems.append("[ERROR] must be less than 3001 characters [json-pointer:/view/private_metadata]")
-    return problems
+# --- blocks: the elements Slack gives ids to ------------------------------------------------------
 
 
 def _interactive_elements(block: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from bot.console.fake_slack import (
 )
 from bot.console.forms import ASKABLE, Cancelled, FieldAsker
 from bot.console.render import CLICKABLE_ELEMENTS, ButtonRef, Style, render_message, render_view, text_of
+from bot.console.slack_text import command_text
 
 
 class WaitsIdle(Protocol):
@@ -224,7 +225,7 @@ class ConsoleSession:
         return events
 
     def command(self, command: str, text: str = "") -> None:
-        """A slash command typed in the current channel."""
+        """A slash command typed in the current channel, escaped the way Slack sends it (`should_escape`)."""
         response_url = self.slack.new_response_url(channel=self.channel, user=self.user)
         body = {
             "token": "console",
@@ -235,7 +236,8 @@ class ConsoleSession:
             "user_id": self.user,
             "user_name": self._name(self.user),
             "command": command,
-            "text": text,
+            "text": command_text(text, find_user=self._find_user_id,
+                                 find_channel=lambda name: self._find_channel_id("#" + name)),
             "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": response_url,

@@ -112,7 +112,12 @@ class CachingTokenSource:
                 result = self._acquire(resource)
             except SignInError:
                 raise
-            except (ValueError, RuntimeError, requests.RequestException) as exc:
+            except requests.RequestException as exc:
+                # The sign-in host (or the managed-identity endpoint) never answered.
+                raise SignInError(
+                    f"Signing in for {self._label(resource)} failed: {unreachable_reason(exc)}", code="sign-in"
+                ) from exc
+            except (ValueError, RuntimeError) as exc:
                 # msal raises these for discovery failures (unknown tenant or authority, no
                 # network, a managed-identity endpoint that isn't there).
                 raise SignInError(
@@ -179,6 +184,33 @@ def sign_in_error(result: Mapping[str, Any], what: str) -> SignInError:
         request_id=_str_or_none(result.get("trace_id")),
         client_request_id=_str_or_none(result.get("correlation_id")),
     )
+
+
+def unreachable_reason(exc: requests.RequestException) -> str:
+    """`could not reach https://host (connection refused)`: a network failure in a few words."""
+    from urllib.parse import urlsplit
+
+    url = getattr(getattr(exc, "request", None), "url", None)
+    parts = urlsplit(str(url)) if url else None
+    where = f"{parts.scheme}://{parts.netloc}" if parts and parts.netloc else "the sign-in host"
+    text = str(exc)
+    if isinstance(exc, requests.Timeout) or "timed out" in text.lower():
+        why = "timed out"
+    elif "NameResolutionError" in text or "Name or service not known" in text or "getaddrinfo" in text:
+        why = "host name not found"
+    elif "Connection refused" in text or "ConnectionRefused" in text:
+        why = "connection refused"
+    elif isinstance(exc, requests.exceptions.SSLError):
+        why = "TLS handshake failed"
+    else:
+        why = _first_line(text)[:200]
+    return f"could not reach {where} ({why})"
+
+
+def sign_in_reason(exc: SignInError) -> str:
+    """The reason of a sign-in failure without the API it was for (the same for Graph and Defender)."""
+    reason = exc.message.split(" failed: ", 1)[-1]
+    return f"{reason} (error code {exc.code})" if exc.code and exc.code.startswith("AADSTS") else reason
 
 
 def _str_or_none(value: object) -> str | None:

@@ -6,7 +6,7 @@ needs and those missing from the access tokens' `roles` claims (what admin conse
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,21 +100,33 @@ class PermissionRow:
         return not self.missing and not self.problems
 
 
-def check_permissions(clients: MicrosoftClients) -> list[PermissionRow]:
-    """Per feature: needed permissions, and those the app's tokens don't carry."""
+def read_roles(clients: MicrosoftClients) -> tuple[dict[str, frozenset[str]], dict[str, MicrosoftError]]:
+    """Sign in for each API once: the roles its token grants, or why there is no token.
+
+    A failure here (SignInError: credentials, tenant, an unreachable sign-in host; ApiUnavailable:
+    no host in this cloud) says nothing about permissions: `mam-bot check` reports it once, apart.
+    """
     roles: dict[str, frozenset[str]] = {}
-    problems: dict[str, str] = {}
+    problems: dict[str, MicrosoftError] = {}
     for api in (GRAPH, DEFENDER):
         try:
             roles[api] = frozenset(clients.roles_for(api))
         except MicrosoftError as exc:
-            problems[api] = str(exc)
+            problems[api] = exc
+    return roles, problems
+
+
+def permission_rows(
+    roles: Mapping[str, frozenset[str]], problems: Mapping[str, MicrosoftError] | None = None
+) -> list[PermissionRow]:
+    """Per feature: needed permissions, and those the tokens' roles don't carry."""
+    problems = problems or {}
     rows = []
     for feature in FEATURES:
         missing = tuple(
             r.label for r in feature.requirements if r.api not in roles or not r.satisfied_by(roles[r.api])
         )
-        reasons = tuple(dict.fromkeys(problems[r.api] for r in feature.requirements if r.api in problems))
+        reasons = tuple(dict.fromkeys(str(problems[r.api]) for r in feature.requirements if r.api in problems))
         rows.append(PermissionRow(
             key=feature.key,
             feature=feature.name,
@@ -123,6 +135,12 @@ def check_permissions(clients: MicrosoftClients) -> list[PermissionRow]:
             problems=reasons,
         ))
     return rows
+
+
+def check_permissions(clients: MicrosoftClients) -> list[PermissionRow]:
+    """Per feature: needed permissions, and those the app's tokens don't carry."""
+    roles, problems = read_roles(clients)
+    return permission_rows(roles, problems)
 
 
 def where_to_grant(api: str) -> str:

@@ -24,7 +24,9 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from bot.blocks import Mrkdwn
 from bot.clock import as_utc, utcnow
+from bot.marker import mark_message, mark_text
 from bot.outbox.errors import Failure, classify
 from bot.outbox.fleet import FleetPace
 from bot.outbox.pace import Pace, Pacer
@@ -185,8 +187,11 @@ class Outbox:
         stale_policy: StalePolicy = "retry",
         poll_interval: float = 1.0,
         batch_size: int | None = None,
+        sandbox_marker: bool = False,
     ) -> None:
         self._store = store
+        # On the sandbox tenant every message says so (bot/marker.py), added as it is sent.
+        self._sandbox_marker = sandbox_marker
         self._engine = store.engine
         self._postgres = store.dialect == "postgresql"
         self._client = outbox_client(client)
@@ -227,7 +232,7 @@ class Outbox:
         key: str,
         *,
         channel: str,
-        text: str,
+        text: Mrkdwn,
         blocks: Sequence[Any] | None = None,
         thread_of: str | None = None,
     ) -> OutboxMessage:
@@ -243,7 +248,7 @@ class Outbox:
         payload = {"text": text, "blocks": _plain_blocks(blocks)}
         return self._insert(key, POST, channel, f"c:{channel}", thread_of, payload)
 
-    def update(self, key: str, *, of: str, text: str, blocks: Sequence[Any] | None = None) -> OutboxMessage:
+    def update(self, key: str, *, of: str, text: Mrkdwn, blocks: Sequence[Any] | None = None) -> OutboxMessage:
         """Queue a chat.update of the message posted under key `of`, sent once that one is delivered.
 
         An update replaces the message: `blocks=None` clears its blocks. That makes the newest queued
@@ -265,7 +270,7 @@ class Outbox:
         filename: str,
         content: bytes,
         title: str,
-        initial_comment: str | None = None,
+        initial_comment: Mrkdwn | None = None,
         thread_of: str | None = None,
     ) -> OutboxMessage:
         """Queue a files_upload_v2 to a channel or (user id) DM. Uploads can't be updated or threaded on."""
@@ -493,6 +498,8 @@ class Outbox:
     def _send(self, msg: OutboxMessage, parent: OutboxMessage | None) -> tuple[str, str | None, str | None]:
         """Make the Slack call; returns (channel, ts, file id)."""
         p = msg.payload
+        if self._sandbox_marker and msg.kind in (POST, UPDATE):
+            p = mark_message({"text": p.get("text") or "", "blocks": p.get("blocks") or None})
         if msg.kind == POST:
             kwargs: dict[str, Any] = {"channel": msg.channel, "text": p.get("text") or ""}
             if p.get("blocks") is not None:
@@ -524,7 +531,8 @@ class Outbox:
                 filename=p["filename"],
                 content=base64.b64decode(p["content"]),
                 title=p.get("title"),
-                initial_comment=p.get("initial_comment"),
+                initial_comment=(mark_text(p.get("initial_comment") or "") if self._sandbox_marker
+                                 else p.get("initial_comment")),
                 thread_ts=thread_ts,
             )
             file = resp.get("file") or {}

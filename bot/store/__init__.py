@@ -2,6 +2,7 @@
 
 from bot.store.audit import AuditLog
 from bot.store.db import Store, create_store
+from bot.store.drafts import Drafts
 from bot.store.models import Approval, AuditEntry, ChangeRequest
 
-__all__ = ["Approval", "AuditEntry", "AuditLog", "ChangeRequest", "Store", "create_store"]
+__all__ = ["Approval", "AuditEntry", "AuditLog", "ChangeRequest", "Drafts", "Store", "create_store"]

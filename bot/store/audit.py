@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from bot.clock import utcnow
 from bot.store.db import Store
 from bot.store.models import AuditEntry
+from bot.text import csv_cell
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ def export_rows(entries: Iterator[AuditEntry], fmt: str) -> Iterator[str]:
         for entry in entries:
             buf.seek(0)
             buf.truncate()
-            writer.writerow({k: _plain(getattr(entry, k)) for k in EXPORT_FIELDS})
+            # actions and details quote outside text (command lines, names): no cell may start a formula
+            writer.writerow({k: csv_cell(_plain(getattr(entry, k))) for k in EXPORT_FIELDS})
             yield buf.getvalue()
     elif fmt == "jsonl":
         for entry in entries:

@@ -19,6 +19,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "bot.outbox.table",
     "bot.outbox.fleet",
     "bot.microsoft.shared_budget",
+    "bot.store.drafts",
 )
 
 
@@ -92,36 +94,74 @@ def current_revisions(engine: Engine) -> tuple[str, ...]:
         return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (the newest by default); safe to run from every replica."""
-    from bot.store.db import make_engine  # db.py imports this module: import late, not in a cycle
+@dataclass(frozen=True)
+class UpgradeResult:
+    """What an upgrade did: the revisions before and after, and those it applied, oldest first."""
 
-    engine = make_engine(url)
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    applied: tuple[str, ...]
+    newer_than_known: bool = False
+
+    def summary(self) -> str:
+        """One line: "applied 0001 → 0006 (6 migrations)" or "the schema was already at 0006: nothing to do"."""
+        at = ", ".join(self.after) or "an empty schema"
+        if self.newer_than_known:
+            return (f"the schema is at {at}, newer than this mam-bot knows ({', '.join(head_revisions())}): "
+                    "nothing to do")
+        if not self.applied:
+            return f"the schema was already at {at}: nothing to do"
+        if len(self.applied) == 1:
+            return f"applied {self.applied[0]} (1 migration)"
+        return f"applied {self.applied[0]} → {self.applied[-1]} ({len(self.applied)} migrations)"
+
+
+def applied_between(before: tuple[str, ...], after: tuple[str, ...]) -> tuple[str, ...]:
+    """The revisions an upgrade from `before` to `after` ran, oldest first."""
+    if before == after:
+        return ()
+    scripts = _scripts().iterate_revisions(after, before or "base")
+    return tuple(reversed([script.revision for script in scripts]))
+
+
+def upgrade(url: str, revision: str = "head") -> UpgradeResult:
+    """Bring the database at `url` to `revision` (the newest by default); safe to run from every replica.
+
+    A database that can't be reached or opened raises DatabaseUnavailable: one line naming DATABASE_URL.
+    """
+    from bot.store.db import open_engine  # db.py imports this module: import late, not in a cycle
+
+    engine = open_engine(url)
     try:
-        upgrade_engine(engine, revision)
+        return upgrade_engine(engine, revision)
     finally:
         engine.dispose()
 
 
-def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+def upgrade_engine(engine: Engine, revision: str = "head") -> UpgradeResult:
     """`upgrade` on an engine the caller keeps using (what `create_store` calls)."""
     current = current_revisions(engine)
     if revision == "head" and current == head_revisions():
-        return  # every start after the first: one SELECT, no lock
+        return UpgradeResult(current, current, ())  # every start after the first: one SELECT, no lock
     newer = set(current) - known_revisions()
     if revision == "head" and newer:
         # A newer mam-bot migrated this database (a rolling upgrade in progress, or a rollback).
         # Migrations are additive, so this version still works with it: start rather than fail.
         log.warning("the database schema is at %s, newer than this mam-bot knows (%s); not migrating",
                     ", ".join(sorted(newer)), ", ".join(head_revisions()))
-        return
+        return UpgradeResult(current, current, (), newer_than_known=True)
     log.info("migrating the database from %s to %s", ", ".join(current) or "an empty schema", revision)
     with _process_lock, migration_connection(engine) as conn:
+        # Read again under the lock: another replica may have migrated while this one waited. The
+        # transaction this begins (BEGIN IMMEDIATE on SQLite) is the one alembic migrates in.
+        before = tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
         config = alembic_config()
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
         if conn.in_transaction():
             conn.commit()
+    after = current_revisions(engine)
+    return UpgradeResult(before, after, applied_between(before, after))
 
 
 @contextmanager

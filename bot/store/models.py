@@ -90,3 +90,13 @@ class JobRun(SQLModel, table=True):
     finished_at: datetime | None = None
     outcome: str = Field(default="running", max_length=16)  # running, ok, failed, interrupted
     summary: str = Field(default="", max_length=4000)
+
+
+class SeenRequest(SQLModel, table=True):
+    """A request (or an idempotency key: a trigger_id, a click, a form, an event) already handled, kept
+    for `bot.store.seen.WINDOW`: a second one with the same key is a replay or a double submit."""
+
+    __tablename__ = "seen_requests"
+
+    key: str = Field(primary_key=True, max_length=80)  # "<kind>:<sha-256 hex>", see bot.store.seen
+    seen_at: datetime = Field(index=True)

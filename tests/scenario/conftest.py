@@ -11,6 +11,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.console.fake_slack import FakeSlack, default_users
 from bot.console.session import ObservedAck
+from bot.console.slack_text import command_text
 from bot.local import CONSOLE_CHANNELS, DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
 from bot.sandbox import SandboxConfig, SandboxTenant
 from bot.settings import load_settings
@@ -56,7 +57,9 @@ class Bot:
             if ack.status == 200 and ack.body:
                 self.slack.deliver_ack(response_url, json.loads(ack.body))
 
-        body = command_body(text, user=user, response_url=response_url, trigger_id=self.slack.new_trigger_id(user))
+        # typed as in Slack's client: Slack escapes it and turns known people into mentions (should_escape)
+        typed = command_text(text, find_user=lambda name: (found.id if (found := self.slack.find_user(name)) else None))
+        body = command_body(typed, user=user, response_url=response_url, trigger_id=self.slack.new_trigger_id(user))
         response = self.dispatch(body, on_ack=show, **sign)
         return response, response_url
 
@@ -76,7 +79,10 @@ class Bot:
                                              private_metadata=private_metadata))
 
     def options(self, action_id: str, value: str, *, user: str = DEMO_ADMIN) -> BoltResponse:
-        return self.dispatch(options_body(action_id, user=user, value=value))
+        response = self.dispatch(options_body(action_id, user=user, value=value))
+        if response.status == 200 and response.body:  # the answer goes back to Slack: within its limits
+            self.slack.check_options(json.loads(response.body))
+        return response
 
     def dm_messages(self, user: str) -> list[Any]:
         return self.slack.messages(user)

@@ -70,14 +70,15 @@ def test_the_requester_cannot_approve_even_as_an_approver(make_bot):
 def test_someone_who_is_not_an_approver_is_refused(bot):
     request_id = request_enable(bot)
     bot.click(Action.APPROVE, user=DEMO_END_USER, value=str(request_id))
-    assert "for approvers (MAM_APPROVERS)" in [e for e in bot.slack.events if e.kind == "response"][-1].text
+    refusal = [e for e in bot.slack.events if e.kind == "response"][-1].text
+    assert "Only approvers can approve change requests, and you are not one of them (MAM_APPROVERS)." in refusal
     assert toggle(bot) is False
     assert bot.audit()[-1].outcome == "refused"
 
 
 def test_an_end_user_cannot_request_changes(bot):
     body = ack_json(bot.command(f"connectors enable-android {WHY}", user=DEMO_END_USER)[0])
-    assert "is for mam-bot admins (MAM_ADMINS)" in body["text"]
+    assert "Only mam-bot admins can ask to turn on Android app protection evaluation." in body["text"]
     assert bot.deps.changes.open_requests() == []
 
 
@@ -135,7 +136,7 @@ def test_the_enable_button_on_the_connector_card_files_a_request(bot):
     bot.click(Action.CONNECTORS_ENABLE_ANDROID, user=DEMO_ADMIN)
     assert bot.slack.views_open[-1]["callback_id"] == View.JUSTIFY
     bot.click(Action.CONNECTORS_ENABLE_ANDROID, user=DEMO_APPROVER)  # approvers don't request changes
-    assert "for mam-bot admins" in [e for e in bot.slack.events if e.kind == "response"][-1].text
+    assert "Only mam-bot admins can ask to turn on" in [e for e in bot.slack.events if e.kind == "response"][-1].text
 
 
 def test_requests_cancel_and_audit_commands(bot):

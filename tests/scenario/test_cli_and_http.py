@@ -29,7 +29,8 @@ def free_port() -> int:
 
 def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AZURE_", "MAM_", "DATABASE_"))}
-    env.update({"DATABASE_URL": f"sqlite:///{tmp_path}/serve.db", "MAM_ADMINS": "UADMIN001", "PYTHONUNBUFFERED": "1"})
+    env.update({"DATABASE_URL": f"sqlite:///{tmp_path}/serve.db", "MAM_ADMINS": "UADMIN001", "PYTHONUNBUFFERED": "1",
+                "MAM_CLOUD": "sandbox"})  # with real Slack tokens MAM_CLOUD must be set: this is the fake Slack
     env.update(extra)
     return env
 
@@ -50,7 +51,7 @@ def slack():
 def server(tmp_path, slack):
     port = free_port()
     env = bot_env(tmp_path, SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                  SLACK_API_URL=slack.api_url)
+                  SLACK_API_URL=slack.api_url, MAM_CLOUD="sandbox")
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -134,7 +135,7 @@ def test_a_malformed_setting_stops_start_up_with_one_line(tmp_path):
 
 def test_run_with_a_refused_bot_token_says_so(tmp_path, slack):
     env = bot_env(tmp_path, SLACK_BOT_TOKEN="xoxb-revoked", SLACK_APP_TOKEN="xapp-1", SLACK_API_URL=slack.api_url,
-                  PYTHONPATH=str(ROOT))
+                  MAM_CLOUD="sandbox", PYTHONPATH=str(ROOT))
     slack.fail_next("auth.test", "invalid_auth")
     result = mam_bot("run", env=env, cwd=tmp_path)
     assert result.returncode == 2

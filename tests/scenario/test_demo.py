@@ -9,7 +9,7 @@ def test_the_demo_walks_through_and_exits_zero():
     text = out.getvalue()
     assert "/mam help" in text and "You are a mam-bot admin." in text
     assert "Android app protection evaluation" in text
-    assert "is for mam-bot admins and approvers" in text  # Jordan refused
+    assert "Only mam-bot admins and approvers can" in text  # Jordan refused
     assert "Did you mean `/mam connectors`?" in text
     assert "App Home of @sam" in text
     assert "Demo finished." in text

@@ -151,7 +151,7 @@ def test_a_policy_named_like_a_mention_pings_nobody(bot):
 def test_unknown_verb_and_missing_name_get_the_usage_line(bot):
     body = ack_json(bot.command("policy frobnicate")[0])
     assert "I don't know `/mam policy frobnicate`; try `list`, `show`, `new`." in body["text"]
-    assert "Usage: `/mam policy list | show &lt;name or id&gt;`" in body["text"]
+    assert "Usage: `/mam policy list [part of a name] | show &lt;name or id&gt;`" in body["text"]
     body = ack_json(bot.command("policy show")[0])
     assert "Which policy?" in body["text"]
 
@@ -165,7 +165,7 @@ def test_a_graph_failure_reaches_the_admin(make_bot):
 
 def test_someone_without_a_role_is_refused(bot):
     body = ack_json(bot.command("policy list", user=DEMO_END_USER)[0])
-    assert "for mam-bot admins and approvers" in body["text"]
+    assert "Only mam-bot admins and approvers can run `/mam policy`." in body["text"]
     assert [e for e in bot.slack.events if e.kind == "response" and e.replaced] == []
     response, _ = bot.click(Action.POLICY_SHOW, user=DEMO_END_USER, value=SEED_POLICY_ID)
     assert response.status == 200

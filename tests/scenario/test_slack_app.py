@@ -102,7 +102,7 @@ def test_check_again_twice_in_a_row_checks_once(bot):
 def test_someone_without_a_role_is_refused_and_audited(bot):
     body = ack_json(bot.command("connectors", user=DEMO_END_USER)[0])
     assert body["response_type"] == "ephemeral"
-    assert "for mam-bot admins and approvers" in body["text"]
+    assert "Only mam-bot admins and approvers can run `/mam connectors`." in body["text"]
     rows = bot.audit()
     assert [(r.actor, r.outcome) for r in rows] == [(DEMO_END_USER, "refused")]
     assert bot.slack.calls == [] or all(c.method != "chat.postMessage" for c in bot.slack.calls)
@@ -112,7 +112,7 @@ def test_a_button_without_a_role_is_refused(bot):
     response, _ = bot.click(Action.CONNECTORS_RECHECK, user=DEMO_END_USER)
     assert response.status == 200
     refusals = [e for e in bot.slack.events if e.kind == "response"]
-    assert refusals and "for mam-bot admins and approvers" in refusals[-1].text
+    assert refusals and "Only mam-bot admins and approvers can check the connector again." in refusals[-1].text
     assert bot.audit()[-1].outcome == "refused"
 
 

@@ -90,7 +90,7 @@ def test_acknowledge_and_snooze_edit_the_card_and_only_admins_and_approvers_may(
     before = card_of(bot, "alex-s23")
 
     bot.click(AlertAction.ACK, user=DEMO_END_USER, value=str(alex))
-    assert "for mam-bot admins and approvers" in ephemeral_texts(bot)[-1]
+    assert "Only mam-bot admins and approvers can acknowledge or snooze alerts." in ephemeral_texts(bot)[-1]
     bot.click(AlertAction.ACK, user=DEMO_APPROVER, value=str(alex))
     after = card_of(bot, "alex-s23")
     assert after.ts == before.ts and f"Acknowledged by <@{DEMO_APPROVER}>" in block_text(after.blocks)
@@ -145,11 +145,11 @@ def test_mam_blocked_lists_who_is_blocked_and_why(make_bot):
     assert "Alex Wilber" in one and "Grady" not in one and "device high, allowed up to medium" in one
     alex = next(u for u in CAST_USERS if u.given == "Alex")
     bot.slack.add_user(FakeUser("UALEXW001", "alexw", "Alex Wilber", alex.mail))
-    bot.command("blocked <@UALEXW001|alexw>")
+    bot.command("blocked @alexw")  # Slack sends the mention as <@UALEXW001|alexw>
     answer = [e for e in bot.slack.events if e.kind == "response"][-1]
     assert "Blocked now for <@UALEXW001>: 1 device" in block_text(answer.blocks)
     refused = ack_json(bot.command("blocked", user=DEMO_END_USER)[0])
-    assert "for mam-bot admins and approvers" in refused["text"]
+    assert "Only mam-bot admins and approvers can run `/mam blocked`" in refused["text"]
 
 
 def nudge_value(bot) -> str:
@@ -180,6 +180,17 @@ def test_onboarding_nudge_by_dm_and_only_its_recipient_can_stop_it(make_bot):
     bot.click(NudgeAction.STOP, user=DEMO_ADMIN, value=value)
     assert "Only the person this message was sent to" in ephemeral_texts(bot)[-1]
     assert find_case(bot.deps.store, ISAIAH.id).state == "pending"  # type: ignore[union-attr]
+    # a stranger who knows Isaiah's Entra id and puts their own Slack id first in a forged value gets past
+    # the middleware's look at the value, and is refused by the reminder's own record before anything changes
+    for action in (NudgeAction.STOP, NudgeAction.DONE):
+        forged = value.replace(ISAIAH_SLACK, DEMO_END_USER, 1)
+        bot.click(action, user=DEMO_END_USER, value=forged)
+        bot.deps.wait_idle()
+        assert "Only the person this message was sent to" in bot.slack.messages(DEMO_END_USER)[-1].text
+        case = find_case(bot.deps.store, ISAIAH.id)
+        assert case is not None and case.state == "pending" and case.done_at is None
+    assert [r.outcome for r in bot.audit() if r.actor == DEMO_END_USER and "onboarding nudge" in r.action] == [
+        "refused", "refused"]
 
     bot.click(NudgeAction.STOP, user=ISAIAH_SLACK, value=value)
     assert find_case(bot.deps.store, ISAIAH.id).state == "stopped"  # type: ignore[union-attr]

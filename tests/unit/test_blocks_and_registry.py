@@ -25,9 +25,9 @@ def test_registry_aliases_and_closest_names():
 
 def test_interactions_match_by_prefix_and_unknown_is_none():
     reg = Registry()
-    reg.add_interaction("action", "approve", Access.APPROVER)
+    reg.add_interaction("action", "approve", Access.APPROVER, what="approve change requests")
     assert reg.access_for_interaction({"type": "block_actions", "actions": [{"action_id": "approve:42"}]}) == (
-        "approve:42", Access.APPROVER)
+        "approve:42", Access.APPROVER, "approve change requests")
     assert reg.access_for_interaction({"type": "block_actions", "actions": [{"action_id": "nope"}]})[1] is None
 
 

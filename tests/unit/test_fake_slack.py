@@ -107,7 +107,7 @@ def test_form_encoded_bodies_with_json_strings_are_decoded(slack: FakeSlack, cli
     assert slack.calls_to("chat.postMessage")[0].args["blocks"][0]["type"] == "section"
 
 
-def test_blocks_slack_would_reject_are_rejected(client: WebClient) -> None:
+def test_blocks_slack_would_reject_are_rejected(slack: FakeSlack, client: WebClient) -> None:
     too_long_header = {"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}
 
     with pytest.raises(SlackApiError) as error:
@@ -115,6 +115,8 @@ def test_blocks_slack_would_reject_are_rejected(client: WebClient) -> None:
 
     assert error.value.response["error"] == "invalid_blocks"
     assert "/blocks/0/text/text" in error.value.response["errors"][0]
+    [violation] = slack.take_limit_violations()  # recorded, so a test that did not mean it fails
+    assert violation.method == "chat.postMessage" and violation.error == "invalid_blocks"
 
 
 def test_views_open_needs_a_fresh_trigger_and_update_by_external_id(

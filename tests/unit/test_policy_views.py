@@ -246,7 +246,8 @@ def test_a_long_list_keeps_to_fifty_blocks_and_says_how_many_more():
     blocks = valid(list_blocks(page))
     assert len(blocks) == 50
     text = block_text(blocks)
-    assert "…and 13 more not shown" in text and "/mam policy show &lt;name or id&gt;" in text
+    assert "…and 13 more: `/mam policy list &lt;part of a name&gt;` narrows it down" in text
+    assert "/mam policy show &lt;name or id&gt;" in text
     assert "30 ignore Defender's signal" in text
     assert list_summary(page) == "Android app protection policies: 60 policies, 30 ignoring Defender."
 

@@ -1,6 +1,15 @@
 import pytest
 
-from bot.settings import CLOUD_ENDPOINTS, Cloud, Mode, SettingsError, load_settings, missing_for, missing_line
+from bot.settings import (
+    CLOUD_ENDPOINTS,
+    Cloud,
+    Mode,
+    SettingsError,
+    load_settings,
+    mask_url,
+    missing_for,
+    missing_line,
+)
 
 ENV_VARS = [
     "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL", "AZURE_TENANT_ID",
@@ -105,3 +114,69 @@ def test_a_real_cloud_needs_credentials(monkeypatch):
         "AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH, or AZURE_USE_MANAGED_IDENTITY=true)"]
     monkeypatch.setenv("AZURE_USE_MANAGED_IDENTITY", "true")
     assert missing_for(load_settings(), Mode.CONSOLE) == []
+
+
+# --- MAM_CLOUD with real Slack, and DATABASE_URL ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [Mode.RUN, Mode.SERVE])
+def test_real_slack_needs_mam_cloud_chosen_explicitly(monkeypatch, mode):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s")
+    s = load_settings()
+    assert s.mam_cloud is Cloud.SANDBOX and not s.cloud_is_explicit
+    assert missing_for(s, mode) == ["MAM_CLOUD"]
+    assert missing_line(mode, ["MAM_CLOUD"]) == (
+        f"mam-bot {mode.value}: MAM_CLOUD is not set; expected one of global, gcc, gcc-high, dod, china, sandbox: "
+        "with real Slack the tenant must be chosen explicitly (sandbox serves simulated data)")
+    assert missing_for(s, Mode.CONSOLE) == []  # the console's Slack is simulated: the default stands
+    monkeypatch.setenv("MAM_CLOUD", "sandbox")
+    assert load_settings().cloud_is_explicit and missing_for(load_settings(), mode) == []
+
+
+def test_mam_cloud_from_the_env_file_counts_as_explicit(tmp_path):
+    (tmp_path / ".env").write_text("MAM_CLOUD=sandbox\n")
+    assert load_settings().cloud_is_explicit
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("localhost:5432/mam", "DATABASE_URL: 'localhost:5432/mam' is not a database URL"),
+        ("postgresql://bot:hunter2@db:port/mam",
+         "DATABASE_URL: 'postgresql://bot:***@db:port/mam' is not a database URL"),
+        ("mysql://bot:hunter2@db/mam", "DATABASE_URL: 'mysql://bot:***@db/mam' is not a SQLite or PostgreSQL URL"),
+        ("postgresql+psycopg2://bot:hunter2@db/mam", "DATABASE_URL: 'postgresql+psycopg2://bot:***@db/mam' names the "
+                                                     "PostgreSQL driver 'psycopg2'"),
+        (" ", "DATABASE_URL: is empty"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_without_its_password(monkeypatch, value, expected):
+    monkeypatch.setenv("DATABASE_URL", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(expected)
+    assert message.endswith("; expected postgresql://user:pass@host:5432/db or sqlite:///path/mam-bot.db")
+    assert "\n" not in message and "hunter2" not in message
+
+
+@pytest.mark.parametrize("value", ["sqlite:///mam-bot.db", "sqlite://", "postgres://u:p@db/mam",
+                                   "postgresql+psycopg://u@db:5432/mam", "sqlite:////var/lib/mam/x.db"])
+def test_good_database_urls_pass(monkeypatch, value):
+    monkeypatch.setenv("DATABASE_URL", value)
+    assert load_settings().database_url == value
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bot:hunter2@db:5432/mam", "postgresql://bot:***@db:5432/mam"),
+        ("postgresql://bot:p@ss/w@rd@db/mam", "postgresql://bot:***@db/mam"),
+        ("postgresql://bot@db/mam", "postgresql://bot@db/mam"),
+        ("sqlite:////srv/a@b.db", "sqlite:////srv/a@b.db"),
+    ],
+)
+def test_mask_url(url, shown):
+    assert mask_url(url) == shown

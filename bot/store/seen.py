@@ -1,0 +1,172 @@
+"""Keys of requests already handled, shared by every replica: replays and double submits.
+
+`claim(*keys)` inserts the keys in one statement (one round trip: the statement commits by itself) and
+returns those that were not there yet; a key seen within `WINDOW` is not returned again. The same SQL
+runs on SQLite (3.35+) and PostgreSQL:
+
+    INSERT INTO seen_requests (key, seen_at) VALUES (…), (…)
+    ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at WHERE seen_requests.seen_at < :cutoff
+    RETURNING key
+
+A row older than the window counts as new again (the update takes it over), so the answer does not
+depend on when rows are purged; old rows are deleted now and then (at most once a `purge_every`), in
+the background when a `background` runner is given, never on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import DateTime, bindparam, create_engine, delete, event, text
+from sqlalchemy.engine import Engine
+
+from bot.clock import utcnow
+from bot.store.models import SeenRequest
+
+log = logging.getLogger(__name__)
+
+# Slack's and Bolt's timestamp check is symmetric (±5 minutes): a signed request is accepted for up to
+# 10 minutes of wall time, so its key must be remembered at least that long.
+WINDOW = timedelta(minutes=10)
+PURGE_EVERY = 60.0  # seconds
+
+_TABLE = SeenRequest.__table__  # type: ignore[attr-defined]
+
+
+def seen_key(kind: str, *parts: str) -> str:
+    """`<kind>:<sha-256 of the parts>`: fixed length whatever Slack sends (action ids, view hashes)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", errors="surrogatepass")).hexdigest()
+    return f"{kind}:{digest}"
+
+
+class SeenRequests:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        window: timedelta = WINDOW,
+        purge_every: float = PURGE_EVERY,
+        now: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        background: Callable[[Callable[[], Any]], Any] | None = None,
+    ) -> None:
+        """`background`: runs the purge off the request's thread (`BackgroundRunner.submit`)."""
+        dialect = engine.dialect.name
+        if dialect not in ("postgresql", "sqlite"):
+            raise ValueError(f"seen requests: unsupported database {dialect!r} (SQLite or PostgreSQL)")
+        self._own = _own_engine(engine)
+        # Each statement commits by itself: no BEGIN/COMMIT round trips around the one INSERT.
+        self._engine = (self._own or engine).execution_options(isolation_level="AUTOCOMMIT")
+        self._window = window
+        self._purge_every = purge_every
+        self._now = now
+        self._monotonic = monotonic
+        self._background = background
+        self._lock = threading.Lock()
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in SQLite's busy
+        # handler (up to 100 ms a try): claims queue on a lock of this process instead (SQLite means
+        # one process). PostgreSQL's inserts of different keys do not wait for each other.
+        self._write_lock: AbstractContextManager[Any] = threading.Lock() if dialect == "sqlite" else nullcontext()
+        self._next_purge = monotonic() + purge_every
+        self._statements: dict[int, Any] = {}
+
+    def claim(self, *keys: str) -> set[str]:
+        """Record `keys` as seen now; returns the ones not seen within the window (those to act on)."""
+        if not keys:
+            return set()
+        unique = list(dict.fromkeys(keys))
+        now = self._now()
+        params: dict[str, Any] = {f"key{i}": key for i, key in enumerate(unique)}
+        params.update(now=now, cutoff=now - self._window)
+        with self._write_lock, self._engine.connect() as conn:
+            fresh = {row[0] for row in conn.execute(self._statement(len(unique)), params)}
+        self._maybe_purge()
+        return fresh
+
+    def _statement(self, count: int) -> Any:
+        """The INSERT for `count` keys, made once. The same text on SQLite and PostgreSQL; SQLAlchemy's
+        dialect `insert(...).values([...])` would be compiled again on every claim (a multi-row VALUES
+        is not cached), about 1 ms of Python on the ack's path."""
+        statement = self._statements.get(count)
+        if statement is None:
+            values = ", ".join(f"(:key{i}, :now)" for i in range(count))
+            moment = DateTime(timezone=True)
+            statement = text(
+                f"INSERT INTO seen_requests (key, seen_at) VALUES {values} "  # noqa: S608  (only placeholders)
+                "ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at "
+                "WHERE seen_requests.seen_at < :cutoff RETURNING key"
+            ).bindparams(bindparam("now", type_=moment), bindparam("cutoff", type_=moment))
+            self._statements[count] = statement
+        return statement
+
+    def forget(self, key: str) -> None:
+        """Let `key` through again (a form the bot answered with errors may be sent again unchanged)."""
+        with self._write_lock, self._engine.connect() as conn:
+            conn.execute(delete(_TABLE).where(_TABLE.c.key == key))
+
+    def purge(self) -> int:
+        """Delete the rows older than the window; returns how many."""
+        with self._write_lock, self._engine.connect() as conn:
+            result = conn.execute(delete(_TABLE).where(_TABLE.c.seen_at < self._now() - self._window))
+        return int(result.rowcount or 0)
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.dispose()
+
+    def _maybe_purge(self) -> None:
+        with self._lock:
+            if self._monotonic() < self._next_purge:
+                return
+            self._next_purge = self._monotonic() + self._purge_every
+        if self._background is not None:
+            self._background(self._purge_quietly)
+        else:
+            self._purge_quietly()
+
+    def _purge_quietly(self) -> None:
+        try:
+            removed = self.purge()
+        except Exception as exc:  # the next purge tries again; claims do not depend on it
+            log.warning("seen requests: purge failed: %s", exc)
+            return
+        if removed:
+            log.debug("seen requests: purged %d keys older than %s", removed, self._window)
+
+
+def _own_engine(engine: Engine) -> Engine | None:
+    """Connections of the table's own whose commits don't wait for the disk: a claim is on the path of
+    every ack. A crash of the database's host may forget the last moments' keys; the timestamp check
+    still refuses anything older than five minutes. None for an in-memory SQLite database (another
+    engine would be another database)."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        if not url.database or url.database == ":memory:" or "mode=memory" in str(url):
+            return None
+        from bot.store.db import make_engine
+
+        own = make_engine(url.render_as_string(hide_password=False))
+        pragma = "PRAGMA synchronous=NORMAL"  # in WAL mode: no fsync per commit, the file stays consistent
+    else:
+        own = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=16)
+        pragma = "SET synchronous_commit = off"
+
+    @event.listens_for(own, "connect")
+    def _no_wait_for_the_disk(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = getattr(dbapi_conn, "autocommit", None)
+        if autocommit is not None:
+            dbapi_conn.autocommit = True  # a SET inside psycopg's implicit transaction would be rolled back
+        cursor = dbapi_conn.cursor()
+        cursor.execute(pragma)
+        cursor.close()
+        if autocommit is not None:
+            dbapi_conn.autocommit = autocommit
+
+    return own
