@@ -69,8 +69,8 @@ def build_app(deps: Deps, *, client: WebClient, identity: BotIdentity, signing_s
     )
     if deps.settings.mam_cloud == "sandbox":  # first, so that refusals are marked too
         app.use(SandboxMarkerMiddleware())
+    app.use(DedupeMiddleware(deps))  # a second copy of a request is dropped before it is checked or audited
     app.use(AuthorizationMiddleware(deps))
-    app.use(DedupeMiddleware(deps))
     app.error(_error_handler)
 
     from commands import register_all

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,11 +67,34 @@ def test_purge_removes_only_old_keys_and_runs_now_and_then(store, clock):
     assert len(purges) == 1
     seen.claim("newer")
     assert len(purges) == 1  # not on every request
+    seen.flush()  # SQLite's keys reach the table from a writer thread; PostgreSQL's are already there
     purges[0]()
     assert rows(store) == {"new", "newer"}
     clock.advance(seconds=61)
     seen.claim("newest")
     assert len(purges) == 2
+
+
+def test_keys_outlive_a_restart(store, clock):
+    first = SeenRequests(store.engine, now=lambda: clock.now)
+    assert first.claim("signed-once") == {"signed-once"}
+    first.close()  # on SQLite, what memory held is written out
+    clock.advance(minutes=4)
+    again = SeenRequests(store.engine, now=lambda: clock.now)
+    assert again.claim("signed-once", "other") == {"other"}
+    clock.advance(minutes=7)  # past the window of the first claim
+    assert again.claim("signed-once") == {"signed-once"}
+    again.close()
+
+
+def test_the_table_has_the_keys_soon_without_a_flush(store):
+    seen = SeenRequests(store.engine)
+    seen.claim("k1", "k2")
+    deadline = time.monotonic() + 5
+    while rows(store) != {"k1", "k2"} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rows(store) == {"k1", "k2"}
+    seen.close()
 
 
 def test_forget_lets_a_key_through_again(store, clock):
