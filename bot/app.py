@@ -91,6 +91,11 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+# Request types that reach listeners without a role check: Events API callbacks (the listeners read
+# no privileged input from them) and Slack's own URL check. Every other type needs a rule.
+UNCHECKED_TYPES = frozenset({"event_callback", "url_verification", "app_rate_limited"})
+
+
 class AuthorizationMiddleware(Middleware):
     """The one place roles are checked, for every command, button, modal and options request.
 
@@ -122,8 +127,10 @@ class AuthorizationMiddleware(Middleware):
             name, access, what = route.name, route.access, route.what
         elif body.get("type") in ("block_actions", "view_submission", "view_closed", "block_suggestion"):
             name, access, what = deps.registry.access_for_interaction(body)
-        else:  # events (App Home, …) carry no privileged action
-            return next()
+        elif body.get("type") in UNCHECKED_TYPES or body.get("ssl_check"):
+            return next()  # events (App Home opened, …) and Slack's own checks carry no privileged action
+        else:  # anything else (legacy attachments and dialogs, shortcuts, …) has no rule here: refused
+            name, access, what = str(body.get("type") or "request"), None, "use this"
 
         roles = deps.roles.roles_of(user_id)
         if access is not None and access is Access.DM_RECIPIENT:

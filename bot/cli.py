@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # slack_sdk logs every failed Web API call at ERROR before raising it; the bot handles what it
+    # raises and says so once, in words (e.g. `mam-bot check` with Slack unreachable)
+    logging.getLogger("slack_sdk.web.base_client").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except SettingsError as exc:

@@ -65,7 +65,8 @@ def command_name(word: str) -> str:
 
 
 def unescape(text: str) -> str:
-    """Slack escapes exactly these three in message and command text."""
+    """Undo Slack's three escapes (it escapes exactly these in message and command text); `&amp;` last,
+    so `&amp;lt;` stays `&lt;`."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import logging
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -122,7 +123,12 @@ def build_asgi(bolt_app: App, store: Store, *, signing_secret: str, seen: SeenRe
                     log.info("duplicate %s ignored", describe(body))
                     return None
                 bolt_request.context[CLAIMED] = key  # bot.dedupe's middleware: already claimed
-        return bolt_app.dispatch(bolt_request)
+        try:
+            return bolt_app.dispatch(bolt_request)
+        except Exception as exc:  # listeners' errors are Bolt's error handler's; this is before any ran
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            raise Refused(400, f"Bolt could not handle the signed body: {type(exc).__name__} "
+                               f"at {where.filename}:{where.lineno}") from None
 
     async def healthz(_: Request) -> Response:
         try:
@@ -193,7 +199,43 @@ def parse_signed(raw: bytes, content_type: str | None) -> tuple[str, dict[str, A
         raise Refused(400, f"signed body is a JSON {type(body).__name__}, not an object")
     if not (body.get("command") or body.get("type") or body.get("ssl_check")):
         raise Refused(400, "signed body is neither a command, an interaction nor an event")
+    problem = shape_problem(body)
+    if problem:
+        raise Refused(400, f"signed body is not shaped like Slack's: {problem}")
     return text, body
+
+
+# The fields Bolt and the bot read before a listener runs, and the type Slack always sends them as: a
+# signed body with anything else is not from Slack (it could only come from someone with the secret),
+# and would fail deep inside Bolt with a traceback instead of one line.
+_COMMAND_TEXT_FIELDS = ("command", "text", "user_id", "channel_id", "team_id", "trigger_id", "response_url")
+_OBJECT_FIELDS = ("user", "team", "channel", "container", "view", "message", "enterprise")
+
+
+def shape_problem(body: dict[str, Any]) -> str:
+    """What is wrong with the shape of a signed body, or '' when it is shaped as Slack sends it."""
+    if body.get("command") is not None:
+        for name in _COMMAND_TEXT_FIELDS:
+            if name in body and not isinstance(body[name], str):
+                return f"`{name}` is not text"
+        return ""
+    for name in _OBJECT_FIELDS:
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            return f"`{name}` is not an object"
+    for name, value in ((n, (body.get(o) or {}).get(n)) for o, n in (("user", "id"), ("team", "id"))):
+        if value is not None and not isinstance(value, str):
+            return f"`{name}` is not text"
+    view = body.get("view")
+    if view is not None and not isinstance(view.get("type"), str):
+        return "`view.type` is not text"
+    actions = body.get("actions")
+    if actions is not None and not (isinstance(actions, list) and all(isinstance(a, dict) for a in actions)):
+        return "`actions` is not a list of objects"
+    if body.get("type") == "event_callback":
+        event = body.get("event")
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            return "`event` is not an object with a type"
+    return ""
 
 
 def _client(request: Request) -> str:

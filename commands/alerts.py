@@ -43,7 +43,7 @@ from bot.outbox import Outbox
 from bot.registry import Subcommand
 from bot.roles import Access
 from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, last_sweep, pending_onboardings
-from bot.text import count, csv_cell
+from bot.text import count, csv_cell, whole_number
 from commands.context import CommandRequest
 from workflows.connectors import PORTALS, Portals
 from workflows.onboarding import WatchSettings
@@ -446,10 +446,10 @@ def register(app: App, deps: Deps) -> None:
 
 
 def _episode_id(body: dict[str, Any]) -> int:
-    value = str((body.get("actions") or [{}])[0].get("value", ""))
-    if not value.isdigit():
+    episode_id = whole_number(str((body.get("actions") or [{}])[0].get("value", "")))
+    if episode_id is None:
         raise UserError("This button does not name an alert.")
-    return int(value)
+    return episode_id
 
 
 def blocked_command(req: CommandRequest) -> None:

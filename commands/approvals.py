@@ -34,7 +34,7 @@ from bot.registry import Subcommand
 from bot.roles import Access, Role, RoleDirectory
 from bot.settings import Settings
 from bot.slack_limits import pack_lines
-from bot.text import count
+from bot.text import count, whole_number
 from commands.context import CommandRequest, Reply
 from commands.ids import Action, View
 from workflows.changes import ChangeService, Result, State
@@ -366,9 +366,9 @@ def listed_section(title: Mrkdwn, lines: list[Mrkdwn], total: int, how_to_see: M
 
 
 def cancel_request(req: CommandRequest) -> None:
-    if len(req.args) != 1 or not req.args[0].lstrip("#").isdigit():
+    request_id = whole_number(req.args[0]) if len(req.args) == 1 else None
+    if request_id is None:
         raise UsageError("Name the request by its number, e.g. `/mam cancel 12`.")
-    request_id = int(req.args[0].lstrip("#"))
     # One read by primary key before the ack: an unknown number is answered at once, not after a
     # "Cancelling…" that stays on screen.
     if req.deps.changes.get(request_id) is None:
@@ -384,9 +384,10 @@ def cancel_request(req: CommandRequest) -> None:
 
 
 def show_audit(req: CommandRequest) -> None:
-    if len(req.args) > 1 or (req.args and not req.args[0].isdigit()):
+    asked = whole_number(req.args[0]) if len(req.args) == 1 else 10 if not req.args else None
+    if asked is None:
         raise UsageError("Give a number of entries, e.g. `/mam audit 20`.")
-    count = min(int(req.args[0]) if req.args else 10, 50)
+    count = min(asked, 50)
     entries = req.deps.audit.recent(count)
     lines = [md("`{:%m-%d %H:%M}` {} {} → *{}*{}", as_utc(e.at), _actor(e.actor), e.action, e.outcome,
                 md(" ({})", cut_plain(e.detail, 120)) if e.detail else "") for e in entries]
@@ -397,7 +398,7 @@ def show_audit(req: CommandRequest) -> None:
     if left_out:
         blocks.append(context(md("…and {:,} older entries not shown: {}.", left_out, WHOLE_LOG)))
     else:
-        blocks.append(context(md("The whole log: {}.", WHOLE_LOG)))
+        blocks.append(context(md("{}.", WHOLE_LOG)))
     req.ack(response_type="ephemeral", text=md("Last {} audit entries", shown), blocks=blocks)
 
 
@@ -406,10 +407,10 @@ def _actor(actor: str) -> Mrkdwn:
 
 
 def _request_id(body: dict[str, Any]) -> int:
-    value = str(body["actions"][0].get("value", ""))
-    if not value.isdigit():
+    request_id = whole_number(str(body["actions"][0].get("value", "")))
+    if request_id is None:
         raise UserError("This button does not name a change request.")
-    return int(value)
+    return request_id
 
 
 def _input(view: dict[str, Any], block_id: str) -> str:

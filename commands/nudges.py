@@ -23,6 +23,7 @@ from bot.errors import UserError, new_correlation_id, run_guarded
 from bot.outbox import Outbox
 from bot.roles import Access
 from bot.store.watch import OnboardingCase
+from bot.text import whole_number
 from commands.alerts import app_label
 from workflows.onboarding import (
     DirectoryThrottled,
@@ -184,9 +185,10 @@ class NudgeButton:
     def parse(cls, body: dict[str, Any]) -> NudgeButton:
         value = str((body.get("actions") or [{}])[0].get("value", ""))
         parts = value.split("|")
-        if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+        numbers = [whole_number(p) for p in parts[2:]] if len(parts) == 4 else []
+        if len(numbers) != 2 or numbers[0] is None or numbers[1] is None:
             raise UserError("This button does not belong to an onboarding message.")
-        return cls(parts[0], parts[1].lower(), int(parts[2]), int(parts[3]))
+        return cls(parts[0], parts[1].lower(), numbers[0], numbers[1])
 
     @property
     def message_key(self) -> str:

@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 from bot.blocks import escape
 from bot.command_text import CommandText
 from bot.deps import Deps
-from bot.errors import UsageError, new_correlation_id
+from bot.errors import UsageError, UserError, new_correlation_id
 from bot.registry import COMMAND_KEY, ROUTE_KEY, Route
 from commands.context import CommandRequest
 
@@ -50,12 +50,18 @@ def register(app: App, deps: Deps) -> None:
             ack(response_type="ephemeral", text=f":x: {exc}\nUsage: `{escape(route.usage)}`")
             _audit(deps, user_id, text, "not understood", correlation_id)
             return
+        except UserError as exc:  # understood, but not possible as asked: the words say why
+            ack(response_type="ephemeral", text=f":x: {exc}")
+            _audit(deps, user_id, text, "not possible", correlation_id)
+            return
         # "accepted": the command was understood and allowed; what it then did (a change cancelled, a
         # request filed, a policy not found) is in its own rows or in the answer
         _audit(deps, user_id, text, "accepted", correlation_id)
 
 
 def unknown_command_text(deps: Deps, name: str) -> str:
+    if not name:
+        return f":grey_question: That command starts with an empty word (`\"\"`).\n{GENERAL_USAGE}"
     lines = [f":grey_question: I don't know `/mam {escape(name)}`."]
     close = deps.registry.closest(name)
     if close:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.command_text import unescape
+
 NameLookup = Callable[[str], str | None]
 """Maps a Slack id (U…, C…, S…) to a display name, or None when unknown."""
 
@@ -149,11 +151,6 @@ _BOLD = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
 def emojize(text: str) -> str:
     """Known `:shortcode:` emoji as the characters Slack would draw."""
     return _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
-
-
-def unescape(text: str) -> str:
-    """Undo Slack's three escapes; `&amp;` last so `&amp;lt;` stays `&lt;`."""
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def display_mrkdwn(text: str, *, names: NameLookup | None = None, style: Style | None = None) -> str:

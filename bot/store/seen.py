@@ -111,7 +111,7 @@ class SeenRequests:
             fresh = self._claim_in_memory(unique, now)
         else:
             params: dict[str, Any] = {f"key{i}": key for i, key in enumerate(unique)}
-            params.update(now=now, cutoff=now - self._window)
+            params.update({f"at{i}": now for i in range(len(unique))}, cutoff=now - self._window)
             with self._write_lock, self._engine.connect() as conn:
                 fresh = {row[0] for row in conn.execute(self._statement(len(unique)), params)}
         self._maybe_purge()
@@ -164,9 +164,10 @@ class SeenRequests:
     def _write(self, batch: list[tuple[str, datetime]]) -> None:
         for start in range(0, len(batch), _ROWS_A_STATEMENT):
             chunk = dict(batch[start:start + _ROWS_A_STATEMENT])  # a key claimed twice: its latest time
-            params: dict[str, Any] = {f"key{i}": key for i, key in enumerate(chunk)}
-            # each row carries its own time: `now` is the newest, `cutoff` lets the newer time win
-            params.update(now=max(chunk.values()), cutoff=max(chunk.values()))
+            params: dict[str, Any] = {}
+            for i, (key, at) in enumerate(chunk.items()):  # each row with the time it was claimed at
+                params[f"key{i}"], params[f"at{i}"] = key, at
+            params["cutoff"] = max(chunk.values())  # a row already there takes the newer time
             with self._engine.connect() as conn:
                 conn.execute(self._statement(len(chunk)), params).all()
 
@@ -183,13 +184,14 @@ class SeenRequests:
         is not cached), about 1 ms of Python on the ack's path."""
         statement = self._statements.get(count)
         if statement is None:
-            values = ", ".join(f"(:key{i}, :now)" for i in range(count))
+            values = ", ".join(f"(:key{i}, :at{i})" for i in range(count))
             moment = DateTime(timezone=True)
             statement = text(
                 f"INSERT INTO seen_requests (key, seen_at) VALUES {values} "  # noqa: S608  (only placeholders)
                 "ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at "
                 "WHERE seen_requests.seen_at < :cutoff RETURNING key"
-            ).bindparams(bindparam("now", type_=moment), bindparam("cutoff", type_=moment))
+            ).bindparams(*(bindparam(f"at{i}", type_=moment) for i in range(count)),
+                         bindparam("cutoff", type_=moment))
             self._statements[count] = statement
         return statement
 

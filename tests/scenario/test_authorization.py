@@ -10,6 +10,7 @@ role excludes, and that the role the middleware demanded is the role of the hand
 from __future__ import annotations
 
 import dataclasses
+import json
 import itertools
 from typing import Any
 
@@ -234,3 +235,32 @@ def test_the_role_checked_is_the_role_of_the_handler_that_runs(spied, text, who)
     if {Role.ADMIN, Role.APPROVER} <= roles:
         assert not refused
         assert bool(ran) == (ws.deps.registry.route(read_command(text)) is not None), text
+
+
+@pytest.mark.parametrize("kind", ["interactive_message", "dialog_submission", "workflow_step_edit", "shortcut"])
+@pytest.mark.parametrize("callback_id", ["connectors_enable_android", "cr_approve"])
+def test_request_types_without_a_rule_are_refused(bot, kind, callback_id):
+    """Bolt's `app.action("id")` also matches legacy attachments' and dialogs' `callback_id`: such a
+    request has no rule here, so no handler may see it, whoever sends it."""
+    payload = {"type": kind, "callback_id": callback_id, "user": {"id": STRANGER}, "team": {"id": "T0CONSOLE"},
+               "channel": {"id": "C0CONSOLE"}, "trigger_id": "t-legacy", "actions": [{"name": "x", "value": "1"}],
+               "response_url": bot.slack.new_response_url(channel="C0CONSOLE", user=STRANGER)}
+    response = bot.dispatch("payload=" + json.dumps(payload).replace("&", "%26").replace("+", "%2B"))
+    bot.deps.wait_idle()
+    assert response.status == 200
+    assert not bot.slack.views_open and change_requests(bot) == 0
+    assert [r.outcome for r in bot.audit() if r.actor == STRANGER] == ["refused"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("policy new x", "takes no arguments"),
+    ("cancel 99999999999999999999999", "Name the request by its number"),
+    ("cancel #\u00b2", "Name the request by its number"),
+    ("audit \u00b2", "Give a number of entries"),
+    ("audit \u0661\u0662", "Give a number of entries"),
+    ('"" assign', "starts with an empty word"),
+])
+def test_odd_typing_gets_an_answer_not_an_apology(bot, text, expected):
+    answer = ack_json(bot.command(text, user=DEMO_ADMIN)[0])["text"]
+    assert expected in answer, answer
+    assert "reference" not in answer

@@ -79,7 +79,7 @@ def test_a_command_seen_twice_runs_once(bot):
     assert filed(bot) == 2
 
 
-def test_a_double_click_works_once_and_the_next_click_again(bot):
+def test_a_click_delivered_twice_works_once_and_the_next_click_again(bot):
     url = bot.slack.new_response_url(user=DEMO_ADMIN, kind="actions")
     action_ts = new_action_ts()
     for _ in range(2):

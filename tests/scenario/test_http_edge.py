@@ -171,6 +171,12 @@ def test_signed_but_malformed_bodies_are_400_and_one_log_line_each(served):
         ("application/x-www-form-urlencoded", "hello"),
         ("text/plain", "just some text=1"),
         ("application/json", '{"user": "U1"}'),
+        # shaped unlike anything Slack sends: each failed deep inside Bolt or the audit log, with a traceback
+        ("application/json", '{"type": "view_submission", "user": {"id": "U1"}, "view": {"id": "V1"}}'),
+        ("application/json", '{"type": "block_actions", "user": {"id": ["U1"]}, "actions": []}'),
+        ("application/json", '{"type": "event_callback", "event": "app_home_opened"}'),
+        ("application/json", '{"command": "/mam", "text": 5, "user_id": {"id": "U1"}}'),
+        ("application/json", '{"type": "block_actions", "user": {"id": "U1"}, "actions": ["x"]}'),
     ]
     for content_type, body in cases:
         response = post(served, body, signed(body, content_type=content_type))
@@ -260,12 +266,12 @@ def test_the_same_command_signed_again_is_still_one_command(served, slack):
     assert served.change_requests() == 1
 
 
-def test_a_double_click_does_the_work_once_and_a_new_click_again(served, slack):
+def test_the_same_click_delivered_twice_does_the_work_once_and_a_new_click_again(served, slack):
     url = slack.new_response_url(user=ADMIN, kind="actions")
     action_ts = new_action_ts()
     clicks = [action_body(Action.POLICY_SHOW, user=ADMIN, response_url=url, value=SEED_POLICY_ID,
                           action_ts=action_ts, trigger_id=new_trigger_id()) for _ in range(2)]
-    assert clicks[0] != clicks[1]  # two requests, two signatures: only the click is the same
+    assert clicks[0] != clicks[1]  # two requests, two signatures, one click (same action_ts): a resend
     assert [post(served, body, signed(body)).status_code for body in clicks] == [200, 200]
     wait_for(lambda: slack.response_url_uses(url) >= 1)
     time.sleep(1.0)
