@@ -10,8 +10,8 @@ role excludes, and that the role the middleware demanded is the role of the hand
 from __future__ import annotations
 
 import dataclasses
-import json
 import itertools
+import json
 from typing import Any
 
 import pytest
