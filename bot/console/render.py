@@ -144,6 +144,9 @@ EMOJI = {
     "calendar": "📆",
     "stopwatch": "⏱️",
     "zzz": "💤",
+    "test_tube": "🧪",
+    "alarm_clock": "⏰",
+    "no_bell": "🔕",
 }
 _BOLD = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
 
