@@ -114,16 +114,18 @@ def _require(settings: Settings, mode: Mode) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     _require(settings, Mode.RUN)
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from bot.socket_mode import SocketModeRefused, run_socket_mode
 
     app, deps = _start_slack_app(settings)
     assert settings.slack_app_token is not None
     log.warning("mam-bot is connecting to Slack over Socket Mode")
     try:
-        SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+        return run_socket_mode(app, settings.slack_app_token.get_secret_value(),
+                               ping_seconds=settings.mam_socket_ping_seconds)
+    except SocketModeRefused as exc:
+        _fail(str(exc))
     finally:
         deps.close()
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -113,6 +113,7 @@ EXAMPLES: dict[str, str] = {
     "MAM_NUDGE_UNREGISTERED": "true or false: also nudge assigned users with no managed app yet",
     "MAM_SLACK_LOOKUPS_PER_RUN": "Slack users.lookupByEmail calls per nudge run, e.g. 50",
     "MAM_SLACK_POSTS_PER_SECOND": "messages the bot may post per second, all replicas together, e.g. 10",
+    "MAM_SOCKET_PING_SECONDS": "seconds between Socket Mode pings (a dead connection is noticed within two), e.g. 5",
 }
 
 
@@ -208,6 +209,7 @@ class Settings(BaseSettings):
     mam_nudge_unregistered: bool = False
     mam_slack_lookups_per_run: int = Field(default=50, ge=1, le=1000)
     mam_slack_posts_per_second: float = Field(default=10.0, gt=0, le=1000)
+    mam_socket_ping_seconds: float = Field(default=5.0, ge=0.2, le=60)
 
     @field_validator("database_url")
     @classmethod

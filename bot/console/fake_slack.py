@@ -20,12 +20,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from bot import slack_limits
 from bot.slack_limits import block_problems as block_problems  # re-exported: tests check blocks with it
 from bot.slack_limits import message_problems, options_problems, view_problems
+
+if TYPE_CHECKING:
+    from bot.console.socket_mode import SocketModeServer
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +389,7 @@ class FakeSlack:
         self._idle = threading.Condition()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._socket_mode: SocketModeServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -399,7 +403,22 @@ class FakeSlack:
         self._thread.start()
         return self
 
+    def socket_mode(self, **options: Any) -> SocketModeServer:
+        """Turn on Socket Mode: a local WebSocket server whose URLs `apps.connections.open` hands out.
+
+        `options` go to SocketModeServer (ack_timeout, disconnect_grace, max_retries); a second call
+        returns the running server.
+        """
+        from bot.console.socket_mode import SocketModeServer
+
+        if self._socket_mode is None:
+            self._socket_mode = SocketModeServer(self, **options).start()
+        return self._socket_mode
+
     def stop(self) -> None:
+        if self._socket_mode is not None:
+            self._socket_mode.stop()
+            self._socket_mode = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -763,6 +782,8 @@ class FakeSlack:
             return 200, {"ok": False, "error": "not_authed"}, 0
         if not token.startswith(("xox", "xapp-")):
             return 200, {"ok": False, "error": "invalid_auth"}, 0
+        if method == "apps.connections.open" and not token.startswith("xapp-"):
+            return 200, {"ok": False, "error": "not_allowed_token_type"}, 0
         bucket = self._limits.get(method)
         if bucket is not None:
             key = str(args.get("channel", "")) if bucket.per_channel else ""
@@ -1024,12 +1045,17 @@ class FakeSlack:
         return {"files": shared}
 
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
-        raise ApiError(
-            "not_allowed_token_type",
-            response_metadata={
-                "messages": ["[ERROR] FakeSlack has no Socket Mode: drive the app with the console"]
-            },
-        )
+        server = self._socket_mode
+        if server is None:
+            raise ApiError(
+                "not_allowed_token_type",
+                response_metadata={"messages": [
+                    "[ERROR] this FakeSlack has no Socket Mode: start it with socket_mode() first"
+                ]},
+            )
+        if server.disabled:  # after link_disabled: Socket Mode is off for the app
+            raise ApiError("invalid_auth")
+        return {"url": server.new_url()}
 
     # --- response_url and uploads ---------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from bot.console.fake_slack import FakeSlack, default_users
 from bot.console.session import ObservedAck
 from bot.console.slack_text import command_text
 from bot.local import CONSOLE_CHANNELS, DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
-from bot.sandbox import SandboxConfig, SandboxTenant
+from bot.sandbox import SandboxConfig, SandboxServer, SandboxTenant, serve_sandbox
 from bot.settings import load_settings
 from tests.scenario.slack_requests import (
     SIGNING_SECRET,
@@ -115,6 +115,24 @@ def block_text(blocks: list[dict[str, Any]]) -> str:
 
     walk(blocks)
     return "\n".join(parts)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """A fake Slack on a local port, for tests that run the bot as a process (or several)."""
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    """The sandbox tenant on a local port, so a test can see what a bot process changed in it."""
+    served = serve_sandbox(SandboxTenant(), host="127.0.0.1", port=0)
+    try:
+        yield served
+    finally:
+        served.shutdown()
 
 
 @pytest.fixture

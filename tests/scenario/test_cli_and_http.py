@@ -1,38 +1,36 @@
-"""The real `mam-bot` processes: `serve` over HTTP with signed requests, and start-up failures."""
+"""The real `mam-bot` processes: the main scenarios over both transports (`serve` over HTTP with signed
+requests, `run` over Socket Mode with the local Socket Mode server), and start-up failures."""
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bot.console.fake_slack import FakeSlack
-from tests.scenario.slack_requests import SIGNING_SECRET, command_body, signed_headers
+from bot.local import CONSOLE_CHANNELS, DEMO_ADMIN, DEMO_APPROVER
+from bot.sandbox import SEED_POLICY_ID, SandboxServer, SandboxTenant
+from bot.store import AuditLog, create_store
+from commands.alerts import AlertAction
+from commands.ids import Action, View
+from tests.scenario.conftest import block_text
+from tests.scenario.live import ROOT, TRANSPORTS, LiveBot, bot_env, free_port, start_bot, wait_until
+from tests.scenario.slack_requests import command_body
+from tests.scenario.test_policy_requests import NAME as POLICY_NAME
+from tests.scenario.test_policy_requests import policy_form
+from workflows.connector_change import ANDROID_MAM
+
+__all__ = ["ROOT", "bot_env", "free_port"]  # other scenario modules start processes the same way
 
 pytestmark = pytest.mark.http
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AZURE_", "MAM_", "DATABASE_"))}
-    env.update({"DATABASE_URL": f"sqlite:///{tmp_path}/serve.db", "MAM_ADMINS": "UADMIN001", "PYTHONUNBUFFERED": "1",
-                "MAM_CLOUD": "sandbox"})  # with real Slack tokens MAM_CLOUD must be set: this is the fake Slack
-    env.update(extra)
-    return env
+WHY = "turn on MAM threat signals for the pilot (CHG0042)"
 
 
 def mam_bot(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -41,66 +39,103 @@ def mam_bot(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 
 @pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
+def tenant(sandbox: SandboxServer) -> SandboxTenant:
+    return sandbox.tenant
+
+
+@pytest.fixture(params=TRANSPORTS)
+def live(request, tmp_path, slack, sandbox) -> Iterator[LiveBot]:
+    """`mam-bot serve` (http) or `mam-bot run` (socket) against FakeSlack and the sandbox tenant."""
+    bot = start_bot(request.param, tmp_path, slack, MAM_GRAPH_URL=sandbox.url, MAM_DEFENDER_URL=sandbox.url)
+    yield bot
+    bot.stop()
 
 
 @pytest.fixture
-def server(tmp_path, slack):
-    port = free_port()
-    env = bot_env(tmp_path, SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                  SLACK_API_URL=slack.api_url, MAM_CLOUD="sandbox")
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            pytest.fail(f"mam-bot serve exited: {proc.stdout.read() if proc.stdout else ''}")
-    else:
-        proc.kill()
-        pytest.fail("mam-bot serve did not become healthy in 30 s")
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def server(tmp_path, slack) -> Iterator[str]:
+    """`mam-bot serve` alone: for what only HTTP has (signatures, /healthz)."""
+    bot = start_bot("http", tmp_path, slack)
+    yield bot.base
+    bot.stop()
 
 
 def post_signed(base: str, body: str, **sign) -> httpx.Response:
+    from tests.scenario.slack_requests import signed_headers
+
     headers = {k: v[0] for k, v in signed_headers(body, **sign).items()}
     return httpx.post(f"{base}/slack/events", content=body, headers=headers, timeout=10)
 
 
-def test_serve_answers_a_signed_help_over_http(server, slack):
-    body = command_body("help", user="UADMIN001", response_url=slack.new_response_url(user="UADMIN001"))
+def test_help_is_answered_in_the_ack(live: LiveBot):
     started = time.monotonic()
-    response = post_signed(server, body)
+    payload, _url = live.command("help")
     elapsed = time.monotonic() - started
-    assert response.status_code == 200
-    payload = json.loads(response.text)
     assert payload["response_type"] == "ephemeral"
     assert "/mam connectors" in json.dumps(payload["blocks"])
     assert elapsed < 3  # Slack's deadline, not a performance target (see benchmarks/)
+    [shown] = live.slack.ephemerals(DEMO_ADMIN)  # what the person sees: the ack's reply
+    assert "/mam connectors" in block_text(shown.blocks)
 
 
-def test_serve_fills_the_connector_card_through_the_sandbox(server, slack):
-    url = slack.new_response_url(user="UADMIN001")
-    response = post_signed(server, command_body("connectors", user="UADMIN001", response_url=url))
-    assert response.status_code == 200 and "checking" in response.text.lower()
-    deadline = time.monotonic() + 10
-    while slack.response_url_uses(url) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert slack.response_url_uses(url) == 1
+def test_the_connector_card_is_filled_through_the_sandbox(live: LiveBot):
+    payload, url = live.command("connectors")
+    assert "checking" in json.dumps(payload).lower()
+    wait_until(lambda: live.slack.response_url_uses(url) >= 1, what="the connector card's update")
+    assert live.slack.response_url_uses(url) == 1
+
+
+def test_a_change_request_approved_by_another_person_is_executed_once(live: LiveBot, tenant: SandboxTenant):
+    payload, _url = live.command(f"connectors enable-android {WHY}")
+    assert "Filing a change request" in payload["text"]
+    filed = wait_until(lambda: [e for e in live.slack.events
+                                if e.kind == "response" and "Filed change request #" in e.text],
+                       what="the change request being filed")
+    request_id = int(filed[-1].text.split("#")[1].split(":")[0])
+    card = wait_until(lambda: [m for m in live.slack.messages(DEMO_APPROVER) if "Change request #" in m.text],
+                      what="the approval card in the approver's DM")[-1]
+    assert tenant.connector()[ANDROID_MAM] is False
+
+    live.click(Action.APPROVE, user=DEMO_APPROVER, value=str(request_id), channel=card.channel, message_ts=card.ts)
+
+    wait_until(lambda: "Done" in block_text((live.slack.message(card.channel, card.ts) or card).blocks),
+               what="the approval card saying Done")
+    assert tenant.connector()[ANDROID_MAM] is True
+    assert tenant.stats.count("PATCH", "mobileThreatDefenseConnectors") == 1
+    database = live_database(live)
+    actions = [(r.actor, r.outcome) for r in database]
+    assert actions.count(("mam-bot", "executing")) == 1 and actions.count(("mam-bot", "succeeded")) == 1
+    assert (DEMO_APPROVER, "approved") in actions
+
+
+def test_a_policy_form_files_a_request_that_creates_the_policy(live: LiveBot, tenant: SandboxTenant):
+    live.command("policy new")
+    form = wait_until(lambda: [v for v in live.slack.views_open if v["callback_id"] == View.POLICY_NEW],
+                      what="the policy form opening")[-1]
+    pilot = str(tenant.group("MAM Pilot")["id"])
+    mistakes = live.submit(View.POLICY_NEW, view_id=form["id"], state=policy_form(name="", include=(pilot,)))
+    assert mistakes["response_action"] == "errors" and set(mistakes["errors"]) == {"name"}
+    assert live.slack.view_is_open(form["id"])  # the errors show in the open form
+
+    ack = live.submit(View.POLICY_NEW, view_id=form["id"], state=policy_form(include=(pilot,)))
+    assert ack["response_action"] == "update"
+    assert "Checking the tenant" in block_text((live.slack.view(form["id"]) or {})["blocks"])  # the ack's view
+    wait_until(lambda: "Filed change request #" in block_text((live.slack.view(form["id"]) or {})["blocks"]),
+               what="the form saying the request was filed")
+    card = wait_until(lambda: [m for m in live.slack.messages(DEMO_APPROVER) if "Change request #" in m.text],
+                      what="the approval card")[-1]
+    request_id = card.text.split("#")[1].split(":")[0].split()[0]
+    live.click(Action.APPROVE, user=DEMO_APPROVER, value=request_id, channel=card.channel, message_ts=card.ts)
+    policy = wait_until(lambda: [p for p in tenant.policies if p["displayName"] == POLICY_NAME],
+                        what="the policy in the tenant")[0]
+    assert policy["maximumAllowedDeviceThreatLevel"] == "low"
+
+
+def live_database(live: LiveBot) -> list:
+    store = create_store(f"sqlite:///{live.log_path.parent}/serve.db")
+    try:
+        return list(AuditLog(store).iter_all())
+    finally:
+        store.close()
 
 
 def test_serve_rejects_bad_signatures_and_stale_timestamps(server, slack):
@@ -163,3 +198,33 @@ def test_audit_export(tmp_path):
     assert csv_out.stdout.splitlines()[0].startswith("id,at,actor,action")
     jsonl = mam_bot("audit", "export", "--format", "jsonl", env=env, cwd=tmp_path)
     assert json.loads(jsonl.stdout.splitlines()[0])["action"] == "/mam help"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_sweeps_alert_card_is_posted_and_acknowledged(transport, tmp_path, sandbox):
+    """The sweep runs by itself first (`mam-bot jobs run`, no bot holds the scheduler yet) and queues its
+    cards; the bot, once up, posts them, and an approver's Acknowledge edits the card in place."""
+    sandbox.tenant.policies_store.update(SEED_POLICY_ID, {"maximumAllowedDeviceThreatLevel": "medium",
+                                                          "mobileThreatDefenseRemediationAction": "block"}, True)
+    alerts = "C0ALERTS"
+    with FakeSlack(channels=CONSOLE_CHANNELS) as slack:
+        shared = {"MAM_GRAPH_URL": sandbox.url, "MAM_DEFENDER_URL": sandbox.url, "MAM_ALERT_CHANNEL": alerts}
+        env = bot_env(tmp_path, SLACK_BOT_TOKEN="xoxb-test", SLACK_API_URL=slack.api_url, PYTHONPATH=str(ROOT),
+                      MAM_APPROVERS=DEMO_APPROVER, **shared)
+        swept = subprocess.run([sys.executable, "-m", "bot.cli", "jobs", "run", "threat-sweep"], env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert swept.returncode == 0, swept.stderr
+        bot = start_bot(transport, tmp_path, slack, **shared)
+        try:
+            cards = wait_until(lambda: [m for m in slack.messages(alerts)
+                                        if not m.thread_ts and "App blocked" in block_text(m.blocks)],
+                               timeout=30, what="the sweep's alert cards posted by the bot")
+            card = cards[0]
+            ack = next(el for b in card.blocks if b["type"] == "actions" for el in b["elements"]
+                       if el["action_id"] == AlertAction.ACK)
+            bot.click(AlertAction.ACK, user=DEMO_APPROVER, value=ack["value"], channel=alerts, message_ts=card.ts)
+            wait_until(lambda: f"Acknowledged by <@{DEMO_APPROVER}>" in block_text(
+                (slack.message(alerts, card.ts) or card).blocks), what="the card saying who acknowledged it")
+            assert len([m for m in slack.messages(alerts) if not m.thread_ts]) == len(cards)  # edited, not reposted
+        finally:
+            bot.stop()

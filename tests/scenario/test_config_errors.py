@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.console.fake_slack import FakeSlack
 from tests.databases import postgres_database
 from tests.scenario.test_cli_and_http import ROOT, bot_env
 
@@ -39,13 +38,6 @@ def one_line(text: str) -> str:
     assert len(lines) == 1, text
     assert "Traceback" not in text
     return lines[0]
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
 
 
 # --- MAM_CLOUD with real Slack -----------------------------------------------------------------------

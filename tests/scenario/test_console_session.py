@@ -198,13 +198,6 @@ def card() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def bot(slack: FakeSlack) -> Iterator[Bot]:
     built = build_bot(slack)
     yield built
