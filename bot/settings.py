@@ -38,7 +38,8 @@ class CloudEndpoints:
 SANDBOX_GRAPH_URL = "http://graph.sandbox.invalid"
 SANDBOX_DEFENDER_URL = "http://defender.sandbox.invalid"
 
-# Sources: ../shared/reference/microsoft-graph.md §5 (Defender hosts) and §7 (national clouds).
+# Sources: Microsoft Graph national cloud deployments (learn.microsoft.com/graph/deployments) and
+# Defender for Endpoint's API hosts per cloud (learn.microsoft.com/defender-endpoint/gov).
 # GCC (moderate) signs in and calls Graph globally but has its own Defender host; Defender for
 # Endpoint has no documented API host in China (21Vianet): MAM_DEFENDER_URL must name one there.
 CLOUD_ENDPOINTS: dict[Cloud, CloudEndpoints] = {
