@@ -125,7 +125,8 @@ def sweep_once(url: str, tmp: Path, shape: Shape) -> Figures:
     from bot.outbox.table import outbox_table
     from bot.settings import load_settings
     from bot.store import create_store
-    from commands.alerts import SlackAlerts, portals_for
+    from commands.adapters import SlackAlerts
+    from commands.alerts import portals_for
     from workflows.onboarding import WatchSettings
     from workflows.threat_sweep import run_threat_sweep
 

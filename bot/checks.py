@@ -177,7 +177,7 @@ def _quorum(settings: Settings, slack: SlackAnswer, report: CheckReport) -> None
 def _database(settings: Settings, report: CheckReport) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    from bot.store.db import database_error_line, open_engine
+    from bot.store.engine import database_error_line, open_engine
 
     try:
         engine = open_engine(settings.database_url)

@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
     from bot.app import build_app, freeze_startup_heap
-    from bot.deps import build_deps
+    from bot.compose import build_deps
     from bot.slack import fetch_identity, slack_client
 
     client = slack_client(settings)
@@ -237,7 +237,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def _offline_deps() -> Deps:
     """Deps for a one-off command: no Slack connection; whatever it posts waits in the outbox."""
-    from bot.deps import build_deps
+    from bot.compose import build_deps
     from bot.slack import slack_client
 
     settings = load_settings()

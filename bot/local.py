@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 from slack_bolt import App
 
 from bot.app import BotIdentity, build_app
+from bot.compose import build_deps
 from bot.console.fake_slack import BOT_ID, BOT_TOKEN, BOT_USER_ID, TEAM_ID, FakeSlack, FakeUser, default_users
 from bot.console.session import ConsoleSession
-from bot.deps import Deps, build_deps
+from bot.deps import Deps
 from bot.settings import Settings
 from bot.slack import slack_client
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.command_text import CommandText, command_name
 from bot.roles import Access, Role, allowed
 
-if TYPE_CHECKING:
-    from commands.context import CommandRequest
-
-Handler = Callable[["CommandRequest"], None]
+# A subcommand's or verb's handler. It is called with a commands.context.CommandRequest; the registry sits
+# below commands/ (lint-imports) and never looks inside the request, so it names no type from there.
+Handler = Callable[[Any], None]
 
 COMMAND_KEY = "mam_command"  # in a request's context: the parsed `/mam` text (bot.command_text.CommandText)
 ROUTE_KEY = "mam_route"  # and its Route, or None when no subcommand has the name

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -31,9 +31,6 @@ from sqlmodel import col, select
 from bot.clock import as_utc, utcnow
 from bot.store import Store
 from bot.store.models import JobRun, Lease
-
-if TYPE_CHECKING:
-    from bot.deps import Deps
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +96,7 @@ class Job:
     name: str
     description: str
     trigger: BaseTrigger
-    run: Callable[[Deps], Any]  # returns something whose str() is the run's summary
+    run: Callable[[], Any]  # bound to what it needs by its definer (bot.jobs); str() of its result is the summary
 
 
 class JobHeldElsewhere(Exception):
@@ -107,11 +104,15 @@ class JobHeldElsewhere(Exception):
 
 
 class Scheduler:
-    def __init__(self, deps: Deps, jobs: list[Job], *, holder: str | None = None,
-                 lease_seconds: float = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS) -> None:
-        self.deps = deps
+    """Runs the jobs it is given (bot.jobs) while this process holds the lease, recording each run in the store."""
+
+    def __init__(self, store: Store, jobs: list[Job], *, now: Callable[[], datetime] = utcnow,
+                 holder: str | None = None, lease_seconds: float = LEASE_SECONDS,
+                 renew_seconds: float = RENEW_SECONDS) -> None:
+        self.store = store
+        self.now = now
         self.jobs = {job.name: job for job in jobs}
-        self.lease = LeaderLease(deps.store, holder or process_id(), seconds=lease_seconds, now=deps.now)
+        self.lease = LeaderLease(store, holder or process_id(), seconds=lease_seconds, now=now)
         self.renew_seconds = renew_seconds
         self._scheduler: BackgroundScheduler | None = None
         self._lock = threading.Lock()
@@ -159,7 +160,7 @@ class Scheduler:
         """Runs another holder left `running`: it lost the lease (died, or stalled past it) mid-run.
         Marked `interrupted` so `/mam status` and `jobs list` don't show them running forever; a holder
         that was only slow still records its real outcome when it finishes."""
-        with self.deps.store.session() as session:
+        with self.store.session() as session:
             closed = session.exec(
                 update(JobRun).where(col(JobRun.outcome) == "running", col(JobRun.holder) != self.lease.holder)
                 .values(outcome="interrupted", summary="its process stopped leading before the run finished; "
@@ -181,20 +182,20 @@ class Scheduler:
         """Run a job now, recording the run; the caller must lead (see `run_now`)."""
         job = self.jobs[name]
         with self._lock:  # one run of a job at a time in this process
-            record = JobRun(job=name, holder=self.lease.holder, started_at=self.deps.now())
-            with self.deps.store.session() as session:
+            record = JobRun(job=name, holder=self.lease.holder, started_at=self.now())
+            with self.store.session() as session:
                 session.add(record)
                 session.commit()
                 session.refresh(record)
             try:
-                result = job.run(self.deps)
+                result = job.run()
                 text = result.summary() if hasattr(result, "summary") else str(result)
                 record.outcome, record.summary = "ok", text[:4000]
             except Exception as exc:
                 log.exception("job %s failed", name)
                 record.outcome, record.summary = "failed", f"{type(exc).__name__}: {exc}"[:4000]
-            record.finished_at = self.deps.now()
-            with self.deps.store.session() as session:
+            record.finished_at = self.now()
+            with self.store.session() as session:
                 session.add(record)
                 session.commit()
                 session.refresh(record)
@@ -222,7 +223,7 @@ class Scheduler:
             job = self._scheduler.get_job(name)
             if job is not None and job.next_run_time is not None:
                 return job.next_run_time
-        return self.jobs[name].trigger.get_next_fire_time(None, self.deps.now())
+        return self.jobs[name].trigger.get_next_fire_time(None, self.now())
 
 
 def last_runs(store: Store) -> dict[str, JobRun]:

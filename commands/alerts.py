@@ -49,14 +49,10 @@ from workflows.connectors import PORTALS, Portals
 from workflows.onboarding import WatchSettings
 from workflows.policies import ACTION_LABELS, FRIENDLY_APP_NAMES, THREAT_LEVEL_LABELS
 from workflows.threat_sweep import (
-    SweepResult,
     acknowledge,
     back_within_limit,
     opened_for,
-    resolved_key,
-    run_threat_sweep,
     snooze,
-    snooze_over_key,
     version_key,
 )
 
@@ -295,82 +291,18 @@ def unblocked_dm(episode: Episode) -> Mrkdwn:
     return md(":white_check_mark: {} on {} is no longer blocked.", apps_text(episode), device_text(episode))
 
 
-# ---- the notifier the sweep calls ---------------------------------------------------------------------
-
-
-class SlackAlerts:
-    """Queues the sweep's cards, edits, thread replies, digests and DMs in the outbox."""
-
-    def __init__(self, outbox: Outbox, portals: Portals, digest_top: int = 10) -> None:
-        self.outbox = outbox
-        self.portals = portals
-        self.digest_top = digest_top
-
-    def opened(self, episode: Episode, channel: str) -> None:
-        assert episode.card_key
-        self.outbox.post(episode.card_key, channel=channel, text=alert_text(episode),
-                         blocks=alert_card(episode, self.portals))
-
-    def changed(self, episode: Episode) -> None:
-        if episode.card_key:
-            self.outbox.update(version_key(episode), of=episode.card_key, text=alert_text(episode),
-                               blocks=alert_card(episode, self.portals))
-
-    def resolved(self, episode: Episode) -> None:
-        """Edit the card, and say how long it lasted in its thread (or the digest's that announced it)."""
-        self.changed(episode)
-        parent = episode.card_key or episode.digest_key
-        message = self.outbox.get(parent) if parent else None
-        if parent and message is not None:
-            self.outbox.post(resolved_key(episode), channel=message.channel, text=resolved_reply(episode),
-                             thread_of=parent)
-
-    def snooze_over(self, episode: Episode) -> None:
-        self.changed(episode)
-        if episode.card_key and (card := self.outbox.get(episode.card_key)) is not None:
-            self.outbox.post(snooze_over_key(episode), channel=card.channel, text=snooze_over_reply(episode),
-                             thread_of=episode.card_key)
-
-    def digest(self, key: str, channel: str, kind: str, episodes: list[Episode], run: SweepRun) -> None:
-        self.outbox.post(key, channel=channel, text=digest_text(kind, episodes),
-                         blocks=digest_card(kind, episodes, run, self.portals, self.digest_top))
-        stamp = f"{as_utc(run.started_at):%Y%m%d-%H%M}"
-        self.outbox.upload(f"{key}:csv", channel=channel, filename=f"mam-{kind}-blocks-{stamp}.csv",
-                           content=episodes_csv(episodes, self.portals),
-                           title=f"{digest_text(kind, episodes)} (sweep #{run.id})", thread_of=key)
-
-    def user_blocked(self, key: str, slack_user: str, episode: Episode) -> None:
-        self.outbox.post(key, channel=slack_user, text=blocked_dm(episode))
-
-    def user_unblocked(self, key: str, slack_user: str, episode: Episode) -> None:
-        self.outbox.post(key, channel=slack_user, text=unblocked_dm(episode))
-
-
-# ---- the job ------------------------------------------------------------------------------------------
+# ---- the card's edits, shared by the buttons and the sweep's sender (commands.adapters.SlackAlerts) ----------
 
 
 def watch_settings(deps: Deps) -> WatchSettings:
     return WatchSettings.from_settings(deps.settings)
 
 
-def sweep_job(deps: Deps) -> SweepResult:
-    """One threat sweep with the background call profile, its cards through the outbox."""
-    settings = watch_settings(deps)
-    microsoft = deps.microsoft.background()
-    notifier = SlackAlerts(deps.outbox, portals_for(settings.cloud), settings.digest_top)
-    directory = None
-    if settings.dm_blocked_users:
-        from commands.nudges import SlackEmailDirectory, slack_client_of
-
-        directory = SlackEmailDirectory(slack_client_of(deps))
-    with microsoft.counting_requests() as requests:
-        result = run_threat_sweep(graph=microsoft.graph, defender=microsoft.defender, store=deps.store,
-                                  notifier=notifier, settings=settings,
-                                  alert_channel=deps.settings.mam_alert_channel, now=deps.now,
-                                  requests=requests, directory=directory, audit=deps.audit,
-                                  worker=deps.outbox.worker_id)
-    log.info("threat sweep #%s: %s", result.sweep_id, result.summary())
-    return result
+def edit_card(outbox: Outbox, episode: Episode, portals: Portals) -> None:
+    """Queue the card's edit to the episode's current state (nothing when it was only in a digest)."""
+    if episode.card_key:
+        outbox.update(version_key(episode), of=episode.card_key, text=alert_text(episode),
+                      blocks=alert_card(episode, portals))
 
 
 # ---- Slack listeners ------------------------------------------------------------------------------------
@@ -385,7 +317,7 @@ def register(app: App, deps: Deps) -> None:
     for action in (AlertAction.ACK, AlertAction.SNOOZE_4H, AlertAction.SNOOZE_24H):
         deps.registry.add_interaction("action", action, Access.READ, what="acknowledge or snooze alerts")
     deps.registry.add_interaction("action", AlertAction.OPEN_DEFENDER, Access.ANYONE, what="open Defender")
-    notifier = SlackAlerts(deps.outbox, portals_for(watch_settings(deps).cloud))
+    portals = portals_for(watch_settings(deps).cloud)
 
     def clicked(body: dict[str, Any], respond: Respond, work: Callable[[str, int], str | None], what: str) -> None:
         user = body["user"]["id"]
@@ -403,7 +335,7 @@ def register(app: App, deps: Deps) -> None:
         episode = acknowledge(deps.store, episode_id, user, deps.now())
         if episode is None:
             raise UserError("I have no record of that alert any more.")
-        notifier.changed(episode)  # a resolved card left behind by a digest heals here too
+        edit_card(deps.outbox, episode, portals)  # a resolved card left behind by a digest heals here too
         if episode.state != OPEN:
             return f"That block is already resolved: {escape(episode.resolution)}."
         if episode.acknowledged_by != user:
@@ -416,7 +348,7 @@ def register(app: App, deps: Deps) -> None:
             episode = snooze(deps.store, episode_id, user, hours, deps.now())
             if episode is None:
                 raise UserError("I have no record of that alert any more.")
-            notifier.changed(episode)
+            edit_card(deps.outbox, episode, portals)
             if episode.state != OPEN:
                 return f"That block is already resolved: {escape(episode.resolution)}."
             deps.audit.record(actor=user, action=f"snoozed alert {hours} h", outcome="ok",

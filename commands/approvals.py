@@ -31,8 +31,7 @@ from bot.blocks import (
 from bot.clock import as_utc
 from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
 from bot.registry import Subcommand
-from bot.roles import Access, Role, RoleDirectory
-from bot.settings import Settings
+from bot.roles import Access
 from bot.slack_limits import pack_lines
 from bot.text import count, whole_number
 from commands.context import CommandRequest, Reply
@@ -41,7 +40,6 @@ from workflows.changes import ChangeService, Result, State
 
 if TYPE_CHECKING:
     from bot.deps import Deps
-    from bot.outbox import Outbox
     from bot.store import Approval, ChangeRequest
 
 STATE_LABELS = {
@@ -164,62 +162,6 @@ def reject_modal(request_id: int, title: str) -> dict[str, Any]:
              "element": {"type": "plain_text_input", "action_id": "value", "multiline": True, "max_length": 3000}},
         ],
     }
-
-
-# ---- the notifier the workflow calls ----------------------------------------------------------------
-
-
-class SlackNotifier:
-    """Posts and edits approval cards and DMs the requester, through the outbox."""
-
-    def __init__(self, outbox: Outbox, approvals_of: Callable[[int], list[Approval]]) -> None:
-        self.outbox = outbox
-        self.approvals_of = approvals_of
-
-    def filed(self, request: ChangeRequest) -> None:
-        blocks = request_card(request, [])
-        destinations = json.loads(request.card_destinations)
-        for dest in destinations:
-            self.outbox.post(f"cr:{request.id}:card:{dest}", channel=dest, text=self._text(request), blocks=blocks)
-        where = ("the approval channel" if any(d.startswith(("C", "G")) for d in destinations)
-                 else f"{count(len(destinations), 'approver')} by DM")
-        note = md("Your change request #{} ({}) is waiting for approval; its card went to {}.",
-                  request.id, request.title, where) if destinations else md(
-                  ":warning: Your change request #{} was filed, but no approver is configured "
-                  "(MAM_APPROVERS / MAM_APPROVAL_CHANNEL), so nobody can approve it.", request.id)
-        self.outbox.post(f"cr:{request.id}:dm:filed", channel=request.requester, text=note)
-
-    def changed(self, request: ChangeRequest) -> None:
-        assert request.id is not None
-        state = State(request.state)
-        if state is State.APPROVED:
-            return  # "executing" follows at once (or after a restart); one edit fewer per card
-        approvals = self.approvals_of(request.id)
-        blocks = request_card(request, approvals)
-        for dest in json.loads(request.card_destinations):
-            self.outbox.update(f"cr:{request.id}:v{request.version}:{dest}", of=f"cr:{request.id}:card:{dest}",
-                               text=self._text(request), blocks=blocks)
-        if state in FINAL_FOR_REQUESTER:
-            # keyed by state and attempt: a retry that fails again is news, a repeat of the same is not
-            self.outbox.post(f"cr:{request.id}:dm:{state.value}:{request.attempts}", channel=request.requester,
-                             text=md("Change request #{}: {}.", request.id, STATE_LABELS[state]), blocks=blocks)
-
-    def reminded(self, request: ChangeRequest) -> None:
-        for dest in json.loads(request.card_destinations):
-            self.outbox.post(f"cr:{request.id}:reminder:{dest}", channel=dest, thread_of=f"cr:{request.id}:card:{dest}",
-                             text=md(":bell: Reminder: change request #{} still waits for an approver; it "
-                                     "expires {:%Y-%m-%d %H:%M} UTC.", request.id, as_utc(request.expires_at)))
-
-    @staticmethod
-    def _text(request: ChangeRequest) -> Mrkdwn:
-        return md("Change request #{}: {} ({})", request.id, request.title, STATE_LABELS[State(request.state)])
-
-
-def approval_destinations(settings: Settings, roles: RoleDirectory) -> list[str]:
-    """The approval channel, or else every approver by DM."""
-    if settings.mam_approval_channel:
-        return [settings.mam_approval_channel]
-    return roles.members(Role.APPROVER)
 
 
 # ---- Slack listeners ----------------------------------------------------------------------------

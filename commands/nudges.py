@@ -7,31 +7,24 @@ user id, which the authorisation middleware compares with whoever clicked (Acces
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from slack_bolt import Ack, App
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.blocks import Block, Mrkdwn, actions, button, context, link, md, md_join, section
 from bot.deps import Deps
 from bot.errors import UserError, new_correlation_id, run_guarded
-from bot.outbox import Outbox
 from bot.roles import Access
 from bot.store.watch import OnboardingCase
 from bot.text import whole_number
 from commands.alerts import app_label
 from workflows.onboarding import (
-    DirectoryThrottled,
     NotTheRecipient,
-    NudgeResult,
     WatchSettings,
     mark_done,
-    run_onboarding_nudges,
     stop_nudges,
 )
 
@@ -115,60 +108,6 @@ DONE_STATUS = Mrkdwn(":white_check_mark: Thanks! Defender usually reports a devi
                      "the reminders meanwhile and say thanks when it shows up.")
 STOP_STATUS = Mrkdwn(":no_bell: OK, I won't remind you again. Your work apps still need Defender to open on this "
                      "device.")
-
-
-# ---- the notifier and the directory the job uses ----------------------------------------------------
-
-
-class SlackNudger:
-    def __init__(self, outbox: Outbox) -> None:
-        self.outbox = outbox
-
-    def nudge(self, key: str, slack_user: str, case: OnboardingCase, number: int, of: int) -> None:
-        self.outbox.post(key, channel=slack_user, text=nudge_text(case, number),
-                         blocks=nudge_blocks(case, slack_user, number, of))
-
-    def thank(self, key: str, slack_user: str, case: OnboardingCase) -> None:
-        self.outbox.post(key, channel=slack_user, text=thanks_text(case))
-
-
-class SlackEmailDirectory:
-    """users.lookupByEmail; a 429 stops this run's lookups instead of sleeping inside the job."""
-
-    def __init__(self, client: WebClient) -> None:
-        self.client = client
-
-    def lookup_email(self, email: str) -> str | None:
-        try:
-            response = self.client.users_lookupByEmail(email=email)
-        except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else None
-            if error == "users_not_found":
-                return None
-            if error == "ratelimited" or (exc.response is not None and exc.response.status_code == 429):
-                raise DirectoryThrottled(email) from exc
-            raise
-        user = response.get("user") or {}
-        if user.get("deleted") or user.get("is_bot"):
-            return None
-        return str(user.get("id") or "") or None
-
-
-def slack_client_of(deps: Deps) -> WebClient:
-    """The outbox's client: no retry handlers, so a 429 comes back at once (the job defers, not sleeps)."""
-    client = getattr(deps, "slack", None)
-    return client if isinstance(client, WebClient) else deps.outbox._client
-
-
-def nudge_job(deps: Deps, *, sleep: Callable[[float], None] = time.sleep) -> NudgeResult:
-    """The scheduler's "onboarding-nudges" job (`sleep` paces the email lookups)."""
-    settings = WatchSettings.from_settings(deps.settings)
-    result = run_onboarding_nudges(
-        store=deps.store, users=deps.microsoft.background().graph,
-        directory=SlackEmailDirectory(slack_client_of(deps)), notifier=SlackNudger(deps.outbox),
-        settings=settings, now=deps.now(), sleep=sleep)
-    log.info("onboarding nudges: %s", result.summary())
-    return result
 
 
 # ---- the buttons ------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from bot.errors import UsageError, new_correlation_id, run_guarded
 from bot.microsoft.models import AndroidPolicy
 from bot.registry import Subcommand, Verb
 from bot.roles import Access
-from commands import policy_new
 from commands.context import CommandRequest, Reply
 from commands.ids import Action
+from commands.policy_new import new_command
 from workflows.policies import (
     PARTNER_PRIORITY_LABELS,
     PolicyDetail,
@@ -62,7 +62,7 @@ def register(app: App, deps: Deps) -> None:
         access=Access.READ, handler=policy_command, group="Policies",
         verbs=(Verb("new", NEW_USAGE, "A form for a new Android app protection policy with a max device threat "
                                       "level (an approver approves).", Access.ADMIN,
-                    lambda req: policy_new.new_command(req, req.args),
+                    lambda req: new_command(req, req.args),
                     what="ask for a new app protection policy"),),
     ))
     for action, replace in ((Action.POLICY_SHOW, False), (Action.POLICY_PICK, True)):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, insert, or_, update
@@ -44,10 +44,7 @@ from bot.store.watch import (
     pending_onboardings,
 )
 
-if TYPE_CHECKING:
-    from bot.deps import Deps
-
-__all__ = ["NotTheRecipient", "NudgeResult", "WatchSettings", "mark_done", "nudge_job", "nudges_sent",
+__all__ = ["NotTheRecipient", "NudgeResult", "WatchSettings", "mark_done", "nudges_sent",
            "pending_onboardings", "run_onboarding_nudges", "stop_nudges", "sync_cases"]
 
 log = logging.getLogger(__name__)
@@ -527,13 +524,3 @@ def _set(store: Store, user_id: str, recipient: str | None, **values: Any) -> On
         session.commit()
         session.refresh(case)
         return case
-
-
-# ---- for the scheduler ----------------------------------------------------------------------------------
-
-
-def nudge_job(deps: Deps) -> NudgeResult:
-    """The scheduler's "onboarding-nudges" job; the Slack wiring lives in commands.nudges."""
-    from commands.nudges import nudge_job as job
-
-    return job(deps)

@@ -61,7 +61,6 @@ from workflows.onboarding import (
 )
 
 if TYPE_CHECKING:
-    from bot.deps import Deps
     from bot.microsoft.defender import DefenderClient
     from bot.microsoft.graph import GraphClient
     from bot.store.audit import AuditLog
@@ -78,7 +77,6 @@ __all__ = [
     "last_sweep",
     "run_threat_sweep",
     "snooze",
-    "sweep_job",
 ]
 
 log = logging.getLogger(__name__)
@@ -298,7 +296,7 @@ def _model(reg: Registration) -> str:
 
 
 class AlertNotifier(Protocol):
-    """Renders and queues what the sweep decided (commands.alerts.SlackAlerts); keys come from here."""
+    """Renders and queues what the sweep decided (commands.adapters.SlackAlerts); keys come from here."""
 
     def opened(self, episode: Episode, channel: str) -> None: ...
 
@@ -752,13 +750,3 @@ def opened_for(episode: Episode, at: datetime) -> timedelta:
     end = as_utc(episode.resolved_at) or at
     start = as_utc(episode.opened_at) or at
     return max(timedelta(0), end - start)
-
-
-# ---- for the scheduler ----------------------------------------------------------------------------------
-
-
-def sweep_job(deps: Deps) -> SweepResult:
-    """The scheduler's "threat-sweep" job; the Slack wiring lives in commands.alerts."""
-    from commands.alerts import sweep_job as job
-
-    return job(deps)

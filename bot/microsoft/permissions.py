@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bot.microsoft.errors import DEFENDER, GRANT_LOCATIONS, GRAPH, MicrosoftError
 
-if TYPE_CHECKING:
-    from bot.microsoft.clients import MicrosoftClients
+
+class GrantedRoles(Protocol):
+    """What the check reads: bot.microsoft.clients.MicrosoftClients, which imports this module."""
+
+    def roles_for(self, api: str) -> set[str]: ...
 
 # Graph application permissions (microsoft-graph.md §1 to §4).
 SERVICE_CONFIG_READ = "DeviceManagementServiceConfig.Read.All"
@@ -100,7 +103,7 @@ class PermissionRow:
         return not self.missing and not self.problems
 
 
-def read_roles(clients: MicrosoftClients) -> tuple[dict[str, frozenset[str]], dict[str, MicrosoftError]]:
+def read_roles(clients: GrantedRoles) -> tuple[dict[str, frozenset[str]], dict[str, MicrosoftError]]:
     """Sign in for each API once: the roles its token grants, or why there is no token.
 
     A failure here (SignInError: credentials, tenant, an unreachable sign-in host; ApiUnavailable:
@@ -137,7 +140,7 @@ def permission_rows(
     return rows
 
 
-def check_permissions(clients: MicrosoftClients) -> list[PermissionRow]:
+def check_permissions(clients: GrantedRoles) -> list[PermissionRow]:
     """Per feature: needed permissions, and those the app's tokens don't carry."""
     roles, problems = read_roles(clients)
     return permission_rows(roles, problems)

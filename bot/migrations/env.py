@@ -48,7 +48,7 @@ def _run(connection: Connection) -> None:
 
 def run_offline() -> None:
     """`alembic upgrade head --sql`: print the DDL instead of running it (for a DBA to review)."""
-    from bot.store.db import normalise_url
+    from bot.store.engine import normalise_url
 
     context.configure(url=normalise_url(_database_url()), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
@@ -60,7 +60,7 @@ def run_online() -> None:
     if given is not None:
         _run(given)
         return
-    from bot.store.db import make_engine
+    from bot.store.engine import make_engine
 
     engine = make_engine(_database_url())
     try:

@@ -10,7 +10,7 @@ from bot.sandbox.core import ApiError, Call, Reply
 from bot.sandbox.odata import Entity, Filter, QueryError, compile_filter
 
 if TYPE_CHECKING:
-    from bot.sandbox.tenant import SandboxTenant
+    from bot.sandbox.state import TenantState
 
 # The properties Defender documents as filterable on GET /api/machines.
 FILTERABLE = ("computerDnsName", "id", "version", "deviceValue", "aadDeviceId", "machineTags", "lastSeen",
@@ -32,7 +32,7 @@ def bad_request(message: str) -> ApiError:
 class DefenderApi:
     """Paging is by $skip over the filtered list; resume points are cached so each page costs O(page)."""
 
-    def __init__(self, tenant: SandboxTenant) -> None:
+    def __init__(self, tenant: TenantState) -> None:
         self.tenant = tenant
         self.world = tenant.world
         self.config = tenant.config

@@ -30,7 +30,7 @@ from bot.sandbox.schema import (
 )
 
 if TYPE_CHECKING:
-    from bot.sandbox.tenant import SandboxTenant
+    from bot.sandbox.state import TenantState
 
 USER_DEFAULT = ("businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
                 "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id")
@@ -114,7 +114,7 @@ def _query_error(exc: QueryError, resource: str, directory: bool) -> ApiError:
 
 
 class GraphApi:
-    def __init__(self, tenant: SandboxTenant) -> None:
+    def __init__(self, tenant: TenantState) -> None:
         self.tenant = tenant
         self.world = tenant.world
         self.config = tenant.config

@@ -31,6 +31,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import Connection, Engine
 
+from bot.store.engine import make_engine, open_engine
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
@@ -129,8 +131,6 @@ def upgrade(url: str, revision: str = "head") -> UpgradeResult:
 
     A database that can't be reached or opened raises DatabaseUnavailable: one line naming DATABASE_URL.
     """
-    from bot.store.db import open_engine  # db.py imports this module: import late, not in a cycle
-
     engine = open_engine(url)
     try:
         return upgrade_engine(engine, revision)
@@ -215,8 +215,6 @@ def _in_memory(engine: Engine) -> bool:
 
 def _immediate_sqlite_engine(engine: Engine) -> Engine:
     """A second engine on the same SQLite file whose transactions start with BEGIN IMMEDIATE."""
-    from bot.store.db import make_engine
-
     migrating = make_engine(engine.url.render_as_string(hide_password=False))
 
     @event.listens_for(migrating, "connect")

@@ -265,7 +265,7 @@ def _own_engine(engine: Engine) -> Engine | None:
     if engine.dialect.name == "sqlite":
         if not url.database or url.database == ":memory:" or "mode=memory" in str(url):
             return None
-        from bot.store.db import make_engine
+        from bot.store.engine import make_engine
 
         own = make_engine(url.render_as_string(hide_password=False))
         pragma = "PRAGMA synchronous=NORMAL"  # in WAL mode: no fsync per commit, the file stays consistent

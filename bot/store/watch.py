@@ -16,8 +16,8 @@ from sqlmodel import Field, SQLModel, col, select
 
 from bot.clock import as_utc
 
-if TYPE_CHECKING:  # bot.store.db imports this module to register the tables
-    from bot.store.db import Store
+if TYPE_CHECKING:
+    from bot.store.engine import Store
 
 OPEN = "open"
 RESOLVED = "resolved"

@@ -13,23 +13,18 @@ from bot.scheduler import Job, Scheduler, interval
 from bot.store import create_store
 
 
-class WorkerDeps:
-    def __init__(self, url: str) -> None:
-        self.store = create_store(url)
-
-    @staticmethod
-    def now() -> datetime:
-        return datetime.now(UTC)
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
-def tick(_deps: WorkerDeps) -> str:
+def tick() -> str:
     time.sleep(0.05)  # long enough that two overlapping runs would show in the records
     return "tick"
 
 
 def main() -> None:
     url, name = sys.argv[1], sys.argv[2]
-    scheduler = Scheduler(WorkerDeps(url), [Job("tick", "a fast job", interval(seconds=0.3), tick)],  # type: ignore[arg-type]
+    scheduler = Scheduler(create_store(url), [Job("tick", "a fast job", interval(seconds=0.3), tick)], now=now,
                           holder=name, lease_seconds=1.5, renew_seconds=0.3)
     scheduler.start()
     print("started", flush=True)

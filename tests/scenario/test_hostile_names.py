@@ -15,9 +15,9 @@ from bot.local import DEMO_ADMIN, DEMO_APPROVER
 from bot.microsoft.errors import MicrosoftError
 from bot.sandbox.seed import SEED_POLICY_ID
 from bot.store.watch import OPEN, Episode, OnboardingCase, SweepRun
-from commands.alerts import SlackAlerts, portals_for
+from commands.adapters import SlackAlerts, SlackNudger
+from commands.alerts import portals_for
 from commands.ids import Action
-from commands.nudges import SlackNudger
 from tests.scenario.conftest import ack_json
 from workflows.policy_changes import ASSIGN
 

@@ -20,7 +20,7 @@ from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
 from bot.outbox import SENT, Outbox, Pace
 from bot.outbox.table import outbox_table
 from bot.store import Store, create_store
-from bot.store.db import normalise_url
+from bot.store.engine import normalise_url
 
 POSTGRES_URL = os.environ.get("MAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 USERS = [f"UTWO{i:04d}" for i in range(150)]

@@ -7,12 +7,14 @@ import io
 from datetime import UTC, datetime, timedelta
 
 from bot.console.fake_slack import FakeUser
+from bot.jobs import nudge_job, sweep_job
 from bot.local import DEMO_ADMIN, DEMO_APPROVER, DEMO_END_USER
 from bot.sandbox import SEED_POLICY_ID
 from bot.sandbox.seed import CAST_ANDROID, CAST_PENDING, CAST_USERS
 from bot.store.watch import active_blocks
-from commands.alerts import AlertAction, SlackAlerts, portals_for, sweep_job
-from commands.nudges import COMPANY_PORTAL, DEFENDER, STOP_STATUS, NudgeAction, nudge_job
+from commands.adapters import SlackAlerts
+from commands.alerts import AlertAction, portals_for
+from commands.nudges import COMPANY_PORTAL, DEFENDER, STOP_STATUS, NudgeAction
 from tests.scenario.conftest import ack_json, block_text
 from workflows.onboarding import WatchSettings, find_case
 from workflows.threat_sweep import run_threat_sweep

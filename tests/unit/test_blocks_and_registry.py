@@ -1,6 +1,7 @@
 from bot.blocks import escape, section
 from bot.registry import Registry, Subcommand
-from bot.roles import Access, Role, RoleDirectory, allowed
+from bot.roles import Access, Role, allowed
+from commands.roles import RoleDirectory
 
 
 def test_escape_makes_mentions_inert():

@@ -34,38 +34,34 @@ def test_one_holder_at_a_time_and_takeover_after_expiry(database_url: str):  # n
     assert a.acquire()
 
 
-class FakeDeps:
-    def __init__(self, url: str, clock: Clock) -> None:
-        self.store = create_store(url)
-        self.now = clock
-        self.calls = 0
-
-
 def test_run_now_records_the_run_and_refuses_while_another_leads(tmp_path):
     clock = Clock()
     url = f"sqlite:///{tmp_path}/jobs.db"
 
-    def count(deps: FakeDeps) -> str:
-        deps.calls += 1
-        return f"call {deps.calls}"
+    calls = 0
+
+    def count() -> str:
+        nonlocal calls
+        calls += 1
+        return f"call {calls}"
 
     job = Job("count", "counts", interval(minutes=5), count)
-    leader = Scheduler(FakeDeps(url, clock), [job], holder="leader")  # type: ignore[arg-type]
-    other = Scheduler(FakeDeps(url, clock), [job], holder="other")  # type: ignore[arg-type]
+    leader = Scheduler(create_store(url), [job], now=clock, holder="leader")
+    other = Scheduler(create_store(url), [job], now=clock, holder="other")
     assert leader.lease.acquire()
     with pytest.raises(JobHeldElsewhere, match="held by leader"):
         other.run_now("count")
     run = leader.run_now("count")
     assert run.outcome == "ok" and run.summary == "call 1"
-    assert last_runs(leader.deps.store)["count"].summary == "call 1"
+    assert last_runs(leader.store)["count"].summary == "call 1"
 
 
 def test_a_failing_job_is_recorded_not_raised(tmp_path):
-    def boom(_deps: object) -> None:
+    def boom() -> None:
         raise RuntimeError("Graph is down")
 
-    scheduler = Scheduler(FakeDeps(f"sqlite:///{tmp_path}/jobs.db", Clock()),  # type: ignore[arg-type]
-                          [Job("boom", "fails", interval(minutes=1), boom)], holder="x")
+    scheduler = Scheduler(create_store(f"sqlite:///{tmp_path}/jobs.db"),
+                          [Job("boom", "fails", interval(minutes=1), boom)], now=Clock(), holder="x")
     run = scheduler.run_now("boom")
     assert run.outcome == "failed" and "Graph is down" in run.summary
 
@@ -74,9 +70,9 @@ def test_followers_skip_their_jobs(tmp_path):
     clock = Clock()
     url = f"sqlite:///{tmp_path}/jobs.db"
     ran: list[str] = []
-    job = Job("j", "j", interval(minutes=1), lambda d: ran.append("ran"))
-    leader = Scheduler(FakeDeps(url, clock), [job], holder="leader")  # type: ignore[arg-type]
-    follower = Scheduler(FakeDeps(url, clock), [job], holder="follower")  # type: ignore[arg-type]
+    job = Job("j", "j", interval(minutes=1), lambda: ran.append("ran"))
+    leader = Scheduler(create_store(url), [job], now=clock, holder="leader")
+    follower = Scheduler(create_store(url), [job], now=clock, holder="follower")
     leader._keep_lease()
     follower._keep_lease()
     follower._run_if_leader("j")
@@ -88,19 +84,19 @@ def test_followers_skip_their_jobs(tmp_path):
 def test_a_new_leader_marks_the_dead_leaders_unfinished_run_interrupted(tmp_path):
     clock = Clock()
     url = f"sqlite:///{tmp_path}/jobs.db"
-    job = Job("j", "j", interval(minutes=1), lambda d: "done")
-    dead = Scheduler(FakeDeps(url, clock), [job], holder="dead")  # type: ignore[arg-type]
-    heir = Scheduler(FakeDeps(url, clock), [job], holder="heir")  # type: ignore[arg-type]
+    job = Job("j", "j", interval(minutes=1), lambda: "done")
+    dead = Scheduler(create_store(url), [job], now=clock, holder="dead")
+    heir = Scheduler(create_store(url), [job], now=clock, holder="heir")
     dead._keep_lease()
     # the leader records its run as running, then dies inside it (its record stays running)
-    with dead.deps.store.session() as session:
+    with dead.store.session() as session:
         session.add(JobRun(job="j", holder="dead", started_at=clock()))
         session.commit()
 
     heir._keep_lease()
-    assert last_runs(heir.deps.store)["j"].outcome == "running"  # still dead's lease: nothing to say yet
+    assert last_runs(heir.store)["j"].outcome == "running"  # still dead's lease: nothing to say yet
     clock.value += timedelta(seconds=LEASE_SECONDS + 1)
     heir._keep_lease()
-    run = last_runs(heir.deps.store)["j"]
+    run = last_runs(heir.store)["j"]
     assert run.holder == "dead" and run.outcome == "interrupted" and run.finished_at is None
     assert heir.run_now("j").outcome == "ok"

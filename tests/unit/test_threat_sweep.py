@@ -23,7 +23,8 @@ from bot.sandbox.seed import CAST_ANDROID, CAST_GROUPS, CAST_PENDING, CAST_USERS
 from bot.settings import load_settings
 from bot.store import Store, create_store
 from bot.store.watch import OPEN, RESOLVED, Episode, OnboardingCase, active_blocks, last_sweep
-from commands.alerts import SlackAlerts, portals_for
+from commands.adapters import SlackAlerts
+from commands.alerts import portals_for
 from workflows.onboarding import WatchSettings
 from workflows.threat_sweep import SweepResult, acknowledge, run_threat_sweep, snooze
 
