@@ -24,6 +24,7 @@ from dataclasses import dataclass
 _ENTITY = re.compile(r"<([^<>]*)>")
 _SLOT = "\ue000{}\ue001"  # private-use marks standing in for an entity while the words are split
 _SLOT_WORD = re.compile("\ue000(\\d+)\ue001")
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")  # what Slack puts in `<@…>`: a user id, nothing else
 _PRIVATE = str.maketrans("", "", "\ue000\ue001")
 _DOUBLE = '"\u201c\u201d\u201e'  # Slack's clients turn typed quotes into curly ones
 _SINGLE = "'\u2018\u2019"
@@ -140,7 +141,7 @@ def _entity_word(inner: str) -> Word:
     """`@U1|ana` → `@ana` (user U1); `mailto:a@b|a@b` → `a@b`; `https://x|x` → `x`; `#C1|ops` → `#ops`."""
     target, _, label = inner.partition("|")
     target, label = unescape(target), unescape(label)
-    if target.startswith("@") and len(target) > 1:
+    if _USER_ID.fullmatch(target[1:]) and target.startswith("@"):
         user = target[1:]
         return Word("@" + (label.lstrip("@") or user), user=user)
     if target.startswith("#"):

@@ -411,8 +411,8 @@ def _answer_for_mention(req: CommandRequest, slack_id: str) -> None:
                         "of their name instead, e.g. `/mam blocked ana@contoso.com`.") from None
     email = str((user.get("profile") or {}).get("email") or "")
     if not email:
-        raise UserError(f"<@{slack_id}> has no email address I can see, so I can't match them to Intune. "
-                        "Name them by part of their name instead.")
+        raise UserError(md("{} has no email address I can see, so I can't match them to Intune. "
+                           "Name them by part of their name instead.", mention(slack_id)))
     req.respond(text=_blocked_summary(req.deps, email), blocks=blocked_blocks(req.deps, email, shown=mention(slack_id)),
                 response_type="ephemeral", replace_original=True)
 

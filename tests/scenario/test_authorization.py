@@ -264,3 +264,14 @@ def test_odd_typing_gets_an_answer_not_an_apology(bot, text, expected):
     answer = ack_json(bot.command(text, user=DEMO_ADMIN)[0])["text"]
     assert expected in answer, answer
     assert "reference" not in answer
+
+
+def test_a_mentioned_person_without_a_mail_address_is_named_by_a_real_mention(bot):
+    from bot.console.fake_slack import FakeUser
+
+    bot.slack.add_user(FakeUser("U0NOMAIL1", "nomail", "No Mail"))
+    bot.command("blocked @nomail", user=DEMO_ADMIN)
+    said = [e.text for e in bot.slack.events if e.kind == "response"]
+    assert any(t.startswith("<@U0NOMAIL1> has no email address") or ":x: <@U0NOMAIL1> has no email" in t
+               for t in said), said
+    assert not any("&lt;@U0NOMAIL1" in t for t in said)

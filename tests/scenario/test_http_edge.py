@@ -9,8 +9,6 @@ import hmac
 import json
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from bot.console.fake_slack import FakeSlack
 from bot.http import MAX_BODY_BYTES
 from bot.sandbox import SEED_POLICY_ID, SEED_POLICY_NAME
 from commands.ids import Action
+from tests.scenario.live import LiveBot, start_bot
 from tests.scenario.slack_requests import (
     SIGNING_SECRET,
     action_body,
@@ -34,7 +33,6 @@ from tests.scenario.slack_requests import (
     new_trigger_id,
     signed_headers,
 )
-from tests.scenario.test_cli_and_http import ROOT, bot_env, free_port
 
 pytestmark = pytest.mark.http
 
@@ -44,11 +42,15 @@ WHY = "protect finance phones (CHG0042)"
 
 @dataclass
 class Served:
-    base: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    """`mam-bot serve` (tests.scenario.live) and what these tests read of it: its log, memory, database."""
+
+    bot: LiveBot
     db: Path
     _read: int = 0
+
+    @property
+    def base(self) -> str:
+        return self.bot.base
 
     @property
     def url(self) -> str:
@@ -57,12 +59,12 @@ class Served:
     def new_log_lines(self) -> list[str]:
         """The lines the server logged since the last call (after a moment for them to arrive)."""
         time.sleep(0.3)
-        text = self.log.read_text(errors="replace")
+        text = self.bot.log()
         new, self._read = text[self._read:], len(text)
         return new.splitlines()
 
     def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.bot.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
@@ -74,35 +76,13 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path: Path, slack: FakeSlack) -> Iterator[Served]:
-    port = free_port()
-    env = bot_env(tmp_path, SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                  SLACK_API_URL=slack.api_url, MAM_CLOUD="sandbox", PYTHONPATH=str(ROOT))
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env,
-                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    server = Served(f"http://127.0.0.1:{port}", proc, log, tmp_path / "serve.db")
-    deadline = time.monotonic() + 30
+    bot = start_bot("http", tmp_path, slack)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mam-bot serve exited: {log.read_text()}")
-            try:
-                if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mam-bot serve did not become healthy in 30 s")
-            time.sleep(0.1)
+        server = Served(bot, tmp_path / "serve.db")  # live.bot_env's database
         server.new_log_lines()  # start-up lines are not the requests'
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        bot.stop()
 
 
 def post(server: Served, body: str | bytes, headers: dict[str, str]) -> httpx.Response:

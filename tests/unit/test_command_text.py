@@ -89,3 +89,10 @@ def test_the_console_types_text_the_way_slack_escapes_it():
     command = read_command(typed)
     assert [str(w) for w in command.args] == ["@ana", "&", "<b>", "ana@contoso.com", "https://x.example/a", "@nobody"]
     assert command.args[0].user == "U0ANA"
+
+
+def test_only_a_slack_user_id_makes_a_mention():
+    (word,) = read_command("blocked <@!channel|x>").args
+    assert word.user == ""
+    (word,) = read_command("blocked <@U0ANA|ana>").args
+    assert word.user == "U0ANA"
