@@ -30,7 +30,7 @@ from slack_sdk import WebClient
 from sqlalchemy import func, select
 
 from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
-from bot.outbox import FAILED, FleetPace, Outbox, Pace
+from bot.outbox import FAILED, FleetPace, Outbox, OutboxSettings, Pace
 from bot.outbox.table import outbox_table
 from bot.store import Store, create_store
 from bot.store.db import make_engine
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         pace = Pace(workspace_per_second=opts.per_second, workspace_burst=opts.burst)
         # As deps.py builds it: shared wherever replicas could be (PostgreSQL), and for --replicas > 1
         shared = store.dialect == "postgresql" or opts.replicas > 1
-        outboxes = [Outbox(s, WebClient(token=BOT_TOKEN, base_url=slack.api_url), pace=pace,
+        outboxes = [Outbox(s, WebClient(token=BOT_TOKEN, base_url=slack.api_url),
+                           settings=OutboxSettings(pace=pace),
                            fleet=FleetPace(s.engine, pace) if shared else None, worker_id=f"replica-{i}")
                     for i, s in enumerate(stores)]
         try:

@@ -28,6 +28,7 @@ from bot.errors import apology, new_correlation_id
 from bot.marker import SandboxMarkerMiddleware
 from bot.registry import COMMAND_KEY, ROUTE_KEY
 from bot.roles import Access, allowed
+from commands.payloads import recipient_of
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +171,10 @@ class AuthorizationMiddleware(Middleware):
 
 
 def _is_dm_recipient(body: dict[str, Any], user_id: str) -> bool:
-    """A DM button names its recipient in its value (`<user id>|…`); only that user may press it.
-    The handler checks again against its own record before it reads or changes anything."""
+    """A DM button names its recipient in its value (`commands.payloads.NudgeRef.to`); only that user may
+    press it. The handler checks again against its own record before it reads or changes anything."""
     action = (body.get("actions") or [{}])[0]
-    recipient = str(action.get("value", "")).split("|", 1)[0]
-    return bool(user_id) and recipient == user_id
+    return bool(user_id) and recipient_of(str(action.get("value", ""))) == user_id
 
 
 def refusal_text(deps: Deps, what: str, access: Access | None) -> str:

@@ -38,7 +38,7 @@ def build_deps(
     from bot.jobs import default_jobs
     from bot.microsoft import build_clients
     from bot.microsoft.shared_budget import fleet_budget
-    from bot.outbox import Outbox, Pace, fleet_pace
+    from bot.outbox import Outbox, OutboxSettings, Pace, fleet_pace
     from bot.scheduler import Scheduler
     from commands.adapters import SlackNotifier, approval_destinations
     from workflows.changes import ChangeService, approvals_of
@@ -65,8 +65,8 @@ def build_deps(
     rate = settings.mam_slack_posts_per_second
     pace = Pace(workspace_per_second=rate, workspace_burst=max(1, round(2 * rate)))
     outbox = Outbox(
-        store, slack_client or WebClient(), pace=pace, fleet=fleet_pace(store.engine, pace),
-        sandbox_marker=settings.mam_cloud == "sandbox",
+        store, slack_client or WebClient(), fleet=fleet_pace(store.engine, pace),
+        settings=OutboxSettings(pace=pace, sandbox_marker=settings.mam_cloud == "sandbox"),
         on_failure=lambda message: audit.record(
             actor="mam-bot", action=f"outbox {message.kind} {message.key}"[:128], outcome="failed",
             target=message.channel or "", detail=message.last_error or ""))

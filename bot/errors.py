@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bot.blocks import Mrkdwn
+    from bot.mrkdwn import Mrkdwn
 
 log = logging.getLogger("mam.errors")
 
@@ -28,7 +28,7 @@ class UserError(Exception):
 
     @property
     def mrkdwn(self) -> Mrkdwn:
-        from bot.blocks import escape
+        from bot.mrkdwn import escape
 
         return escape(self.message)
 
@@ -49,7 +49,7 @@ def new_correlation_id() -> str:
 
 
 def apology(correlation_id: str) -> Mrkdwn:
-    from bot.blocks import md
+    from bot.mrkdwn import md
 
     return md(
         ":warning: Sorry, something went wrong on my side. Nothing was changed by this step. "
@@ -65,8 +65,8 @@ def run_guarded(
     what: str,
 ) -> Any:
     """Run slow work after an ack; any failure reaches the person as a sentence, never silence."""
-    from bot.blocks import md
     from bot.microsoft.errors import MicrosoftError  # local: keeps bot.errors importable alone
+    from bot.mrkdwn import md
 
     try:
         return fn()

@@ -12,7 +12,7 @@ Slack's 50-block limit: with no room for another block, the words join the last 
 has room, or failing that the last section's text; only when neither can take them is the last
 block given up for the marker, since an unmarked sandbox message is the one thing not allowed.
 
-Where it is applied: the outbox marks what it posts and updates (`Outbox(..., sandbox_marker=True)`),
+Where it is applied: the outbox marks what it posts and updates (`OutboxSettings(sandbox_marker=True)`),
 and `SandboxMarkerMiddleware` marks the direct answers: what a listener acks (slash-command
 answers, error apologies) and what it sends through `respond`.
 """

@@ -1,4 +1,5 @@
-"""Slack surfaces. Each module exposes `register(app, deps)`; `register_all` wires them up."""
+"""Slack surfaces. Each module declares its commands and listeners in a module-level `listeners`
+(`commands.listen.Listeners`); `register_all` installs them into an app."""
 
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ def register_all(app: App, deps: Deps) -> None:
     # The /mam listener goes first: Bolt tries listeners in order on every request, and nearly every
     # request is a /mam command. It finds subcommands in the registry at request time, so the modules
     # registered after it are there when it needs them.
-    router.register(app, deps)
-    for module in (help, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges, status,
-                   home):
-        module.register(app, deps)
+    for module in (router, help, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges,
+                   status, home):
+        module.listeners.install(app, deps)

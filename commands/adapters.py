@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks import Mrkdwn, md
 from bot.clock import as_utc
+from bot.mrkdwn import Mrkdwn, md
 from bot.roles import Role
 from bot.settings import Settings
 from bot.text import count
@@ -192,6 +192,6 @@ class SlackEmailDirectory:
 def slack_client_of(deps: Deps) -> WebClient:
     """The outbox's client: no retry handlers, so a 429 comes back at once (the job defers, not sleeps)."""
     client = getattr(deps, "slack", None)
-    return client if isinstance(client, WebClient) else deps.outbox._client
+    return client if isinstance(client, WebClient) else deps.outbox.client
 
 

@@ -13,41 +13,26 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
-from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.blocks import (
-    Block,
-    Mrkdwn,
-    actions,
-    button,
-    context,
-    cut_plain,
-    escape,
-    fields_section,
-    header,
-    link,
-    md,
-    md_join,
-    mention,
-    section,
-)
 from bot.clock import as_utc
 from bot.command_text import Word
 from bot.deps import Deps
-from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
+from bot.errors import UsageError, UserError
+from bot.mrkdwn import Mrkdwn, cut_plain, link, md, md_join, mention
 from bot.outbox import Outbox
-from bot.registry import Subcommand
 from bot.roles import Access
 from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, last_sweep, pending_onboardings
-from bot.text import count, csv_cell, whole_number
-from commands.context import CommandRequest
+from bot.text import count, csv_cell
+from commands.blocks import Block, actions, button, context, fields_section, header, section
+from commands.context import CommandRequest, Interaction
+from commands.listen import Listeners
+from commands.payloads import AlertRef
 from workflows.connectors import PORTALS, Portals
 from workflows.onboarding import WatchSettings
-from workflows.policies import ACTION_LABELS, FRIENDLY_APP_NAMES, THREAT_LEVEL_LABELS
+from workflows.policies import ACTION_LABELS, THREAT_LEVEL_LABELS, app_label
 from workflows.threat_sweep import (
     acknowledge,
     back_within_limit,
@@ -89,10 +74,6 @@ def intune_user_link(portals: Portals, user_id: str) -> str | None:
     if not portals.intune or not user_id:
         return None
     return f"{portals.intune}/#view/Microsoft_AAD_UsersAndTenants/UserProfileMenuBlade/~/overview/userId/{user_id}"
-
-
-def app_label(package: str) -> str:
-    return FRIENDLY_APP_NAMES.get(package, package)
 
 
 def apps_text(episode: Episode) -> str:
@@ -174,7 +155,7 @@ def alert_card(episode: Episode, portals: Portals) -> list[Block]:
     blocks.append(context(INFERRED))
     url = defender_link(portals, episode.machine_id)
     if is_open:
-        value = str(episode.id)
+        value = AlertRef(id=episode.id or 0).encode()
         buttons = [button("Acknowledge", AlertAction.ACK, value, style="primary"),
                    button("Snooze 4 h", AlertAction.SNOOZE_4H, value),
                    button("Snooze 24 h", AlertAction.SNOOZE_24H, value)]
@@ -307,83 +288,73 @@ def edit_card(outbox: Outbox, episode: Episode, portals: Portals) -> None:
 
 # ---- Slack listeners ------------------------------------------------------------------------------------
 
+listeners = Listeners()
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_command(Subcommand(
-        name="blocked", usage="/mam blocked [user]",
-        summary="Who is blocked now by a device threat level, and why (a user's mail, name or @mention).",
-        access=Access.READ, handler=blocked_command, group="Watch"))
-    # Admins and approvers both watch the alert channel; acknowledging changes nothing in the tenant.
-    for action in (AlertAction.ACK, AlertAction.SNOOZE_4H, AlertAction.SNOOZE_24H):
-        deps.registry.add_interaction("action", action, Access.READ, what="acknowledge or snooze alerts")
-    deps.registry.add_interaction("action", AlertAction.OPEN_DEFENDER, Access.ANYONE, what="open Defender")
-    portals = portals_for(watch_settings(deps).cloud)
 
-    def clicked(body: dict[str, Any], respond: Respond, work: Callable[[str, int], str | None], what: str) -> None:
-        user = body["user"]["id"]
-        episode_id = _episode_id(body)
+def _clicked(ctx: Interaction, work: Callable[[Deps, str, int], Mrkdwn | None], what: str) -> None:
+    ctx.ack()
+    episode_id = ctx.data(AlertRef).id
 
-        def run() -> None:
-            note = work(user, episode_id)
-            if note:
-                respond(text=note, response_type="ephemeral", replace_original=False)
+    def run() -> None:
+        note = work(ctx.deps, ctx.user_id, episode_id)
+        if note:
+            ctx.tell(note)
 
-        deps.runner.submit(run_guarded, run, correlation_id=new_correlation_id(), what=what,
-                           tell=lambda text: respond(text=text, response_type="ephemeral", replace_original=False))
+    ctx.later(run, what)
 
-    def acknowledged(user: str, episode_id: int) -> str | None:
-        episode = acknowledge(deps.store, episode_id, user, deps.now())
+
+def _acknowledged(deps: Deps, user: str, episode_id: int) -> Mrkdwn | None:
+    episode = acknowledge(deps.store, episode_id, user, deps.now())
+    if episode is None:
+        raise UserError("I have no record of that alert any more.")
+    edit_card(deps.outbox, episode, portals_for(watch_settings(deps).cloud))  # a card left by a digest heals too
+    if episode.state != OPEN:
+        return md("That block is already resolved: {}.", episode.resolution)
+    if episode.acknowledged_by != user:
+        return md("{} acknowledged it already.", mention(episode.acknowledged_by or ""))
+    deps.audit.record(actor=user, action="acknowledged alert", outcome="ok", target=f"episode {episode_id}")
+    return None
+
+
+def _snoozer(hours: int) -> Callable[[Deps, str, int], Mrkdwn | None]:
+    def snoozed(deps: Deps, user: str, episode_id: int) -> Mrkdwn | None:
+        episode = snooze(deps.store, episode_id, user, hours, deps.now())
         if episode is None:
             raise UserError("I have no record of that alert any more.")
-        edit_card(deps.outbox, episode, portals)  # a resolved card left behind by a digest heals here too
+        edit_card(deps.outbox, episode, portals_for(watch_settings(deps).cloud))
         if episode.state != OPEN:
-            return f"That block is already resolved: {escape(episode.resolution)}."
-        if episode.acknowledged_by != user:
-            return f"<@{episode.acknowledged_by}> acknowledged it already."
-        deps.audit.record(actor=user, action="acknowledged alert", outcome="ok", target=f"episode {episode_id}")
-        return None
+            return md("That block is already resolved: {}.", episode.resolution)
+        deps.audit.record(actor=user, action=f"snoozed alert {hours} h", outcome="ok", target=f"episode {episode_id}")
+        return md(":zzz: Snoozed for {} h. If the device is still blocked then, I'll say so in the card's thread.",
+                  hours)
 
-    def snoozer(hours: int) -> Callable[[str, int], str | None]:
-        def snoozed(user: str, episode_id: int) -> str | None:
-            episode = snooze(deps.store, episode_id, user, hours, deps.now())
-            if episode is None:
-                raise UserError("I have no record of that alert any more.")
-            edit_card(deps.outbox, episode, portals)
-            if episode.state != OPEN:
-                return f"That block is already resolved: {escape(episode.resolution)}."
-            deps.audit.record(actor=user, action=f"snoozed alert {hours} h", outcome="ok",
-                              target=f"episode {episode_id}")
-            return (f":zzz: Snoozed for {hours} h. If the device is still blocked then, I'll say so in the "
-                    "card's thread.")
-        return snoozed
-
-    @app.action(AlertAction.ACK)
-    def ack_clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        clicked(body, respond, acknowledged, "acknowledge an alert")
-
-    @app.action(AlertAction.SNOOZE_4H)
-    def snooze_4h(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        clicked(body, respond, snoozer(4), "snooze an alert")
-
-    @app.action(AlertAction.SNOOZE_24H)
-    def snooze_24h(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        clicked(body, respond, snoozer(24), "snooze an alert")
-
-    @app.action(AlertAction.OPEN_DEFENDER)
-    def open_defender(ack: Ack) -> None:
-        ack()  # Slack opens the link itself
+    return snoozed
 
 
-def _episode_id(body: dict[str, Any]) -> int:
-    episode_id = whole_number(str((body.get("actions") or [{}])[0].get("value", "")))
-    if episode_id is None:
-        raise UserError("This button does not name an alert.")
-    return episode_id
+# Admins and approvers both watch the alert channel; acknowledging changes nothing in the tenant.
+@listeners.action(AlertAction.ACK, Access.READ, what="acknowledge or snooze alerts")
+def ack_clicked(ctx: Interaction) -> None:
+    _clicked(ctx, _acknowledged, "acknowledge an alert")
 
 
+@listeners.action(AlertAction.SNOOZE_4H, Access.READ, what="acknowledge or snooze alerts")
+def snooze_4h(ctx: Interaction) -> None:
+    _clicked(ctx, _snoozer(SNOOZE_HOURS[AlertAction.SNOOZE_4H]), "snooze an alert")
+
+
+@listeners.action(AlertAction.SNOOZE_24H, Access.READ, what="acknowledge or snooze alerts")
+def snooze_24h(ctx: Interaction) -> None:
+    _clicked(ctx, _snoozer(SNOOZE_HOURS[AlertAction.SNOOZE_24H]), "snooze an alert")
+
+
+@listeners.action(AlertAction.OPEN_DEFENDER, Access.ANYONE, what="open Defender")
+def open_defender(ctx: Interaction) -> None:
+    ctx.ack()  # a link button: Slack opens the link itself
+
+
+@listeners.command("blocked", "/mam blocked [user]",
+                   "Who is blocked now by a device threat level, and why (a user's mail, name or @mention).",
+                   Access.READ, group="Watch")
 def blocked_command(req: CommandRequest) -> None:
     """`/mam blocked [person]`: a person by @mention (Slack sends its user id), mail address or name."""
     mentioned = [word.user for word in req.args if isinstance(word, Word) and word.user]
@@ -413,8 +384,8 @@ def _answer_for_mention(req: CommandRequest, slack_id: str) -> None:
     if not email:
         raise UserError(md("{} has no email address I can see, so I can't match them to Intune. "
                            "Name them by part of their name instead.", mention(slack_id)))
-    req.respond(text=_blocked_summary(req.deps, email), blocks=blocked_blocks(req.deps, email, shown=mention(slack_id)),
-                response_type="ephemeral", replace_original=True)
+    req.answer(_blocked_summary(req.deps, email), blocked_blocks(req.deps, email, shown=mention(slack_id)),
+               replace=True)
 
 
 def _blocked_summary(deps: Deps, who: str | None) -> Mrkdwn:

@@ -10,32 +10,17 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App
-from slack_sdk import WebClient
-
-from bot.blocks import (
-    Block,
-    Mrkdwn,
-    actions,
-    button,
-    context,
-    cut_plain,
-    divider,
-    fields_section,
-    header,
-    md,
-    md_join,
-    mention,
-    section,
-)
 from bot.clock import as_utc
-from bot.errors import UsageError, UserError, new_correlation_id, run_guarded
-from bot.registry import Subcommand
+from bot.errors import UsageError, UserError
+from bot.mrkdwn import Mrkdwn, cut_plain, md, md_join, mention
 from bot.roles import Access
 from bot.slack_limits import pack_lines
 from bot.text import count, whole_number
-from commands.context import CommandRequest, Reply
+from commands.blocks import Block, actions, button, context, divider, fields_section, header, section
+from commands.context import CommandRequest, Interaction
 from commands.ids import Action, View
+from commands.listen import Listeners
+from commands.payloads import ChangeDraft, RequestRef
 from workflows.changes import ChangeService, Result, State
 
 if TYPE_CHECKING:
@@ -82,13 +67,14 @@ def request_card(request: ChangeRequest, approvals: list[Approval]) -> list[Bloc
     blocks.append(context(md(
         "{} of {} · requested {:%Y-%m-%d %H:%M} UTC · expires {:%Y-%m-%d %H:%M} UTC · the requester cannot approve",
         len(approvals), count(request.quorum, "approval"), as_utc(request.created_at), as_utc(request.expires_at))))
+    ref = RequestRef(id=request.id or 0).encode()
     if state is State.PENDING:
         blocks.append(actions(
-            button("Approve", Action.APPROVE, str(request.id), style="primary"),
-            button("Reject", Action.REJECT, str(request.id), style="danger"),
+            button("Approve", Action.APPROVE, ref, style="primary"),
+            button("Reject", Action.REJECT, ref, style="danger"),
         ))
     elif state is State.FAILED:
-        blocks.append(actions(button("Retry", Action.RETRY, str(request.id))))
+        blocks.append(actions(button("Retry", Action.RETRY, ref)))
     return blocks
 
 
@@ -134,7 +120,7 @@ def justification_modal(kind: str, change: dict[str, Any], title: str, channel: 
     return {
         "type": "modal",
         "callback_id": View.JUSTIFY,
-        "private_metadata": json.dumps({"kind": kind, "change": change, "channel": channel}),
+        "private_metadata": ChangeDraft(kind=kind, change=change, channel=channel).encode(),
         "title": {"type": "plain_text", "text": "Request a change"},
         "submit": {"type": "plain_text", "text": "Send for approval"},
         "close": {"type": "plain_text", "text": "Cancel"},
@@ -152,7 +138,7 @@ def reject_modal(request_id: int, title: str) -> dict[str, Any]:
     return {
         "type": "modal",
         "callback_id": View.REJECT,
-        "private_metadata": str(request_id),
+        "private_metadata": RequestRef(id=request_id).encode(),
         "title": {"type": "plain_text", "text": f"Reject #{request_id}"[:24]},
         "submit": {"type": "plain_text", "text": "Reject"},
         "close": {"type": "plain_text", "text": "Back"},
@@ -166,92 +152,75 @@ def reject_modal(request_id: int, title: str) -> dict[str, Any]:
 
 # ---- Slack listeners ----------------------------------------------------------------------------
 
+listeners = Listeners()
 
-def register(app: App, deps: Deps) -> None:
-    registry = deps.registry
-    registry.add_command(Subcommand(
-        name="requests", usage="/mam requests", summary="Open change requests, and yours.",
-        access=Access.READ, handler=list_requests, group="Approvals"))
-    registry.add_command(Subcommand(
-        name="cancel", usage="/mam cancel <request id>", summary="Cancel a pending request you made.",
-        access=Access.ADMIN, handler=cancel_request, group="Approvals"))
-    registry.add_command(Subcommand(
-        name="audit", usage="/mam audit [count]", summary="The latest audit log entries (default 10).",
-        access=Access.READ, handler=show_audit, group="Audit"))
-    registry.add_interaction("action", Action.APPROVE, Access.APPROVER, what="approve change requests")
-    registry.add_interaction("action", Action.REJECT, Access.APPROVER, what="reject change requests")
-    registry.add_interaction("view", View.REJECT, Access.APPROVER, what="reject change requests")
-    # the workflow admits the requester or an approver
-    registry.add_interaction("action", Action.RETRY, Access.READ, what="retry a failed change")
-    registry.add_interaction("view", View.JUSTIFY, Access.ADMIN, what="request changes")
 
-    def in_background(fn: Callable[[], Any], tell: Callable[[Mrkdwn], Any], what: str) -> None:
-        deps.runner.submit(run_guarded, fn, tell=tell, correlation_id=new_correlation_id(), what=what)
+def _card_button(ctx: Interaction, decide: Callable[[int, str], Result], what: str) -> None:
+    """Approve and Retry: ack, decide after the ack, answer a refusal to the clicker alone."""
+    ctx.ack()
+    request_id = ctx.data(RequestRef).id
 
-    def dm(user: str) -> Callable[[Mrkdwn], Any]:
-        return lambda text: deps.outbox.post(f"note:{new_correlation_id()}", channel=user, text=text)
+    def work() -> None:
+        result = decide(request_id, ctx.user_id)
+        if not result.ok:
+            ctx.tell(md(":x: {}", result.message))
 
-    def ephemeral(respond: Reply) -> Callable[[Mrkdwn], Any]:
-        return lambda text: respond(text=text, response_type="ephemeral", replace_original=False)
+    ctx.later(work, what)
 
-    def card_button(decide: Callable[[int, str], Result], what: str) -> Callable[..., None]:
-        """Approve and Retry: ack, decide after the ack, answer a refusal to the clicker alone."""
 
-        def handler(ack: Ack, body: dict[str, Any], respond: Reply) -> None:
-            ack()
-            user, request_id, tell = body["user"]["id"], _request_id(body), ephemeral(respond)
+@listeners.action(Action.APPROVE, Access.APPROVER, what="approve change requests")
+def approve_clicked(ctx: Interaction) -> None:
+    _card_button(ctx, ctx.deps.changes.approve, "approve")
 
-            def work() -> None:
-                result = decide(request_id, user)
-                if not result.ok:
-                    tell(md(":x: {}", result.message))
 
-            in_background(work, tell, what)
+# the workflow admits the requester or an approver
+@listeners.action(Action.RETRY, Access.READ, what="retry a failed change")
+def retry_clicked(ctx: Interaction) -> None:
+    _card_button(ctx, ctx.deps.changes.retry, "retry")
 
-        return handler
 
-    app.action(Action.APPROVE)(card_button(deps.changes.approve, "approve"))
-    app.action(Action.RETRY)(card_button(deps.changes.retry, "retry"))
+@listeners.action(Action.REJECT, Access.APPROVER, what="reject change requests")
+def reject_clicked(ctx: Interaction) -> None:
+    ctx.ack()
+    request_id = ctx.data(RequestRef).id
 
-    @app.action(Action.REJECT)
-    def reject(ack: Ack, body: dict[str, Any], client: WebClient, respond: Reply) -> None:
-        ack()
-        request_id, trigger_id = _request_id(body), body.get("trigger_id", "")
+    def work() -> None:
+        request = ctx.deps.changes.require(request_id)
+        if request.state != State.PENDING:
+            raise UserError(f"#{request_id} is already {request.state}.")
+        ctx.client.views_open(trigger_id=ctx.trigger_id, view=reject_modal(request_id, request.title))
 
-        def work() -> None:
-            request = deps.changes.require(request_id)
-            if request.state != State.PENDING:
-                raise UserError(f"#{request_id} is already {request.state}.")
-            client.views_open(trigger_id=trigger_id, view=reject_modal(request_id, request.title))
+    ctx.later(work, "open the reject modal")
 
-        in_background(work, ephemeral(respond), "open the reject modal")
 
-    @app.view(View.REJECT)
-    def reject_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        reason = _input(view, "reason").strip()
-        if len(reason) < 3:
-            ack(response_action="errors", errors={"reason": "Say why, so the requester can act on it."})
-            return
-        ack()
-        user, request_id = body["user"]["id"], int(view["private_metadata"])
+@listeners.view(View.REJECT, Access.APPROVER, what="reject change requests")
+def reject_submitted(ctx: Interaction) -> None:
+    reason = ctx.form().text("reason")
+    if len(reason) < 3:
+        ctx.ack(response_action="errors", errors={"reason": "Say why, so the requester can act on it."})
+        return
+    request_id = ctx.data(RequestRef).id
+    ctx.ack()
 
-        def work() -> None:
-            result = deps.changes.reject(request_id, user, reason)
-            if not result.ok:
-                dm(user)(md(":x: {}", result.message))
+    def work() -> None:
+        result = ctx.deps.changes.reject(request_id, ctx.user_id, reason)
+        if not result.ok:
+            ctx.dm(md(":x: {}", result.message))
 
-        in_background(work, dm(user), "reject")
+    ctx.later(work, "reject")
 
-    @app.view(View.JUSTIFY)
-    def justified(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        justification = _input(view, "justification").strip()
-        if len(justification) < 5:
-            ack(response_action="errors", errors={"justification": "Say why this change is needed (5+ characters)."})
-            return
-        ack()
-        user, meta = body["user"]["id"], json.loads(view["private_metadata"])
-        in_background(lambda: file_request(deps, meta["kind"], meta["change"], user, justification,
-                                           meta.get("channel", ""), tell=dm(user)), dm(user), "file a change request")
+
+@listeners.view(View.JUSTIFY, Access.ADMIN, what="request changes")
+def justified(ctx: Interaction) -> None:
+    justification = ctx.form().text("justification")
+    if len(justification) < 5:
+        ctx.ack(response_action="errors", errors={"justification": "Say why this change is needed (5+ characters)."})
+        return
+    draft = ctx.data(ChangeDraft)
+    ctx.ack()
+    ctx.later(lambda: file_request(ctx.deps, draft.kind, draft.change, ctx.user_id, justification, draft.channel,
+                                   tell=ctx.dm), "file a change request")
+
 
 
 def file_request(deps: Deps, kind: str, change: dict[str, Any], user: str, justification: str, channel: str,
@@ -267,20 +236,19 @@ def ask_or_file(req: CommandRequest, kind: str, change: dict[str, Any], title: s
     if not justification:
         req.ack()
         modal = justification_modal(kind, change, title, req.channel_id)
-        req.later(lambda: req.client.views_open(trigger_id=req.trigger_id, view=modal), "open the justification modal")
+        req.open_form(modal, "open the justification modal")
         return
     req.ack(response_type="ephemeral", text=md(":inbox_tray: Filing a change request: {}…", title))
 
     def work() -> None:
         request = file_request(req.deps, kind, change, req.user_id, justification, req.channel_id)
-        req.respond(text=md(":inbox_tray: Filed change request #{}: {}. An approver (not you) has to approve it; "
-                            "you'll get a DM with the outcome. `/mam cancel {}` withdraws it.",
-                            request.id, request.title, request.id),
-                    response_type="ephemeral", replace_original=True)
+        req.answer(md(":inbox_tray: Filed change request #{}: {}. An approver (not you) has to approve it; "
+                      "you'll get a DM with the outcome. `/mam cancel {}` withdraws it.",
+                      request.id, request.title, request.id), replace=True)
 
     req.later(work, "file a change request")
 
-
+@listeners.command("requests", "/mam requests", "Open change requests, and yours.", Access.READ, group="Approvals")
 def list_requests(req: CommandRequest) -> None:
     if req.args:
         raise UsageError("`/mam requests` takes no arguments.")
@@ -307,6 +275,8 @@ def listed_section(title: Mrkdwn, lines: list[Mrkdwn], total: int, how_to_see: M
     return section(md("{}\n{}", text, more(missing)) if missing else text)
 
 
+@listeners.command("cancel", "/mam cancel <request id>", "Cancel a pending request you made.", Access.ADMIN,
+                   group="Approvals")
 def cancel_request(req: CommandRequest) -> None:
     request_id = whole_number(req.args[0]) if len(req.args) == 1 else None
     if request_id is None:
@@ -319,12 +289,14 @@ def cancel_request(req: CommandRequest) -> None:
 
     def work() -> None:
         result = req.deps.changes.cancel(request_id, req.user_id)
-        req.respond(text=md("{} {}", Mrkdwn(":heavy_multiplication_x:" if result.ok else ":x:"), result.message),
-                    response_type="ephemeral", replace_original=True)
+        req.answer(md("{} {}", Mrkdwn(":heavy_multiplication_x:" if result.ok else ":x:"), result.message),
+                   replace=True)
 
     req.later(work, "cancel")
 
 
+@listeners.command("audit", "/mam audit [count]", "The latest audit log entries (default 10).", Access.READ,
+                   group="Audit")
 def show_audit(req: CommandRequest) -> None:
     asked = whole_number(req.args[0]) if len(req.args) == 1 else 10 if not req.args else None
     if asked is None:
@@ -346,16 +318,3 @@ def show_audit(req: CommandRequest) -> None:
 
 def _actor(actor: str) -> Mrkdwn:
     return mention(actor)
-
-
-def _request_id(body: dict[str, Any]) -> int:
-    request_id = whole_number(str(body["actions"][0].get("value", "")))
-    if request_id is None:
-        raise UserError("This button does not name a change request.")
-    return request_id
-
-
-def _input(view: dict[str, Any], block_id: str) -> str:
-    block: dict[str, dict[str, Any]] = view.get("state", {}).get("values", {}).get(block_id, {})
-    element: dict[str, Any] = next(iter(block.values()), {})
-    return str(element.get("value") or "")

@@ -8,25 +8,23 @@ arguments a modal with a policy picker and a group picker does the same.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from slack_bolt import Ack, App, Respond
-from slack_sdk import WebClient
-
-from bot.blocks import Block, Mrkdwn, actions, button, context, md, md_join, section
-from bot.errors import UsageError, new_correlation_id, run_guarded
+from bot.errors import UsageError
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.models import AndroidPolicy, Group
-from bot.registry import Subcommand
+from bot.mrkdwn import Mrkdwn, md, md_join
 from bot.roles import Access
 from bot.store.drafts import Drafts
 from bot.text import count
 from commands.approvals import file_request, justification_modal
-from commands.context import CommandRequest, Reply
+from commands.blocks import Block, actions, button, context, section
+from commands.context import CommandRequest, Interaction
 from commands.ids import Action, View
+from commands.listen import Listeners
+from commands.payloads import DraftRef
 from workflows.policy_changes import ASSIGN
 from workflows.resolve import Ambiguous, Found, NotFound, resolve, resolve_group
 
@@ -53,12 +51,13 @@ class Ask:
     def to_value(self, drafts: Drafts, user: str) -> str:
         """A button's value: the id of a draft holding this ask. Names and the reason have no bound a
         button's 2,000 characters could hold, so they stay server-side; only `user` may use the button."""
-        return drafts.save(DRAFT_KIND, {"p": self.policy, "g": self.group, "m": self.mode, "w": self.why}, user)
+        draft = drafts.save(DRAFT_KIND, {"p": self.policy, "g": self.group, "m": self.mode, "w": self.why}, user)
+        return DraftRef(draft=draft).encode()
 
     @classmethod
-    def from_value(cls, drafts: Drafts, value: str, user: str) -> Ask:
-        """The ask behind a clicked button; UserError (in words) when it expired or `user` didn't make it."""
-        data = drafts.load(value, kind=DRAFT_KIND, user=user)
+    def clicked(cls, ctx: Interaction) -> Ask:
+        """The ask behind a clicked button; UserError (in words) when it expired or the clicker didn't make it."""
+        data = ctx.deps.drafts.load(ctx.data(DraftRef).draft, kind=DRAFT_KIND, user=ctx.user_id)
         return cls(data["p"], data["g"], data["m"], data.get("w", ""))
 
 
@@ -192,113 +191,83 @@ def assign_modal() -> dict[str, Any]:
 
 # ---- Slack listeners ----------------------------------------------------------------------------
 
-
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_command(Subcommand(
-        name="assign", usage=ASSIGN_USAGE, summary="Ask to assign a policy to a group (or exclude it); no "
-        "arguments opens a form.", access=Access.ADMIN, handler=assign_command, group="Policies"))
-    deps.registry.add_command(Subcommand(
-        name="unassign", usage=UNASSIGN_USAGE, summary="Ask to remove a group from a policy.",
-        access=Access.ADMIN, handler=unassign_command, group="Policies"))
-    deps.registry.add_interaction("action", Action.ASSIGN_PICK, Access.ADMIN, what="ask to change a policy's groups")
-    deps.registry.add_interaction("action", Action.ASSIGN_REQUEST, Access.ADMIN, what="ask to change a policy's groups")
-    deps.registry.add_interaction("view", View.ASSIGN, Access.ADMIN, what="ask to change a policy's groups")
-
-    @app.action({"action_id": re.compile(f"^{Action.ASSIGN_PICK}(:.*)?$")})
-    def picked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        ask = _clicked(deps, body, respond)
-        if ask is not None:
-            _answer(deps, respond, ask, new_correlation_id(), replace=True, user=body["user"]["id"],
-                    channel=(body.get("channel") or {}).get("id", ""))
-
-    @app.action(Action.ASSIGN_REQUEST)
-    def request_clicked(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        ask = _clicked(deps, body, respond)
-        if ask is None:
-            return
-        channel = (body.get("channel") or {}).get("id", "")
-        title = VERB_TEXT[ask.mode].format(policy="the policy", group="the group").capitalize()
-        modal = justification_modal(ASSIGN, change_for(ask.policy, ask.group, ask.mode), title, channel)
-        deps.runner.submit(run_guarded, lambda: client.views_open(trigger_id=body["trigger_id"], view=modal),
-                           tell=lambda text: respond(text=text, response_type="ephemeral", replace_original=False),
-                           correlation_id=new_correlation_id(), what="open the justification modal")
-
-    @app.view(View.ASSIGN)
-    def submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        state: dict[str, dict[str, dict[str, Any]]] = view["state"]["values"]
-        policy = (state["policy"]["pick_policy"].get("selected_option") or {}).get("value")
-        group = (state["group"]["pick_group"].get("selected_option") or {}).get("value")
-        mode = (state["mode"]["value"].get("selected_option") or {}).get("value", "include")
-        why = str(state["justification"]["value"].get("value") or "").strip()
-        errors = {}
-        if not policy or policy == "error":
-            errors["policy"] = "Pick a policy."
-        if not group or group == "error":
-            errors["group"] = "Pick a group."
-        if len(why) < 5:
-            errors["justification"] = "Say why (5+ characters)."
-        if errors or policy is None or group is None:
-            ack(response_action="errors", errors=errors)
-            return
-        ack()
-        user = body["user"]["id"]
-
-        def dm(text: Mrkdwn) -> None:
-            deps.outbox.post(f"note:{new_correlation_id()}", channel=user, text=text)
-
-        deps.runner.submit(run_guarded, lambda: file_request(deps, ASSIGN, change_for(policy, group, mode), user, why,
-                                                             "", tell=dm),
-                           tell=dm, correlation_id=new_correlation_id(), what="file an assignment change")
+listeners = Listeners()
 
 
+@listeners.command("assign", ASSIGN_USAGE, "Ask to assign a policy to a group (or exclude it); no arguments opens a "
+                   "form.", Access.ADMIN, group="Policies")
 def assign_command(req: CommandRequest) -> None:
-    _command(req, unassign=False)
-
-
-def unassign_command(req: CommandRequest) -> None:
-    _command(req, unassign=True)
-
-
-def _command(req: CommandRequest, *, unassign: bool) -> None:
-    if not req.args and not unassign:
+    if not req.args:
         req.ack()
         req.deps.runner.submit(req.deps.policy_names.refresh)
-        req.later(lambda: req.client.views_open(trigger_id=req.trigger_id, view=assign_modal()),
-                  "open the assignment form")
+        req.open_form(assign_modal(), "open the assignment form")
         return
-    ask = parse_ask(req.args, unassign=unassign)
+    _command(req, parse_ask(req.args, unassign=False))
+
+
+@listeners.command("unassign", UNASSIGN_USAGE, "Ask to remove a group from a policy.", Access.ADMIN,
+                   group="Policies")
+def unassign_command(req: CommandRequest) -> None:
+    _command(req, parse_ask(req.args, unassign=True))
+
+
+def _command(req: CommandRequest, ask: Ask) -> None:
     req.ack(response_type="ephemeral", text=md(":mag: Looking up *{}* and *{}*…", ask.policy, ask.group))
-    _answer(req.deps, req.respond, ask, req.correlation_id, replace=True, user=req.user_id, channel=req.channel_id)
+    _answer(req, ask)
 
 
-def _clicked(deps: Deps, body: dict[str, Any], respond: Reply) -> Ask | None:
-    """The ask behind a clicked pick or "Ask for approval…" button; None (the clicker told why) when the
-    draft expired or belongs to someone else."""
-    user, value = body["user"]["id"], str(body["actions"][0].get("value", ""))
-    ask: Ask | None = run_guarded(lambda: Ask.from_value(deps.drafts, value, user),
-                                  tell=lambda text: respond(text=text, response_type="ephemeral",
-                                                            replace_original=False),
-                                  correlation_id=new_correlation_id(), what="read an assignment button")
-    return ask
+@listeners.action(Action.ASSIGN_PICK, Access.ADMIN, what="ask to change a policy's groups", family=True)
+def picked(ctx: Interaction) -> None:
+    ctx.ack()
+    _answer(ctx, Ask.clicked(ctx))
 
 
-def _answer(deps: Deps, respond: Reply, ask: Ask, correlation_id: str, *, replace: bool,
-            user: str, channel: str = "") -> None:
+@listeners.action(Action.ASSIGN_REQUEST, Access.ADMIN, what="ask to change a policy's groups")
+def request_clicked(ctx: Interaction) -> None:
+    ctx.ack()
+    ask = Ask.clicked(ctx)
+    title = VERB_TEXT[ask.mode].format(policy="the policy", group="the group").capitalize()
+    ctx.open_form(justification_modal(ASSIGN, change_for(ask.policy, ask.group, ask.mode), title, ctx.channel_id),
+                  "open the justification modal")
+
+
+@listeners.view(View.ASSIGN, Access.ADMIN, what="ask to change a policy's groups")
+def submitted(ctx: Interaction) -> None:
+    form = ctx.form()
+    policy, group, why = form.choice("policy"), form.choice("group"), form.text("justification")
+    mode: Mode = form.choice("mode") or "include"  # type: ignore[assignment]
+    errors = {}
+    if not policy or policy == "error":
+        errors["policy"] = "Pick a policy."
+    if not group or group == "error":
+        errors["group"] = "Pick a group."
+    if mode not in VERB_TEXT:
+        errors["mode"] = "Pick a change."
+    if len(why) < 5:
+        errors["justification"] = "Say why (5+ characters)."
+    if errors or policy is None or group is None:
+        ctx.ack(response_action="errors", errors=errors)
+        return
+    ctx.ack()
+    ctx.later(lambda: file_request(ctx.deps, ASSIGN, change_for(policy, group, mode), ctx.user_id, why, "",
+                                   tell=ctx.dm), "file an assignment change")
+
+
+def _answer(ctx: Interaction, ask: Ask) -> None:
+    """Resolve the names after the ack and answer in place: a summary with "Ask for approval…", a pick list,
+    or, with a reason already given, the filed request."""
+    deps, user = ctx.deps, ctx.user_id
+
     def work() -> None:
         blocks, text, resolved = resolve_ask(deps, ask, user)
         if resolved is not None and not ask.why:
             blocks.append(request_button(deps, resolved, user))
         elif resolved is not None:
             request = file_request(deps, ASSIGN, change_for(resolved.policy, resolved.group, resolved.mode),
-                                   user, ask.why, channel)
+                                   user, ask.why, ctx.channel_id)
             blocks = [*blocks[:2], section(md(":inbox_tray: Filed change request #{}. An approver (not you) has to "
                                               "approve it; you'll get a DM with the outcome.", request.id))]
             text = md("Filed change request #{}", request.id)
-        respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=replace)
+        ctx.answer(text, blocks, replace=True)
 
-    deps.runner.submit(run_guarded, work, tell=lambda t: respond(text=t, response_type="ephemeral",
-                                                                 replace_original=False),
-                       correlation_id=correlation_id, what="assignment lookup")
-
+    ctx.later(work, "assignment lookup")

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
-from slack_bolt import Ack, App, Respond
-from slack_sdk import WebClient
-
-from bot.blocks import Block, Mrkdwn, actions, button, context, header, link, md, md_join, section
-from bot.deps import Deps
-from bot.errors import UsageError, new_correlation_id, run_guarded
-from bot.registry import Subcommand, Verb
+from bot.errors import UsageError, run_guarded
+from bot.mrkdwn import Mrkdwn, link, md, md_join
+from bot.registry import Verb
 from bot.roles import Access, Role
 from commands.approvals import ask_or_file, justification_modal
-from commands.context import CommandRequest, Reply
+from commands.blocks import Block, actions, button, context, header, section
+from commands.context import CommandRequest, Interaction
 from commands.ids import Action
+from commands.listen import Listeners
 from workflows.connector_change import ANDROID_MAM, KIND
 from workflows.connectors import Check, ConnectorReport, Status, check_connectors, permissions_check
 
@@ -31,56 +28,61 @@ RECHECK_AFTER = 2.0  # seconds: "Check again" within this long of a finished che
 ENABLE_TITLE = "Turn on Android app protection evaluation in the Defender for Endpoint connector"
 
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_command(Subcommand(
-        name="connectors", usage="/mam connectors",
-        summary="Check the Defender-Intune connection and the Android app protection toggle.",
-        access=Access.READ, handler=connectors_command, aliases=("validate",), group="Connectors",
-        verbs=(Verb(ENABLE_ANDROID, f"/mam connectors {ENABLE_ANDROID} [why]",
-                    "Ask to turn on Android app protection evaluation (an approver approves).", Access.ADMIN,
-                    enable_command, what="ask to turn on Android app protection evaluation"),),
-    ))
-    deps.registry.add_interaction("action", Action.CONNECTORS_RECHECK, Access.READ, what="check the connector again")
-    deps.registry.add_interaction("action", Action.CONNECTORS_ENABLE_ANDROID, Access.ADMIN,
-                                  what="ask to turn on Android app protection evaluation")
+listeners = Listeners()
 
-    @app.action(Action.CONNECTORS_ENABLE_ANDROID)
-    def enable_clicked(ack: Ack, body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        ack()
-        modal = justification_modal(KIND, ENABLE_CHANGE, ENABLE_TITLE, (body.get("channel") or {}).get("id", ""))
-        deps.runner.submit(
-            run_guarded, lambda: client.views_open(trigger_id=body["trigger_id"], view=modal),
-            tell=lambda text: respond(text=text, response_type="ephemeral", replace_original=False),
-            correlation_id=new_correlation_id(), what="open the justification modal")
 
-    in_flight: set[str] = set()
-    done_at: dict[str, float] = {}
-    lock = threading.Lock()
+@listeners.action(Action.CONNECTORS_ENABLE_ANDROID, Access.ADMIN,
+                  what="ask to turn on Android app protection evaluation")
+def enable_clicked(ctx: Interaction) -> None:
+    ctx.ack()
+    ctx.open_form(justification_modal(KIND, ENABLE_CHANGE, ENABLE_TITLE, ctx.channel_id),
+                  "open the justification modal")
 
-    @app.action(Action.CONNECTORS_RECHECK)
-    def recheck(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        # Impatient clicks on the same card add nothing but Graph calls: one check at a time, and
-        # none within RECHECK_AFTER seconds of the last one (the card it filled is that fresh).
-        card = f"{body.get('user', {}).get('id')}:{(body.get('container') or {}).get('message_ts')}"
+
+class _RecheckGate:
+    """Impatient clicks on the same card add nothing but Graph calls: one check at a time per card, and none
+    within RECHECK_AFTER seconds of the last one (the card it filled is that fresh). A card is keyed by the
+    app's collaborators too, so two apps in one process (tests) never share one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: set[tuple[int, str, str]] = set()
+        self._done_at: dict[tuple[int, str, str], float] = {}
+
+    def enter(self, card: tuple[int, str, str]) -> bool:
         now = time.monotonic()
-        with lock:
-            if card in in_flight or now - done_at.get(card, -RECHECK_AFTER) < RECHECK_AFTER:
-                return
-            in_flight.add(card)
-            if len(done_at) > 1000:  # cards nobody clicks any more
-                for old in [c for c, at in done_at.items() if now - at >= RECHECK_AFTER]:
-                    del done_at[old]
+        with self._lock:
+            if card in self._in_flight or now - self._done_at.get(card, -RECHECK_AFTER) < RECHECK_AFTER:
+                return False
+            self._in_flight.add(card)
+            if len(self._done_at) > 1000:  # cards nobody clicks any more
+                for old in [c for c, at in self._done_at.items() if now - at >= RECHECK_AFTER]:
+                    del self._done_at[old]
+            return True
 
-        def check() -> None:
-            try:
-                _check_and_fill(deps, respond, new_correlation_id(), viewer=str(body.get("user", {}).get("id") or ""))
-            finally:
-                with lock:
-                    in_flight.discard(card)
-                    done_at[card] = time.monotonic()
+    def leave(self, card: tuple[int, str, str]) -> None:
+        with self._lock:
+            self._in_flight.discard(card)
+            self._done_at[card] = time.monotonic()
 
-        deps.runner.submit(check)
+
+_rechecks = _RecheckGate()
+
+
+@listeners.action(Action.CONNECTORS_RECHECK, Access.READ, what="check the connector again")
+def recheck(ctx: Interaction) -> None:
+    ctx.ack()
+    card = (id(ctx.deps), ctx.user_id, str((ctx.body.get("container") or {}).get("message_ts")))
+    if not _rechecks.enter(card):
+        return
+
+    def check() -> None:
+        try:
+            _check_and_fill(ctx)
+        finally:
+            _rechecks.leave(card)
+
+    ctx.deps.runner.submit(check)
 
 
 def enable_command(req: CommandRequest) -> None:
@@ -88,31 +90,38 @@ def enable_command(req: CommandRequest) -> None:
     ask_or_file(req, KIND, ENABLE_CHANGE, ENABLE_TITLE, " ".join(req.args))
 
 
+@listeners.command("connectors", "/mam connectors",
+                   "Check the Defender-Intune connection and the Android app protection toggle.", Access.READ,
+                   aliases=("validate",), group="Connectors",
+                   verbs=(Verb(ENABLE_ANDROID, f"/mam connectors {ENABLE_ANDROID} [why]",
+                               "Ask to turn on Android app protection evaluation (an approver approves).",
+                               Access.ADMIN, enable_command,
+                               what="ask to turn on Android app protection evaluation"),))
 def connectors_command(req: CommandRequest) -> None:
     if req.args:
         raise UsageError(f"`/mam connectors` takes no arguments or `{ENABLE_ANDROID}` "
                          f"(got `{' '.join(req.args)}`).")
     # The ack carries the card in its checking state; one response_url update fills it in.
     req.ack(response_type="ephemeral", text=md("{}: checking…", TITLE), blocks=checking_card())
-    req.deps.runner.submit(_check_and_fill, req.deps, req.respond, req.correlation_id, viewer=req.user_id)
+    req.deps.runner.submit(_check_and_fill, req)
 
 
-def _check_and_fill(deps: Deps, respond: Reply, correlation_id: str, *, viewer: str) -> None:
-    """The card is ephemeral, seen by `viewer` alone: it offers only what they may click."""
-    can_request = Role.ADMIN in deps.roles.roles_of(viewer)
+def _check_and_fill(ctx: Interaction) -> None:
+    """The card is ephemeral, seen by the clicker alone: it offers only what they may click."""
+    deps = ctx.deps
+    can_request = Role.ADMIN in deps.roles.roles_of(ctx.user_id)
 
     def work() -> None:
         permissions = [permissions_check(deps.microsoft.check_permissions())]
         report = check_connectors(deps.microsoft.graph, now=deps.now(), cloud=deps.settings.mam_cloud.value,
                                   permissions=permissions)
-        respond(replace_original=True, response_type="ephemeral", text=summary_text(report),
-                blocks=connector_card(report, can_request=can_request))
+        ctx.answer(summary_text(report), connector_card(report, can_request=can_request), replace=True)
 
     def tell(text: Mrkdwn) -> None:
-        respond(replace_original=True, response_type="ephemeral", text=text,
-                blocks=[header(TITLE), section(text), actions(button("Check again", Action.CONNECTORS_RECHECK))])
+        ctx.answer(text, [header(TITLE), section(text), actions(button("Check again", Action.CONNECTORS_RECHECK))],
+                   replace=True)
 
-    run_guarded(work, tell=tell, correlation_id=correlation_id, what="connector check")
+    run_guarded(work, tell=tell, correlation_id=ctx.correlation_id, what="connector check")
 
 
 def checking_card() -> list[Block]:

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from slack_bolt import App
-
-from bot.blocks import Mrkdwn, context, divider, header, md, md_join, section
-from bot.deps import Deps
 from bot.errors import UsageError
-from bot.registry import Registry, Subcommand
+from bot.mrkdwn import Mrkdwn, md, md_join
+from bot.registry import Registry
 from bot.roles import Access, Role
 from bot.text import count
+from commands.blocks import context, divider, header, section
 from commands.context import CommandRequest
+from commands.listen import Listeners
 
 GROUP_ORDER = ["General", "Connectors", "Policies", "Approvals", "Watch", "Audit"]
 
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_command(
-        Subcommand(
-            name="help", usage="/mam help [command]", summary="What you can run here, and how.",
-            access=Access.ANYONE, handler=show_help, aliases=("?",),
-        )
-    )
+listeners = Listeners()
 
 
+@listeners.command("help", "/mam help [command]", "What you can run here, and how.", Access.ANYONE, aliases=("?",))
 def show_help(req: CommandRequest) -> None:
     roles = req.deps.roles.roles_of(req.user_id)
     if req.args:

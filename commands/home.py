@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot import slack_limits
-from bot.blocks import Block, Mrkdwn, context, divider, fields_section, header, md, section
 from bot.deps import Deps
-from bot.errors import new_correlation_id, run_guarded
 from bot.microsoft.errors import MicrosoftError
+from bot.mrkdwn import Mrkdwn, md
 from bot.roles import Role
 from commands.approvals import listed_section, summary_line
+from commands.blocks import Block, context, divider, fields_section, header, section
 from commands.connectors import summary_text
+from commands.context import Interaction
 from commands.help import help_blocks
+from commands.listen import Listeners
 from workflows.changes import State
 from workflows.connectors import check_connectors
 from workflows.status import Status, gather
 
+listeners = Listeners()
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.slack_events.add("app_home_opened")
 
-    @app.event("app_home_opened")
-    def home_opened(event: dict[str, Any], client: WebClient) -> None:
-        if event.get("tab", "home") != "home":
-            return
-        user_id = event.get("user", "")
-        deps.runner.submit(
-            run_guarded, lambda: publish_home(deps, client, user_id),
-            tell=lambda _text: None, correlation_id=new_correlation_id(), what="app home",
-        )
+@listeners.event("app_home_opened")
+def home_opened(ctx: Interaction) -> None:
+    ctx.ack()
+    if ctx.event.get("tab", "home") != "home":
+        return
+    # a failure is logged with its reference; the person who opened Home is not sent a DM about it
+    ctx.later(lambda: publish_home(ctx.deps, ctx.client, ctx.user_id), "app home", tell=lambda _text: None)
 
 
 def publish_home(deps: Deps, client: WebClient, user_id: str) -> None:

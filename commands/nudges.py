@@ -1,32 +1,31 @@
 """Onboarding nudges by DM: Microsoft's steps to get Defender onto the device, and the recipient's buttons.
 
-Only the person a nudge was sent to may press its buttons: each value starts with their Slack
-user id, which the authorisation middleware compares with whoever clicked (Access.DM_RECIPIENT).
+Only the person a nudge was sent to may press its buttons: each value names their Slack user id
+(`NudgeRef.to`), which the authorisation middleware compares with whoever clicked (Access.DM_RECIPIENT).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-from slack_bolt import Ack, App
-
-from bot.blocks import Block, Mrkdwn, actions, button, context, link, md, md_join, section
 from bot.deps import Deps
-from bot.errors import UserError, new_correlation_id, run_guarded
+from bot.errors import UserError
+from bot.mrkdwn import Mrkdwn, link, md, md_join
 from bot.roles import Access
 from bot.store.watch import OnboardingCase
-from bot.text import whole_number
-from commands.alerts import app_label
+from commands.blocks import Block, actions, button, context, section
+from commands.context import Interaction
+from commands.listen import Listeners
+from commands.payloads import NudgeRef
 from workflows.onboarding import (
     NotTheRecipient,
     WatchSettings,
     mark_done,
     stop_nudges,
 )
+from workflows.policies import app_label
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def nudge_blocks(case: OnboardingCase, slack_user: str, number: int, of: int, *,
     if status:
         blocks.append(section(status))
     else:
-        value = f"{slack_user}|{case.user_id}|{case.round}|{number}"
+        value = NudgeRef(to=slack_user, user=case.user_id, round=case.round, n=number).encode()
         blocks.append(actions(button("Done", NudgeAction.DONE, value, style="primary"),
                               button("Stop reminding me", NudgeAction.STOP, value)))
     return blocks
@@ -113,68 +112,42 @@ STOP_STATUS = Mrkdwn(":no_bell: OK, I won't remind you again. Your work apps sti
 # ---- the buttons ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NudgeButton:
-    slack_user: str
-    user_id: str
-    round: int
-    number: int
-
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> NudgeButton:
-        value = str((body.get("actions") or [{}])[0].get("value", ""))
-        parts = value.split("|")
-        numbers = [whole_number(p) for p in parts[2:]] if len(parts) == 4 else []
-        if len(numbers) != 2 or numbers[0] is None or numbers[1] is None:
-            raise UserError("This button does not belong to an onboarding message.")
-        return cls(parts[0], parts[1].lower(), numbers[0], numbers[1])
-
-    @property
-    def message_key(self) -> str:
-        return f"nudge:{self.user_id}:r{self.round}:n{self.number}"
+listeners = Listeners()
 
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_interaction("action", NudgeAction.DONE, Access.DM_RECIPIENT, what="answer this reminder")
-    deps.registry.add_interaction("action", NudgeAction.STOP, Access.DM_RECIPIENT, what="stop these reminders")
+def _pressed(ctx: Interaction, change: Callable[[Deps, str, str], OnboardingCase | None], status: Mrkdwn,
+             what: str) -> None:
+    ctx.ack()
+    clicked, clicker, deps = ctx.data(NudgeRef), ctx.user_id, ctx.deps
     settings = WatchSettings.from_settings(deps.settings)
 
-    def pressed(body: dict[str, Any], change: Callable[[str, str], OnboardingCase | None], status: Mrkdwn,
-                what: str) -> None:
-        clicked = NudgeButton.parse(body)
-        clicker = str((body.get("user") or {}).get("id") or "")
+    def work() -> None:
+        try:  # the clicker is checked against the reminder's own record before anything changes
+            case = change(deps, clicked.user, clicker)
+        except NotTheRecipient:
+            deps.audit.record(actor=clicker, action=f"onboarding nudge: {what}", outcome="refused",
+                              target=f"user {clicked.user}", detail="not the person the reminder was sent to")
+            raise UserError("Only the person this message was sent to can use these buttons.") from None
+        if case is None:
+            raise UserError("I have no record of this reminder any more: nothing to do.")
+        key = clicked.message_key
+        if deps.outbox.get(key) is not None:  # the DM loses its buttons and says what happens next
+            deps.outbox.update(f"{key}:{what}", of=key, text=nudge_text(case, clicked.n),
+                               blocks=nudge_blocks(case, clicker, clicked.n, settings.max_nudges, status=status))
+        deps.audit.record(actor=clicker, action=f"onboarding nudge: {what}", outcome="ok",
+                          target=f"user {clicked.user}")
 
-        def work() -> None:
-            try:  # the clicker is checked against the reminder's own record before anything changes
-                case = change(clicked.user_id, clicker)
-            except NotTheRecipient:
-                deps.audit.record(actor=clicker, action=f"onboarding nudge: {what}", outcome="refused",
-                                  target=f"user {clicked.user_id}", detail="not the person the reminder was sent to")
-                raise UserError("Only the person this message was sent to can use these buttons.") from None
-            if case is None:
-                raise UserError("I have no record of this reminder any more: nothing to do.")
-            key = clicked.message_key
-            if deps.outbox.get(key) is not None:  # the DM loses its buttons and says what happens next
-                deps.outbox.update(f"{key}:{what}", of=key, text=nudge_text(case, clicked.number),
-                                   blocks=nudge_blocks(case, clicker, clicked.number,
-                                                       settings.max_nudges, status=status))
-            deps.audit.record(actor=clicker, action=f"onboarding nudge: {what}", outcome="ok",
-                              target=f"user {clicked.user_id}")
+    ctx.later(work, f"onboarding {what}", tell=ctx.dm)
 
-        def tell(text: Mrkdwn) -> None:
-            deps.outbox.post(f"note:{new_correlation_id()}", channel=clicker, text=text)
 
-        deps.runner.submit(run_guarded, work, tell=tell, correlation_id=new_correlation_id(),
-                           what=f"onboarding {what}")
+@listeners.action(NudgeAction.DONE, Access.DM_RECIPIENT, what="answer this reminder")
+def done(ctx: Interaction) -> None:
+    _pressed(ctx, lambda deps, user, clicker: mark_done(deps.store, user, deps.now(),
+                                                        WatchSettings.from_settings(deps.settings),
+                                                        recipient=clicker), DONE_STATUS, "done")
 
-    @app.action(NudgeAction.DONE)
-    def done(ack: Ack, body: dict[str, Any]) -> None:
-        ack()
-        pressed(body, lambda user, clicker: mark_done(deps.store, user, deps.now(), settings, recipient=clicker),
-                DONE_STATUS, "done")
 
-    @app.action(NudgeAction.STOP)
-    def stop(ack: Ack, body: dict[str, Any]) -> None:
-        ack()
-        pressed(body, lambda user, clicker: stop_nudges(deps.store, user, deps.now(), recipient=clicker),
-                STOP_STATUS, "stop")
+@listeners.action(NudgeAction.STOP, Access.DM_RECIPIENT, what="stop these reminders")
+def stop(ctx: Interaction) -> None:
+    _pressed(ctx, lambda deps, user, clicker: stop_nudges(deps.store, user, deps.now(), recipient=clicker),
+             STOP_STATUS, "stop")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App
-
-from bot.blocks import clean, cut_plain
 from bot.microsoft.errors import MicrosoftError
+from bot.mrkdwn import clean, cut_plain
 from bot.roles import Access
+from commands.context import Interaction
 from commands.ids import Action
+from commands.listen import Listeners
 
 if TYPE_CHECKING:
-    from bot.deps import Deps
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -29,35 +29,34 @@ def option(text: str, value: str) -> dict[str, Any]:
     return {"text": {"type": "plain_text", "text": cut_plain(clean(text), OPTION_TEXT_MAX) or " "}, "value": value}
 
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_interaction("options", Action.PICK_GROUP, Access.ADMIN, what="search groups")
-    deps.registry.add_interaction("options", Action.PICK_POLICY, Access.ADMIN, what="search policies")
+listeners = Listeners()
 
-    @app.options(Action.PICK_GROUP)
-    def groups(ack: Ack, payload: dict[str, Any]) -> None:
-        query = str(payload.get("value", "")).strip()
-        if len(query) < 2:
-            ack(options=[])
-            return
-        try:
-            found = deps.microsoft.within_ack().graph.find_groups(query, limit=50)
-        except MicrosoftError as exc:
-            log.warning("group search for the picker failed: %s", exc)
-            ack(options=[option(f"Search failed: {exc.message}", "error")])
-            return
-        ack(options=[option(f"{g.displayName or g.id}{' (dynamic)' if g.is_dynamic else ''}", g.id)
-                     for g in found])
 
-    @app.options(Action.PICK_POLICY)
-    def policies(ack: Ack, payload: dict[str, Any]) -> None:
-        query = " ".join(str(payload.get("value", "")).split()).casefold()
-        try:
-            items = deps.policy_names.get()
-            if items is None:  # cold: one short read, and warm the cache for the next keystroke
-                items = [(p.id, p.displayName) for p in deps.microsoft.within_ack().graph.iter_android_policies()]
-                deps.runner.submit(deps.policy_names.refresh)
-        except MicrosoftError as exc:
-            ack(options=[option(f"Reading policies failed: {exc.message}", "error")])
-            return
-        matches = [(pid, name) for pid, name in items if query in name.casefold()][:100]
-        ack(options=[option(name, pid) for pid, name in matches])
+@listeners.options(Action.PICK_GROUP, Access.ADMIN, what="search groups")
+def groups(ctx: Interaction) -> None:
+    query = ctx.value.strip()
+    if len(query) < 2:
+        ctx.ack(options=[])
+        return
+    try:
+        found = ctx.deps.microsoft.within_ack().graph.find_groups(query, limit=50)
+    except MicrosoftError as exc:
+        log.warning("group search for the picker failed: %s", exc)
+        ctx.ack(options=[option(f"Search failed: {exc.message}", "error")])
+        return
+    ctx.ack(options=[option(f"{g.displayName or g.id}{' (dynamic)' if g.is_dynamic else ''}", g.id) for g in found])
+
+
+@listeners.options(Action.PICK_POLICY, Access.ADMIN, what="search policies")
+def policies(ctx: Interaction) -> None:
+    deps, query = ctx.deps, " ".join(ctx.value.split()).casefold()
+    try:
+        items = deps.policy_names.get()
+        if items is None:  # cold: one short read, and warm the cache for the next keystroke
+            items = [(p.id, p.displayName) for p in deps.microsoft.within_ack().graph.iter_android_policies()]
+            deps.runner.submit(deps.policy_names.refresh)
+    except MicrosoftError as exc:
+        ctx.ack(options=[option(f"Reading policies failed: {exc.message}", "error")])
+        return
+    matches = [(pid, name) for pid, name in items if query in name.casefold()][:100]
+    ctx.ack(options=[option(name, pid) for pid, name in matches])

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
-
-from slack_bolt import Ack, App, Respond
 
 from bot import slack_limits
-from bot.blocks import Block, Mrkdwn, button, context, fields_section, header, md, md_join, section
 from bot.command_text import command_name
-from bot.deps import Deps
-from bot.errors import UsageError, new_correlation_id, run_guarded
+from bot.errors import UsageError
 from bot.microsoft.models import AndroidPolicy
-from bot.registry import Subcommand, Verb
+from bot.mrkdwn import Mrkdwn, md, md_join
+from bot.registry import Verb
 from bot.roles import Access
-from commands.context import CommandRequest, Reply
+from commands.blocks import Block, button, context, fields_section, header, section
+from commands.context import CommandRequest, Interaction
 from commands.ids import Action
+from commands.listen import Listeners
+from commands.payloads import PolicyRef
 from commands.policy_new import new_command
 from workflows.policies import (
     PARTNER_PRIORITY_LABELS,
@@ -55,21 +54,15 @@ WHERE_TO_SET_IT = ("Intune admin center: Apps > App protection policies > (the p
                    "Conditional launch > Device conditions > Max allowed device threat level")
 
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_command(Subcommand(
-        name="policy", usage=USAGE,
-        summary="Android app protection policies: Defender threat level, action, apps and groups.",
-        access=Access.READ, handler=policy_command, group="Policies",
-        verbs=(Verb("new", NEW_USAGE, "A form for a new Android app protection policy with a max device threat "
-                                      "level (an approver approves).", Access.ADMIN,
-                    lambda req: new_command(req, req.args),
-                    what="ask for a new app protection policy"),),
-    ))
-    for action, replace in ((Action.POLICY_SHOW, False), (Action.POLICY_PICK, True)):
-        deps.registry.add_interaction("action", action, Access.READ, what="read policy details")
-        app.action(action)(_show_button(deps, replace=replace))
+listeners = Listeners()
 
 
+@listeners.command(
+    "policy", USAGE, "Android app protection policies: Defender threat level, action, apps and groups.",
+    Access.READ, group="Policies",
+    verbs=(Verb("new", NEW_USAGE, "A form for a new Android app protection policy with a max device threat level "
+                                  "(an approver approves).", Access.ADMIN, lambda req: new_command(req, req.args),
+                what="ask for a new app protection policy"),))
 def policy_command(req: CommandRequest) -> None:
     verb, *rest = req.args or ["list"]
     handler = VERBS.get(command_name(verb))
@@ -85,8 +78,7 @@ def list_command(req: CommandRequest, args: list[str]) -> None:
 
     def work() -> None:
         page = list_policies(req.deps.microsoft.graph, limit=LIST_LIMIT, query=query)
-        req.respond(replace_original=True, response_type="ephemeral", text=list_summary(page),
-                    blocks=list_blocks(page))
+        req.answer(list_summary(page), list_blocks(page), replace=True)
 
     req.later(work, "policy list")
 
@@ -100,7 +92,7 @@ def show_command(req: CommandRequest, args: list[str]) -> None:
 
     def work() -> None:
         text, blocks = lookup_message(show_policy(req.deps.microsoft.graph, query))
-        req.respond(replace_original=True, response_type="ephemeral", text=text, blocks=blocks)
+        req.answer(text, blocks, replace=True)
 
     req.later(work, "policy show")
 
@@ -111,26 +103,27 @@ VERBS: dict[str, Callable[[CommandRequest, list[str]], None]] = {
 }  # `new` is a verb of its own in the registry: it needs an admin
 
 
-def _show_button(deps: Deps, *, replace: bool) -> Callable[..., None]:
-    """A Details / pick-list button: its value is the policy id."""
-
-    def show(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        policy_id = str((body.get("actions") or [{}])[0].get("value", ""))
-        deps.runner.submit(_show_by_id, deps, respond, policy_id, replace, new_correlation_id())
-
-    return show
+@listeners.action(Action.POLICY_SHOW, Access.READ, what="read policy details")
+def details_clicked(ctx: Interaction) -> None:
+    """A policy list's Details button: the picture in a new message."""
+    _show_clicked(ctx, replace=False)
 
 
-def _show_by_id(deps: Deps, respond: Reply, policy_id: str, replace: bool, correlation_id: str) -> None:
+@listeners.action(Action.POLICY_PICK, Access.READ, what="read policy details")
+def pick_clicked(ctx: Interaction) -> None:
+    """A pick list's button: the picture replaces the pick list."""
+    _show_clicked(ctx, replace=True)
+
+
+def _show_clicked(ctx: Interaction, *, replace: bool) -> None:
+    ctx.ack()
+    policy_id = ctx.data(PolicyRef).id
+
     def work() -> None:
-        text, blocks = lookup_message(show_policy_by_id(deps.microsoft.graph, policy_id))
-        respond(replace_original=replace, response_type="ephemeral", text=text, blocks=blocks)
+        text, blocks = lookup_message(show_policy_by_id(ctx.deps.microsoft.graph, policy_id))
+        ctx.answer(text, blocks, replace=replace)
 
-    def tell(text: Mrkdwn) -> None:
-        respond(replace_original=False, response_type="ephemeral", text=text)
-
-    run_guarded(work, tell=tell, correlation_id=correlation_id, what="policy show")
+    ctx.later(work, "policy show")
 
 
 # ---- Block Kit: the list ------------------------------------------------------------------------------
@@ -174,7 +167,7 @@ def more_line(page: PolicyPage) -> Mrkdwn:
 def policy_row(policy: AndroidPolicy) -> Block:
     text = md("*{}*\n{}\nDevices: {}\nApps: {} · Assigned: {}", policy.displayName, _threat_line(policy),
               ", ".join(management_level_labels(policy)), apps_label(policy), _assignment_summary(policy))
-    return section(text, accessory=button("Details", Action.POLICY_SHOW, policy.id))
+    return section(text, accessory=button("Details", Action.POLICY_SHOW, PolicyRef(id=policy.id).encode()))
 
 
 def _threat_line(policy: AndroidPolicy) -> Mrkdwn:
@@ -269,7 +262,7 @@ def pick_list_blocks(result: Ambiguous[AndroidPolicy]) -> list[Block]:
     ))]
     for policy in result.items[:PICK_LIMIT]:
         text = md("*{}*\n{}", policy.displayName, _threat_line(policy))
-        blocks.append(section(text, accessory=button("Show", Action.POLICY_PICK, policy.id)))
+        blocks.append(section(text, accessory=button("Show", Action.POLICY_PICK, PolicyRef(id=policy.id).encode())))
     rest = len(result.items) - PICK_LIMIT
     if rest > 0:
         blocks.append(context(md("…and {} more: type more of the name, or give the policy id.", rest)))

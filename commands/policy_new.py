@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App
-from slack_sdk import WebClient
-
-from bot.blocks import Mrkdwn, escape, md, section
-from bot.errors import UserError, new_correlation_id, run_guarded
+from bot.errors import UserError
 from bot.microsoft.errors import MicrosoftError
+from bot.mrkdwn import Mrkdwn, escape, md
 from bot.roles import Access
-from commands.context import CommandRequest
+from commands.blocks import section
+from commands.context import CommandRequest, Form, Interaction
 from commands.ids import Action, View
+from commands.listen import Listeners
 from commands.pickers import option
 from workflows.policies import (
     ACTION_LABELS,
@@ -28,7 +27,7 @@ from workflows.policies import (
 from workflows.policy_changes import CREATE
 
 if TYPE_CHECKING:
-    from bot.deps import Deps
+    pass
 
 APP_SETS = {"set:allMicrosoftApps": "All Microsoft apps", "set:allCoreMicrosoftApps": "Core Microsoft apps"}
 DEFAULT_APPS = ("com.microsoft.office.outlook", "com.microsoft.teams", "com.microsoft.emmx")
@@ -123,31 +122,20 @@ def new_policy_modal(values: dict[str, Any] | None = None, error: Mrkdwn | None 
     }
 
 
-def read_values(view: dict[str, Any]) -> dict[str, Any]:
-    state: dict[str, dict[str, dict[str, Any]]] = view.get("state", {}).get("values", {})
-
-    def element(block: str) -> dict[str, Any]:
-        return next(iter(state.get(block, {}).values()), {})
-
-    def selected(block: str) -> list[dict[str, Any]]:
-        return list(element(block).get("selected_options") or [])
-
-    def one(block: str) -> str | None:
-        chosen = element(block).get("selected_option")
-        return str(chosen["value"]) if chosen else None
-
+def read_values(form: Form) -> dict[str, Any]:
+    include, exclude = form.options("include"), form.options("exclude")
     return {
-        "name": " ".join(str(element("name").get("value") or "").split()),
-        "description": str(element("description").get("value") or "").strip(),
-        "apps": [str(o["value"]) for o in selected("apps")],
-        "device_types": [str(o["value"]) for o in selected("device_types")],
-        "threat": one("threat"),
-        "action": one("action"),
-        "include": [str(o["value"]) for o in selected("include") if o["value"] != "error"],
-        "exclude": [str(o["value"]) for o in selected("exclude") if o["value"] != "error"],
-        "include_options": selected("include"),
-        "exclude_options": selected("exclude"),
-        "justification": str(element("justification").get("value") or "").strip(),
+        "name": " ".join(form.text("name").split()),
+        "description": form.text("description"),
+        "apps": form.choices("apps"),
+        "device_types": form.choices("device_types"),
+        "threat": form.choice("threat"),
+        "action": form.choice("action"),
+        "include": [str(o["value"]) for o in include if o["value"] != "error"],
+        "exclude": [str(o["value"]) for o in exclude if o["value"] != "error"],
+        "include_options": include,
+        "exclude_options": exclude,
+        "justification": form.text("justification"),
     }
 
 
@@ -205,41 +193,39 @@ def new_command(req: CommandRequest, args: list[str]) -> None:
         raise UserError("`/mam policy new` takes no arguments: it opens a form.")
     req.ack()
     req.deps.runner.submit(req.deps.policy_names.refresh)  # warm, so the submission can check names at once
-    req.later(lambda: req.client.views_open(trigger_id=req.trigger_id, view=new_policy_modal()),
-              "open the new-policy form")
+    req.open_form(new_policy_modal(), "open the new-policy form")
 
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_interaction("view", View.POLICY_NEW, Access.ADMIN, what="ask for a new app protection policy")
+listeners = Listeners()
 
-    @app.view(View.POLICY_NEW)
-    def submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
-        values = read_values(view)
-        cached = deps.policy_names.get()
-        errors = validate(values, {name.casefold() for _, name in cached} if cached is not None else None)
-        if errors:
-            ack(response_action="errors", errors=errors)
+
+@listeners.view(View.POLICY_NEW, Access.ADMIN, what="ask for a new app protection policy")
+def submitted(ctx: Interaction) -> None:
+    deps, values = ctx.deps, read_values(ctx.form())
+    cached = deps.policy_names.get()
+    errors = validate(values, {name.casefold() for _, name in cached} if cached is not None else None)
+    if errors:
+        ctx.ack(response_action="errors", errors=errors)
+        return
+    ctx.ack(response_action="update", view=_message_view("Filing…", Mrkdwn(":hourglass_flowing_sand: Checking the "
+                                                             "tenant and filing your change request…")))
+    view_id = ctx.view["id"]
+
+    def show(view: dict[str, Any]) -> None:
+        ctx.client.views_update(view_id=view_id, view=view)
+
+    def work() -> None:
+        try:
+            request = deps.changes.file(CREATE, change_from(values), requester=ctx.user_id,
+                                        justification=values["justification"])
+        except (UserError, MicrosoftError) as exc:
+            # back to the form with everything as typed, and the reason on top
+            show(new_policy_modal(values, error=exc.mrkdwn if isinstance(exc, UserError) else escape(str(exc))))
             return
-        ack(response_action="update", view=_message_view("Filing…", Mrkdwn(":hourglass_flowing_sand: Checking the "
-                                                                 "tenant and filing your change request…")))
-        user, view_id = body["user"]["id"], view["id"]
+        deps.policy_names.invalidate()
+        show(_message_view(f"Request #{request.id}", md(":inbox_tray: Filed change request #{}: {}.\nAn approver "
+                                                        "(not you) has to approve it; you'll get a DM with the "
+                                                        "outcome.", request.id, request.title)))
 
-        def work() -> None:
-            try:
-                request = deps.changes.file(CREATE, change_from(values), requester=user,
-                                            justification=values["justification"])
-            except (UserError, MicrosoftError) as exc:
-                # back to the form with everything as typed, and the reason on top
-                shown = exc.mrkdwn if isinstance(exc, UserError) else escape(str(exc))
-                client.views_update(view_id=view_id, view=new_policy_modal(values, error=shown))
-                return
-            deps.policy_names.invalidate()
-            client.views_update(view_id=view_id, view=_message_view(
-                f"Request #{request.id}", md(":inbox_tray: Filed change request #{}: {}.\nAn approver (not you) "
-                                             "has to approve it; you'll get a DM with the outcome.",
-                                             request.id, request.title)))
-
-        deps.runner.submit(run_guarded, work, tell=lambda text: client.views_update(
-            view_id=view_id, view=_message_view("Something went wrong", text)),
-            correlation_id=new_correlation_id(), what="file a new policy")
+    ctx.later(work, "file a new policy", tell=lambda text: show(_message_view("Something went wrong", text)))
 

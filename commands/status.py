@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from slack_bolt import App
-
-from bot.blocks import Block, Mrkdwn, context, cut_plain, fields_section, header, md, md_join, section
 from bot.errors import UsageError
-from bot.registry import Subcommand
+from bot.mrkdwn import Mrkdwn, cut_plain, md, md_join
 from bot.roles import Access
 from bot.text import count
+from commands.blocks import Block, context, fields_section, header, section
 from commands.context import CommandRequest
+from commands.listen import Listeners
 from workflows.status import Status, gather
 
 if TYPE_CHECKING:
-    from bot.deps import Deps
+    pass
 
 
-def register(app: App, deps: Deps) -> None:
-    deps.registry.add_command(Subcommand(
-        name="status", usage="/mam status",
-        summary="Last threat sweep, active blocks, pending onboardings, nudges, jobs and the leader.",
-        access=Access.READ, handler=status_command, group="Watch"))
+listeners = Listeners()
 
 
+@listeners.command("status", "/mam status",
+                   "Last threat sweep, active blocks, pending onboardings, nudges, jobs and the leader.", Access.READ,
+                   group="Watch")
 def status_command(req: CommandRequest) -> None:
     if req.args:
         raise UsageError("`/mam status` takes no arguments.")
@@ -32,8 +30,7 @@ def status_command(req: CommandRequest) -> None:
 
     def work() -> None:
         status = gather(req.deps)
-        req.respond(replace_original=True, response_type="ephemeral", text=summary(status),
-                    blocks=status_blocks(status))
+        req.answer(summary(status), status_blocks(status), replace=True)
 
     req.later(work, "status")
 

@@ -20,10 +20,10 @@ from sqlalchemy import and_, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from bot.blocks import md, mention
 from bot.clock import as_utc
 from bot.errors import UserError
 from bot.microsoft.errors import MicrosoftError
+from bot.mrkdwn import md, mention
 from bot.store import Approval, AuditLog, ChangeRequest, Store
 
 log = logging.getLogger(__name__)

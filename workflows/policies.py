@@ -119,6 +119,11 @@ def app_count(policy: AndroidPolicy) -> int:
     return len(policy.apps) or policy.deployedAppCount or 0
 
 
+def app_label(package: str) -> str:
+    """An app's name where the bot knows it, else its package id."""
+    return FRIENDLY_APP_NAMES.get(package, package)
+
+
 def apps_label(policy: AndroidPolicy) -> str:
     """`3 apps`, or the app group and its size: `all Microsoft apps (39)`."""
     count = app_count(policy)

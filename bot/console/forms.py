@@ -1,5 +1,6 @@
 """Ask a person at a terminal for the value of one Block Kit element, as Slack's client would collect it.
 
+A modal's input fields are asked one by one (ModalForm), and asked again after the app refuses them.
 Every answer comes back in the exact shape Slack puts in `view.state.values[block][action]` (and,
 with action_id/block_id added, in a block action), so the app can't tell the console from Slack.
 """
@@ -316,6 +317,66 @@ class FieldAsker:
                 self._say(f"  ✗ type {shape}")
                 continue
             return answer
+
+
+class ModalForm:
+    """A modal's input fields, asked one by one; the answers are kept per view, so when the app refuses a
+    submission with errors only the fields it names are asked again."""
+
+    def __init__(self, fields: FieldAsker, say: Callable[[str], None]) -> None:
+        self._fields = fields
+        self._say = say
+        self._answers: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
+        self._errors: dict[str, dict[str, str]] = {}
+
+    def refused(self, view_id: str, errors: Mapping[Any, Any]) -> None:
+        """The app acked the view's submission with `response_action: errors` ({block_id: message})."""
+        self._errors[view_id] = {str(k): str(v) for k, v in errors.items()}
+
+    def fill(
+        self, view: Mapping[str, Any], suggester: Callable[[str, str], Suggest]
+    ) -> dict[str, dict[str, Any]]:
+        """The view's `state.values`; `suggester(action_id, block_id)` sends an external select's queries."""
+        view_id = str(view["id"])
+        kept_hash, answers = self._answers.get(view_id, ("", {}))
+        errors = self._errors.pop(view_id, {})
+        if kept_hash != view["hash"]:
+            answers, errors = {}, {}
+        blocks = input_blocks(view)
+        for block_id, message in errors.items():
+            label = next((text_of(b.get("label")) for b in blocks if b["block_id"] == block_id), block_id)
+            self._say(f"  ✗ {label}: {message}")
+        # Re-ask only the fields the app complained about; if it named none we know, ask them all.
+        redo = {b["block_id"] for b in blocks if b["block_id"] in errors}
+        keep = set(answers) - redo if redo else set()
+        values: dict[str, dict[str, Any]] = {}
+        for block in blocks:
+            block_id = block["block_id"]
+            element = block["element"]
+            action_id = str(element.get("action_id", ""))
+            if block_id in keep:
+                values[block_id] = answers[block_id]
+                continue
+            state = self._fields.value(
+                element,
+                label=text_of(block.get("label")),
+                optional=bool(block.get("optional")),
+                suggest=suggester(action_id, block_id),
+            )
+            values[block_id] = {action_id: state}
+        self._answers[view_id] = (str(view["hash"]), values)
+        return values
+
+
+def input_blocks(view: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The view's input blocks the console can ask for (none: the modal is only buttons)."""
+    return [
+        b
+        for b in view.get("blocks") or []
+        if b.get("type") == "input"
+        and isinstance(b.get("element"), dict)
+        and b["element"].get("type") in ASKABLE
+    ]
 
 
 def _text_problem(kind: Any, answer: str, element: Mapping[str, Any]) -> str | None:

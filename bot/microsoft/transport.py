@@ -84,6 +84,26 @@ class Operation:
     subject: str | None = None  # "Android app protection policy 'T_…'"
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One `send`, the same on every try: what it asks, and the client-request-id it is logged under."""
+
+    method: str
+    url: str
+    client_request_id: str
+    idempotent: bool  # safe to repeat after it may have reached Microsoft
+
+
+def _request_headers(token: str, call: _Call, extra: Mapping[str, str] | None) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token}",
+        "client-request-id": call.client_request_id,
+        "User-Agent": USER_AGENT,
+        "Accept": "application/json",
+        **(extra or {}),
+    }
+
+
 class ApiSession:
     """Calls one API through the shared client; copies with another profile share everything else."""
 
@@ -149,13 +169,10 @@ class ApiSession:
         inner request); `write` defaults to "not a GET".
         """
         method = method.upper()
-        url = self.url(path)
+        call = _Call(method, self.url(path), str(uuid.uuid4()),
+                     idempotent=method != "POST" if idempotent is None else idempotent)
         if write is None:
             write = method not in ("GET", "HEAD")
-        if idempotent is None:
-            idempotent = method != "POST"
-        client_request_id = str(uuid.uuid4())
-        profile = self.profile
         waited = 0.0
         token_renewed = False
         attempt = 0
@@ -163,60 +180,80 @@ class ApiSession:
             attempt += 1
             waited += self._take_budget(write=write, cost=cost, waited=waited)
             token = self._tokens.token(self.api.resource or "")
-            request_headers = {
-                "Authorization": f"Bearer {token.value}",
-                "client-request-id": client_request_id,
-                "User-Agent": USER_AGENT,
-                "Accept": "application/json",
-                **(headers or {}),
-            }
             started = self._clock()
             try:
-                response = self._http.request(method, url, params=params, json=json_body,
-                                              headers=request_headers, timeout=profile.timeout)
+                response = self._http.request(call.method, call.url, params=params, json=json_body,
+                                              headers=_request_headers(token.value, call, headers),
+                                              timeout=self.profile.timeout)
             except httpx.TransportError as exc:
-                # A connect failure never reached Microsoft; a read failure may have, so only an
-                # idempotent call is safe to repeat (a second create would make a second policy).
-                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                safe = idempotent or never_sent
-                delay = self._backoff(attempt)
-                if safe and attempt < profile.max_attempts and waited + delay <= profile.max_total_wait:
-                    log.warning("%s %s %s failed (%s); retry %d in %.1f s (client-request-id %s)",
-                                self.api.name, method, _path(url), type(exc).__name__, attempt, delay,
-                                client_request_id)
-                    self._sleep(delay)
-                    waited += delay
-                    continue
-                raise ConnectionFailed(
-                    f"Couldn't reach {self.api.label} to {op.action} ({type(exc).__name__}: {exc})",
-                    api=self.api.name, code=type(exc).__name__, client_request_id=client_request_id,
-                ) from exc
-            elapsed_ms = (self._clock() - started) * 1000
-            status = response.status_code
-            request_id = response.headers.get("request-id") or response.headers.get("x-ms-request-id")
-            log.log(
-                logging.DEBUG if status < 400 else logging.WARNING,
-                "%s %s %s -> %d in %.0f ms (client-request-id %s, request-id %s, attempt %d)",
-                self.api.name, method, _path(url), status, elapsed_ms, client_request_id, request_id, attempt,
-            )
-            if status < 400:
+                delay = self._delay_after_transport_error(call, exc, attempt, waited)
+                if delay is None:
+                    raise self._connection_failed(call, exc, op) from exc
+                self._sleep(delay)
+                waited += delay
+                continue
+            self._log_answer(call, response, attempt, elapsed=self._clock() - started)
+            if response.status_code < 400:
                 return response
-            if status == 401 and not token_renewed and math.isfinite(token.expires_at):
+            if response.status_code == 401 and not token_renewed and math.isfinite(token.expires_at):
                 # An expired or revoked token: sign in again once before blaming permissions
                 # (the sandbox's static token can't be renewed).
                 token_renewed = True
                 self._tokens.invalidate(self.api.resource or "")
                 continue
-            if status in RETRY_STATUSES and (idempotent or status != 504) and attempt < profile.max_attempts:
-                retry_after = _retry_after(response)
-                delay = retry_after if retry_after is not None else self._backoff(attempt)
-                if delay <= profile.max_retry_after and waited + delay <= profile.max_total_wait:
-                    log.warning("%s %s %s -> %d; retry %d in %.1f s (client-request-id %s)",
-                                self.api.name, method, _path(url), status, attempt, delay, client_request_id)
-                    self._sleep(delay)
-                    waited += delay
-                    continue
-            raise error_for(response, self.api, op, client_request_id)
+            delay = self._delay_after_error_status(call, response, attempt, waited)
+            if delay is None:
+                raise error_for(response, self.api, op, call.client_request_id)
+            self._sleep(delay)
+            waited += delay
+
+    def _delay_after_transport_error(
+        self, call: _Call, exc: httpx.TransportError, attempt: int, waited: float
+    ) -> float | None:
+        """Seconds to wait before trying again after a transport error; None: don't."""
+        # A connect failure never reached Microsoft; a read failure may have, so only an
+        # idempotent call is safe to repeat (a second create would make a second policy).
+        never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        safe = call.idempotent or never_sent
+        delay = self._backoff(attempt)
+        if not (safe and attempt < self.profile.max_attempts and waited + delay <= self.profile.max_total_wait):
+            return None
+        log.warning("%s %s %s failed (%s); retry %d in %.1f s (client-request-id %s)",
+                    self.api.name, call.method, _path(call.url), type(exc).__name__, attempt, delay,
+                    call.client_request_id)
+        return delay
+
+    def _delay_after_error_status(
+        self, call: _Call, response: httpx.Response, attempt: int, waited: float
+    ) -> float | None:
+        """Seconds to wait before trying again after an error status (429, 503, 504); None: don't."""
+        status = response.status_code
+        profile = self.profile
+        if status not in RETRY_STATUSES or not (call.idempotent or status != 504) or attempt >= profile.max_attempts:
+            return None
+        retry_after = _retry_after(response)
+        delay = retry_after if retry_after is not None else self._backoff(attempt)
+        if delay > profile.max_retry_after or waited + delay > profile.max_total_wait:
+            return None
+        log.warning("%s %s %s -> %d; retry %d in %.1f s (client-request-id %s)",
+                    self.api.name, call.method, _path(call.url), status, attempt, delay, call.client_request_id)
+        return delay
+
+    def _connection_failed(self, call: _Call, exc: httpx.TransportError, op: Operation) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"Couldn't reach {self.api.label} to {op.action} ({type(exc).__name__}: {exc})",
+            api=self.api.name, code=type(exc).__name__, client_request_id=call.client_request_id,
+        )
+
+    def _log_answer(self, call: _Call, response: httpx.Response, attempt: int, *, elapsed: float) -> None:
+        status = response.status_code
+        request_id = response.headers.get("request-id") or response.headers.get("x-ms-request-id")
+        log.log(
+            logging.DEBUG if status < 400 else logging.WARNING,
+            "%s %s %s -> %d in %.0f ms (client-request-id %s, request-id %s, attempt %d)",
+            self.api.name, call.method, _path(call.url), status, elapsed * 1000, call.client_request_id,
+            request_id, attempt,
+        )
 
     def json(self, method: str, path: str, *, op: Operation, **kwargs: Any) -> Any:
         """`send`, then the body as JSON (None for an empty body); BOMs and all."""

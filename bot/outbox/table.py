@@ -1,15 +1,20 @@
-"""The `outbox` table: one row per message the bot sends on its own."""
+"""The `outbox` table: one row per message the bot sends on its own, and `OutboxMessage`, a snapshot of one."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Column, DateTime, Index, Table, Text, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DatabaseError
 from sqlmodel import Field, SQLModel
+
+from bot.clock import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -86,4 +91,55 @@ def ensure_table(engine: Engine) -> None:
         log.debug("outbox table created concurrently by another process")
 
 
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A snapshot of one outbox row."""
 
+    id: int
+    key: str
+    kind: str
+    channel: str
+    state: str
+    payload: dict[str, Any] = field(repr=False)
+    depends_on: str | None
+    attempts: int
+    throttled: int
+    next_attempt_at: datetime
+    last_error: str | None
+    claimed_by: str | None
+    result_channel: str | None
+    result_ts: str | None
+    result_file: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any] | Mapping[str, Any]) -> OutboxMessage:
+        m: Mapping[str, Any] = dict(row._mapping) if isinstance(row, Row) else row
+        return cls(
+            id=int(m["id"]),
+            key=m["key"],
+            kind=m["kind"],
+            channel=m["channel"],
+            state=m["state"],
+            payload=json.loads(m["payload"]),
+            depends_on=m["depends_on"],
+            attempts=int(m["attempts"]),
+            throttled=int(m["throttled"]),
+            next_attempt_at=as_utc(m["next_attempt_at"]),
+            last_error=m["last_error"],
+            claimed_by=m["claimed_by"],
+            result_channel=m["result_channel"],
+            result_ts=m["result_ts"],
+            result_file=m["result_file"],
+            created_at=as_utc(m["created_at"]),
+            sent_at=as_utc(m["sent_at"]),
+        )
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text") or "")
+
+    @property
+    def delivered(self) -> bool:
+        return self.state == SENT

@@ -10,7 +10,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.console.fake_slack import FakeSlack, default_users
-from bot.console.session import ObservedAck
+from bot.console.payloads import ObservedAck
 from bot.console.slack_text import command_text
 from bot.local import CONSOLE_CHANNELS, DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
 from bot.sandbox import SandboxConfig, SandboxServer, SandboxTenant, serve_sandbox

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bot.blocks import clean
 from bot.local import DEMO_ADMIN, DEMO_APPROVER
 from bot.microsoft.errors import MicrosoftError
+from bot.mrkdwn import clean
 from bot.sandbox.seed import SEED_POLICY_ID
 from bot.store.watch import OPEN, Episode, OnboardingCase, SweepRun
 from commands.adapters import SlackAlerts, SlackNudger

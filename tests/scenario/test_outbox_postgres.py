@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
-from bot.outbox import SENT, Outbox, Pace
+from bot.outbox import SENT, Outbox, OutboxSettings, Pace
 from bot.outbox.table import outbox_table
 from bot.store import Store, create_store
 from bot.store.engine import normalise_url
@@ -93,7 +93,8 @@ def stores(request: pytest.FixtureRequest) -> StoreFactory:
 
 
 def outbox(stores: StoreFactory, slack: FakeSlack, name: str) -> Outbox:
-    return Outbox(stores(), WebClient(token=BOT_TOKEN, base_url=slack.api_url), pace=PACE, worker_id=name)
+    return Outbox(stores(), WebClient(token=BOT_TOKEN, base_url=slack.api_url),
+                  settings=OutboxSettings(pace=PACE), worker_id=name)
 
 
 def accepted(slack: FakeSlack) -> Counter[str]:
@@ -131,7 +132,7 @@ def test_two_processes_drain_one_queue_without_duplicates(stores: StoreFactory, 
 
     assert accepted(slack) == Counter(keys)
     assert a.failed() == [] and b.pending_count() == 0
-    by = senders(a._store)
+    by = senders(a.store)
     assert sum(by.values()) == len(keys) and set(by) == {"proc-a", "proc-b"}, by
 
 

@@ -12,7 +12,7 @@ import pytest
 from slack_sdk import WebClient
 
 from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
-from bot.outbox import SENT, Outbox, Pace
+from bot.outbox import SENT, Outbox, OutboxSettings, Pace
 from bot.store import Store, create_store
 
 USERS = [f"UBURST{i:03d}" for i in range(200)]
@@ -70,7 +70,7 @@ def test_a_burst_with_429s_and_a_restart_loses_and_doubles_nothing(tmp_path: Pat
     second_keys = [f"dm:{i}" for i in range(200, 300)]
 
     store = create_store(url)
-    outbox = Outbox(store, client(slack), pace=PACE, worker_id="proc-a")
+    outbox = Outbox(store, client(slack), settings=OutboxSettings(pace=PACE), worker_id="proc-a")
     outbox.start(threads=2)
     enqueue(outbox, first_keys)
     deadline = time.monotonic() + 10
@@ -81,7 +81,7 @@ def test_a_burst_with_429s_and_a_restart_loses_and_doubles_nothing(tmp_path: Pat
     assert 0 < sum(accepted(slack).values()) < len(first_keys)
 
     store = create_store(url)
-    outbox = Outbox(store, client(slack), pace=PACE, worker_id="proc-b")
+    outbox = Outbox(store, client(slack), settings=OutboxSettings(pace=PACE), worker_id="proc-b")
     outbox.start(threads=2)
     enqueue(outbox, first_keys[::7] + second_keys)  # the repeats are idempotent
     assert outbox.wait_idle(20), f"{outbox.pending_count()} messages still queued"
@@ -100,7 +100,7 @@ def test_a_burst_with_429s_and_a_restart_loses_and_doubles_nothing(tmp_path: Pat
 
 def test_cards_updates_and_replies_in_the_background(tmp_path: Path, slack: FakeSlack) -> None:
     store = create_store(f"sqlite:///{tmp_path / 'outbox.db'}")
-    outbox = Outbox(store, client(slack), pace=PACE)
+    outbox = Outbox(store, client(slack), settings=OutboxSettings(pace=PACE))
     outbox.start()
     for n in range(20):
         card = f"card:{n}"
@@ -122,7 +122,7 @@ def test_cards_updates_and_replies_in_the_background(tmp_path: Path, slack: Fake
 def test_stop_interrupts_a_long_pacing_wait(tmp_path: Path, slack: FakeSlack) -> None:
     store = create_store(f"sqlite:///{tmp_path / 'outbox.db'}")
     slow = Pace(workspace_per_second=0.6, workspace_burst=1, headroom=0)
-    outbox = Outbox(store, client(slack), pace=slow, batch_size=3)
+    outbox = Outbox(store, client(slack), settings=OutboxSettings(pace=slow, batch_size=3))
     for i in range(3):
         outbox.post(f"dm:{i}", channel=USERS[i], text=f"dm:{i}")
     outbox.start(threads=1)

@@ -7,6 +7,7 @@ from bot.microsoft.models import AndroidPolicyDraft, ThreatLevel
 from bot.sandbox import SandboxConfig
 from bot.sandbox.seed import SEED_POLICY_ID, SEED_POLICY_NAME
 from commands.ids import Action
+from commands.payloads import PolicyRef
 from tests.scenario.conftest import ack_json, block_text
 from tests.scenario.slack_requests import action_body
 from workflows.resolve import Ambiguous, Found, NotFound, resolve_group
@@ -90,10 +91,10 @@ def test_an_ambiguous_name_offers_a_pick_list_whose_buttons_show_the_policy(bot)
     blocks = pick_list.blocks
     assert "2 Android app protection policies match *Android Corporate*" in block_text(blocks)
     buttons = [b["accessory"] for b in blocks if b.get("accessory")]
-    assert sorted(b["value"] for b in buttons) == sorted([first, second])
+    assert sorted(PolicyRef.decode(b["value"]).id for b in buttons) == sorted([first, second])
     assert {b["action_id"] for b in buttons} == {Action.POLICY_PICK}
 
-    click_url = click_in(bot, pick_list, Action.POLICY_PICK, second)
+    click_url = click_in(bot, pick_list, Action.POLICY_PICK, PolicyRef(id=second).encode())
     picked = [e for e in bot.slack.events if e.kind == "response"][-1]
     assert picked.replaced and picked.ts == pick_list.ts and bot.slack.response_url_uses(click_url) == 1
     text = block_text(picked.blocks)

@@ -15,6 +15,7 @@ from bot.store.watch import active_blocks
 from commands.adapters import SlackAlerts
 from commands.alerts import AlertAction, portals_for
 from commands.nudges import COMPANY_PORTAL, DEFENDER, STOP_STATUS, NudgeAction
+from commands.payloads import NudgeRef
 from tests.scenario.conftest import ack_json, block_text
 from workflows.onboarding import WatchSettings, find_case
 from workflows.threat_sweep import run_threat_sweep
@@ -177,7 +178,8 @@ def test_onboarding_nudge_by_dm_and_only_its_recipient_can_stop_it(make_bot):
                      "Finish Defender's onboarding", "Tap *Continue* to sign in"):
         assert expected in text, expected
     value = nudge_value(bot)
-    assert value.startswith(f"{ISAIAH_SLACK}|{ISAIAH.id}|")
+    sent = NudgeRef.decode(value)
+    assert (sent.to, sent.user, sent.n) == (ISAIAH_SLACK, ISAIAH.id, 1)
 
     bot.click(NudgeAction.STOP, user=DEMO_ADMIN, value=value)
     assert "Only the person this message was sent to" in ephemeral_texts(bot)[-1]
@@ -185,7 +187,7 @@ def test_onboarding_nudge_by_dm_and_only_its_recipient_can_stop_it(make_bot):
     # a stranger who knows Isaiah's Entra id and puts their own Slack id first in a forged value gets past
     # the middleware's look at the value, and is refused by the reminder's own record before anything changes
     for action in (NudgeAction.STOP, NudgeAction.DONE):
-        forged = value.replace(ISAIAH_SLACK, DEMO_END_USER, 1)
+        forged = sent.model_copy(update={"to": DEMO_END_USER}).encode()
         bot.click(action, user=DEMO_END_USER, value=forged)
         bot.deps.wait_idle()
         assert "Only the person this message was sent to" in bot.slack.messages(DEMO_END_USER)[-1].text

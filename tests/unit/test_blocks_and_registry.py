@@ -1,6 +1,7 @@
-from bot.blocks import escape, section
+from bot.mrkdwn import escape
 from bot.registry import Registry, Subcommand
 from bot.roles import Access, Role, allowed
+from commands.blocks import section
 from commands.roles import RoleDirectory
 
 

@@ -8,27 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.blocks import (
-    ELLIPSIS,
-    Mrkdwn,
-    clean,
-    context,
-    cut_mrkdwn,
-    cut_plain,
-    escape,
-    header,
-    link,
-    md,
-    md_join,
-    mention,
-    message,
-    plain,
-    section,
-)
 from bot.errors import UserError, run_guarded
+from bot.mrkdwn import ELLIPSIS, Mrkdwn, clean, cut_mrkdwn, cut_plain, escape, link, md, md_join, mention
 from bot.store.audit import export_rows
 from bot.store.models import AuditEntry
 from bot.text import csv_cell
+from commands.blocks import context, header, message, plain, section
 
 HOSTILE = "<!channel> <@U123> <http://evil.example|click> & *bold*"
 

@@ -21,7 +21,7 @@ from bot.marker import (
     mark_message,
     mark_response,
 )
-from bot.outbox import Outbox
+from bot.outbox import Outbox, OutboxSettings
 from bot.store import Store, create_store
 
 
@@ -205,7 +205,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.mark.parametrize("sandbox", [True, False])
 def test_the_outbox_marks_posts_and_updates_on_the_sandbox_only(store: Store, slack: FakeSlack,
                                                                 sandbox: bool) -> None:
-    outbox = Outbox(store, WebClient(token=BOT_TOKEN, base_url=slack.api_url), sandbox_marker=sandbox)
+    outbox = Outbox(store, WebClient(token=BOT_TOKEN, base_url=slack.api_url),
+                    settings=OutboxSettings(sandbox_marker=sandbox))
     outbox.post("card", channel="C0CONSOLE", text="Approval needed", blocks=[section("Approve?")])
     outbox.post("note", channel="C0CONSOLE", text="Plain words")
     while outbox.deliver_due():

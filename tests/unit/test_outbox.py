@@ -14,7 +14,18 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from sqlalchemy import update
 
 from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
-from bot.outbox import FAILED, PENDING, SENDING, SENT, SKIPPED, Outbox, OutboxMessage, Pace, outbox_client
+from bot.outbox import (
+    FAILED,
+    PENDING,
+    SENDING,
+    SENT,
+    SKIPPED,
+    Outbox,
+    OutboxMessage,
+    OutboxSettings,
+    Pace,
+    outbox_client,
+)
 from bot.outbox.pace import Pacer
 from bot.outbox.table import outbox_table
 from bot.store import Store, create_store
@@ -73,12 +84,12 @@ def make(store: Store, slack: FakeSlack, ft: FakeTime, failures: list[OutboxMess
     return Outbox(
         store,
         WebClient(token=BOT_TOKEN, base_url=slack.api_url),
+        settings=OutboxSettings(**kwargs),
         clock=ft.monotonic,
         sleep=ft.sleep,
         now=ft.now,
         worker_id="test:1",
         on_failure=failures.append,
-        **kwargs,
     )
 
 
@@ -397,7 +408,7 @@ def test_a_dead_workers_row_is_retried_after_stale_after(
     assert outbox.deliver_due() == 0 and outbox.pending_count() == 1
 
     ft.advance(61)
-    outbox._next_reclaim = None  # the check runs every stale_after/4: don't wait for it here
+    outbox.worker._next_reclaim = None  # the check runs every stale_after/4: don't wait for it here
     assert outbox.deliver_due() == 1
     row = outbox.get("k")
     assert row is not None and row.state == SENT and row.attempts == 2 and row.claimed_by == "test:1"

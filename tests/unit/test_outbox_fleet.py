@@ -12,7 +12,7 @@ from slack_sdk import WebClient
 from sqlalchemy import func, select
 
 from bot.console.fake_slack import BOT_TOKEN, FakeSlack, FakeUser
-from bot.outbox import FleetPace, Outbox, Pace, fleet_pace
+from bot.outbox import FleetPace, Outbox, OutboxSettings, Pace, fleet_pace
 from bot.outbox.table import outbox_table
 from bot.store import Store, create_store
 from bot.store.db import make_engine
@@ -48,7 +48,7 @@ def stores(database_url: str) -> Iterator[list[Store]]:  # noqa: F811  (the impo
 
 
 def replica(store: Store, slack: FakeSlack, ft: FakeTime, name: str, *, shared: bool) -> Outbox:
-    return Outbox(store, WebClient(token=BOT_TOKEN, base_url=slack.api_url), pace=PACE,
+    return Outbox(store, WebClient(token=BOT_TOKEN, base_url=slack.api_url), settings=OutboxSettings(pace=PACE),
                   fleet=FleetPace(store.engine, PACE, clock=ft.monotonic, monotonic=ft.monotonic) if shared else None,
                   clock=ft.monotonic, sleep=ft.sleep, now=ft.now, worker_id=name)
 
@@ -175,7 +175,7 @@ def test_an_unreadable_shared_pace_puts_the_row_back_and_pauses(
         calls.append(channel)
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(outbox._fleet, "reserve", broken)
+    monkeypatch.setattr(outbox.worker._fleet, "reserve", broken)
     assert outbox.deliver_due() == 0
     row = outbox.get("dm:0")
     assert row is not None and row.state == "pending" and row.attempts == 0  # back in the queue, untouched

@@ -8,14 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.blocks import section
-from bot.console.fake_slack import block_problems
 from bot.errors import UsageError
 from bot.microsoft.errors import NotFound as GraphNotFound
 from bot.microsoft.errors import Throttled
 from bot.microsoft.models import AndroidPolicy, AssignmentTarget, Group, PolicyAssignment
 from bot.sandbox import SandboxTenant
+from bot.slack_limits import block_problems
+from commands.blocks import section
 from commands.ids import Action
+from commands.payloads import PolicyRef
 from commands.policies import (
     LIST_LIMIT,
     detail_blocks,
@@ -255,7 +256,7 @@ def test_a_long_list_keeps_to_fifty_blocks_and_says_how_many_more():
 def test_every_row_has_a_details_button_carrying_the_policy_id(seeded):
     row = policy_row(seeded)
     assert row["accessory"]["action_id"] == Action.POLICY_SHOW
-    assert row["accessory"]["value"] == seeded.id
+    assert PolicyRef.decode(row["accessory"]["value"]).id == seeded.id
 
 
 def test_an_empty_tenant_says_so():
@@ -270,7 +271,7 @@ def test_a_pick_list_has_one_show_button_per_candidate():
     twins = tuple(make(id=f"T_{i}", displayName="Android Corporate") for i in range(12))
     blocks = valid(pick_list_blocks(Ambiguous("android corporate", twins)))
     buttons = [b["accessory"] for b in blocks if "accessory" in b]
-    assert [b["value"] for b in buttons] == [f"T_{i}" for i in range(10)]
+    assert [PolicyRef.decode(b["value"]).id for b in buttons] == [f"T_{i}" for i in range(10)]
     assert {b["action_id"] for b in buttons} == {Action.POLICY_PICK}
     assert "…and 2 more" in block_text(blocks)
 

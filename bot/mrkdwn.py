@@ -1,4 +1,4 @@
-"""Small pure Block Kit builders shared by every surface, and the one way text becomes mrkdwn.
+"""The one way text becomes mrkdwn: outside text made inert wherever Slack parses it.
 
 Slack parses two kinds of field: mrkdwn text objects (section text, fields, context elements) and a
 message's top-level `text`. There `&`, `<` and `>` are control characters, so text from outside
@@ -10,26 +10,20 @@ labels, modal titles, options) are not parsed, and escaping them would show `&am
 objects and every message `text` parameter take it, so the type checker refuses a raw `str` there.
 It comes from `escape()`, from `md()` (a template written by the bot whose arguments are escaped),
 from `md_join()`, or from an explicit `Mrkdwn("...")` for text the bot itself writes.
+
+This is the kernel's part: the workflows and the outbox word messages too. The Block Kit builders
+that put `Mrkdwn` into blocks live with the Slack surfaces, in `commands/blocks.py`.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 from urllib.parse import quote
 
-Block = dict[str, Any]
-
-SECTION_TEXT_MAX = 3000
-FIELD_TEXT_MAX = 2000
-CONTEXT_TEXT_MAX = 3000
-PLAIN_TEXT_MAX = 3000
-HEADER_TEXT_MAX = 150
-BUTTON_TEXT_MAX = 75
 MESSAGE_TEXT_MAX = 4000  # Slack truncates longer top-level text; 4,000 is its recommended maximum
 ELLIPSIS = "…"
 
@@ -115,6 +109,7 @@ def link(url: str, label: object) -> Mrkdwn:
 
 # What must not be cut in two: an entity (`&amp;`, `&lt;`, `&gt;`) and a `<…>` link, mention or date.
 _ATOM = re.compile(r"&(?:amp|lt|gt);|<[^<>\n]*>")
+_LOOKBACK = 3000  # how far before the cut an atom may start (a link is shorter than a section's text)
 
 
 def cut_mrkdwn(text: Mrkdwn, limit: int) -> Mrkdwn:
@@ -122,7 +117,7 @@ def cut_mrkdwn(text: Mrkdwn, limit: int) -> Mrkdwn:
     if len(text) <= limit:
         return text
     end = max(limit - len(ELLIPSIS), 0)
-    for atom in _ATOM.finditer(text, max(0, end - SECTION_TEXT_MAX)):
+    for atom in _ATOM.finditer(text, max(0, end - _LOOKBACK)):
         if atom.start() >= end:
             break
         if atom.end() > end:
@@ -136,67 +131,3 @@ def cut_plain(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(limit - len(ELLIPSIS), 0)].rstrip() + ELLIPSIS
-
-
-# ---- text objects and blocks ------------------------------------------------------------------------
-
-
-def plain(text: str, emoji: bool = True, *, limit: int = PLAIN_TEXT_MAX) -> dict[str, Any]:
-    """A plain_text object: not parsed by Slack, so never escaped; bidi controls are still removed."""
-    return {"type": "plain_text", "text": cut_plain(clean(text), limit) or " ", "emoji": emoji}
-
-
-def mrkdwn(text: Mrkdwn, *, limit: int = SECTION_TEXT_MAX) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": cut_mrkdwn(text, limit) or " "}
-
-
-def header(text: str) -> Block:
-    return {"type": "header", "text": plain(text, limit=HEADER_TEXT_MAX)}
-
-
-def section(text: Mrkdwn, *, fields: Sequence[Mrkdwn] | None = None, block_id: str | None = None,
-            accessory: dict[str, Any] | None = None) -> Block:
-    block: Block = {"type": "section", "text": mrkdwn(text)}
-    if fields:
-        block["fields"] = [mrkdwn(f, limit=FIELD_TEXT_MAX) for f in fields[:10]]
-    if block_id:
-        block["block_id"] = block_id
-    if accessory:
-        block["accessory"] = accessory
-    return block
-
-
-def fields_section(fields: Sequence[Mrkdwn]) -> Block:
-    return {"type": "section", "fields": [mrkdwn(f, limit=FIELD_TEXT_MAX) for f in fields[:10]]}
-
-
-def context(*texts: Mrkdwn) -> Block:
-    return {"type": "context", "elements": [mrkdwn(t, limit=CONTEXT_TEXT_MAX) for t in texts[:10]]}
-
-
-def divider() -> Block:
-    return {"type": "divider"}
-
-
-def button(text: str, action_id: str, value: str = "", *, style: str | None = None,
-           url: str | None = None) -> dict[str, Any]:
-    element: dict[str, Any] = {"type": "button", "text": plain(text, limit=BUTTON_TEXT_MAX), "action_id": action_id}
-    if value:
-        element["value"] = value[:2000]
-    if style:
-        element["style"] = style
-    if url:
-        element["url"] = url
-    return element
-
-
-def actions(*elements: dict[str, Any], block_id: str | None = None) -> Block:
-    block: Block = {"type": "actions", "elements": list(elements)[:25]}
-    if block_id:
-        block["block_id"] = block_id
-    return block
-
-
-def message(text: Mrkdwn, blocks: list[Block]) -> dict[str, Any]:
-    """A message payload: `text` is the notification/fallback, blocks are what people see."""
-    return {"text": cut_mrkdwn(text, MESSAGE_TEXT_MAX), "blocks": blocks[:50]}
