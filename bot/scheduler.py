@@ -10,13 +10,10 @@ the bot's own tables, so a new leader simply carries on.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -25,70 +22,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from bot.clock import as_utc, utcnow
 from bot.store import Store
-from bot.store.models import JobRun, Lease
+from bot.store.leases import LEASE_SECONDS, LeaderLease, process_id
+from bot.store.models import JobRun
 
 log = logging.getLogger(__name__)
 
-LEASE_NAME = "scheduler"
-LEASE_SECONDS = 30.0  # a dead leader is replaced within this long
 RENEW_SECONDS = 10.0
-
-
-def process_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class LeaderLease:
-    """A lease row per name: taken when free or expired, renewed by its holder, never held by two."""
-
-    def __init__(self, store: Store, holder: str, *, name: str = LEASE_NAME, seconds: float = LEASE_SECONDS,
-                 now: Callable[[], datetime] = utcnow) -> None:
-        self.store, self.holder, self.name, self.seconds, self.now = store, holder, name, seconds, now
-
-    def acquire(self) -> bool:
-        """Take or renew the lease; True while this process holds it."""
-        now = self.now()
-        until = now + timedelta(seconds=self.seconds)
-        with self.store.session() as session:
-            taken = session.exec(  # guarded: only if ours already, or nobody's any more
-                update(Lease).where(col(Lease.name) == self.name)
-                .where((col(Lease.holder) == self.holder) | (col(Lease.expires_at) < now))
-                .values(holder=self.holder, expires_at=until)
-            ).rowcount
-            session.commit()
-        if taken == 1:
-            return True
-        try:
-            with self.store.session() as session:
-                session.add(Lease(name=self.name, holder=self.holder, acquired_at=now, expires_at=until))
-                session.commit()
-            return True
-        except IntegrityError:
-            return False  # someone else holds it
-
-    def release(self) -> None:
-        with self.store.session() as session:
-            session.exec(update(Lease).where(col(Lease.name) == self.name, col(Lease.holder) == self.holder)
-                         .values(expires_at=self.now() - timedelta(seconds=1)))
-            session.commit()
-
-    def current(self) -> Lease | None:
-        with self.store.session() as session:
-            return session.get(Lease, self.name)
-
-    def live(self) -> Lease | None:
-        """The lease if someone holds it now (an expired row means nobody leads)."""
-        lease = self.current()
-        return lease if lease is not None and as_utc(lease.expires_at) > self.now() else None
-
-    def held_by_me(self) -> bool:
-        lease = self.live()
-        return lease is not None and lease.holder == self.holder
 
 
 @dataclass(frozen=True)

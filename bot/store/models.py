@@ -53,6 +53,13 @@ class ChangeRequest(SQLModel, table=True):
     version: int = 0  # bumped on every change, so each card edit has its own outbox key
     origin_channel: str = Field(default="", max_length=64)
     card_destinations: str = Field(default="[]")  # JSON: where its approval cards were posted
+    # one writer per target: executions of the same target_key run one at a time, oldest approval first
+    target_key: str = Field(default="", max_length=512, index=True)
+    # who runs it now, and until when without renewal; a live replica takes over an expired lease
+    lease_owner: str = Field(default="", max_length=128)
+    lease_until: datetime | None = None
+    intent: str = Field(default="")  # JSON: what the executor was about to write, before it wrote it
+    resumed: int = 0  # times another process took it over
 
 
 class Approval(SQLModel, table=True):
@@ -76,6 +83,7 @@ class Lease(SQLModel, table=True):
     holder: str = Field(max_length=128)
     acquired_at: datetime
     expires_at: datetime
+    token: int = 0  # grows each time the lease passes to a new holder (fencing)
 
 
 class JobRun(SQLModel, table=True):
