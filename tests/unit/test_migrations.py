@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, inspect, select, text
+from sqlalchemy import MetaData, Table, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
@@ -131,11 +131,17 @@ def test_every_table_is_defined_in_a_module_autogenerate_loads() -> None:
     assert not outside, f"add these modules to MODEL_MODULES in bot/store/migrate.py: {outside}"
 
 
+# columns that migrations after the baseline add to the first generation's tables
+ADDED_SINCE = {"audit_log": set(), "approvals": set(),
+               "change_requests": {"target_key", "lease_owner", "lease_until", "intent", "resumed"}}
+
+
 def test_a_database_from_before_migrations_is_adopted(engine: Engine) -> None:
     """`create_all` made these tables on start until migrations came; the outbox made its own later."""
-    metadata = model_metadata()
-    first_generation = [metadata.tables[name] for name in ("audit_log", "change_requests", "approvals")]
-    metadata.create_all(engine, tables=first_generation)
+    metadata, old = model_metadata(), MetaData()
+    for name in ("audit_log", "change_requests", "approvals"):  # as they were: without the columns added since
+        Table(name, old, *(c._copy() for c in metadata.tables[name].columns if c.name not in ADDED_SINCE[name]))
+    old.create_all(engine)
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO audit_log (at, actor, action, target, outcome, detail, correlation_id, graph_request_id) "
