@@ -48,7 +48,7 @@ class Deps:
         """The outbox worker, the scheduled jobs (if this process leads), and unfinished changes."""
         self.outbox.start()
         self.scheduler().start()
-        self.runner.submit(self.changes.resume)
+        self.runner.submit(self.changes.take_over)
         self.runner.submit(self.microsoft.warm_up)
 
     def scheduler(self) -> Scheduler:

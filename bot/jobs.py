@@ -38,6 +38,10 @@ def default_jobs(deps: Deps) -> list[Job]:
             lambda: f"{deps.changes.expire_due()} expired"),
         Job("approval-reminders", "remind approvers once, half-way to expiry", interval(seconds=60),
             lambda: f"{deps.changes.remind_due()} reminded"),
+        # An executing change whose process died is taken over once its lease (45 s) runs out; with this
+        # interval and the leader's own 30-second lease, within about a minute and a half at worst.
+        Job("change-takeover", "run approved changes nobody runs, and take over executions whose process "
+            "stopped", interval(seconds=15), lambda: f"{deps.changes.take_over()} run"),
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.clock import as_utc
@@ -85,12 +86,28 @@ def decision_blocks(request: ChangeRequest, approvals: list[Approval]) -> list[B
         lines.append(md(":no_entry: Rejected by {}: {}", mention(request.decided_by or ""), request.reject_reason))
     if request.state == State.CANCELLED:
         lines.append(md("Cancelled by {}.", mention(request.decided_by or "")))
+    lines += run_lines(request)
     if request.result:
         lines.append(md("*Result:* {}", request.result))
     if request.error:
         lines.append(md("*Error:* {}", request.error))
         lines.append(md("Retry runs the same approved change again (no new approval) while the approval is valid."))
     return [divider(), section(md_join("\n", lines))] if lines else []
+
+
+def run_lines(request: ChangeRequest, now: datetime | None = None) -> list[Mrkdwn]:
+    """An execution taken over from a process that stopped, or stuck because no live process has taken it yet."""
+    if request.state != State.EXECUTING:
+        return []
+    until = as_utc(request.lease_until)
+    if until is not None and until < (now or datetime.now(UTC)):
+        return [md(":warning: The mam-bot process running it stopped answering at {:%H:%M} UTC. A running mam-bot "
+                   "takes it over within about a minute; if none is running, start one (`mam-bot jobs run "
+                   "change-takeover` does it once).", until)]
+    if request.resumed:
+        return [md(":arrows_counterclockwise: Taken over by another mam-bot process after the first one stopped "
+                   "mid-run; it re-reads the tenant and writes only what is still missing.")]
+    return []
 
 
 def quoted(text: str) -> Mrkdwn:
@@ -112,8 +129,9 @@ def calls_text(plan_json: str) -> Mrkdwn:
 
 
 def summary_line(request: ChangeRequest) -> Mrkdwn:
-    return md("#{} {}: {} (by {}, {:%Y-%m-%d %H:%M} UTC)", request.id, request.title,
+    line = md("#{} {}: {} (by {}, {:%Y-%m-%d %H:%M} UTC)", request.id, request.title,
               STATE_LABELS[State(request.state)], mention(request.requester), as_utc(request.created_at))
+    return md_join(" ", [line, *run_lines(request)])
 
 
 def justification_modal(kind: str, change: dict[str, Any], title: str, channel: str) -> dict[str, Any]:

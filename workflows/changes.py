@@ -25,12 +25,11 @@ from bot.errors import UserError
 from bot.microsoft.errors import MicrosoftError
 from bot.mrkdwn import md, mention
 from bot.store import Approval, AuditLog, ChangeRequest, Store
+from bot.store.leases import LeaderLease
+from workflows.execution import EXECUTION_LEASE, Execution, LeaseLost, target_lease
 
 log = logging.getLogger(__name__)
 
-# A crashed executor leaves a row in `executing`; another process takes it over after this long
-# (a live executor finishes a single change in seconds).
-EXECUTION_LEASE = timedelta(minutes=5)
 
 
 class State(StrEnum):
@@ -68,6 +67,7 @@ class Plan:
     calls: list[GraphCall]
     before: str
     after: str
+    key: str = ""  # what it writes ("policy:<id>", "connector"): executions of one key run one at a time
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,14 @@ class Outcome:
 
 
 class ChangeKind(Protocol):
-    """One kind of tenant write. `apply` must be safe to run again: it re-reads and applies the delta."""
+    """One kind of tenant write. `apply` must be safe to run again: it re-reads and applies the delta, calling
+    `run.intend(...)` just before each write (`workflows.execution`)."""
 
     name: str
 
     def plan(self, change: Mapping[str, Any]) -> Plan: ...
 
-    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Outcome: ...
+    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any], run: Execution) -> Outcome: ...
 
 
 class Notifier(Protocol):
@@ -177,7 +178,7 @@ class ChangeService:
             plan=json.dumps([c.to_json() for c in plan.calls]), requester=requester,
             justification=justification[:3000], state=State.PENDING, quorum=self.quorum,
             created_at=now, expires_at=now + self.expiry, origin_channel=origin_channel,
-            card_destinations=json.dumps(self.destinations()),
+            card_destinations=json.dumps(self.destinations()), target_key=(plan.key or plan.target)[:512],
         )
         with self.store.session() as session:
             session.add(request)
@@ -204,17 +205,22 @@ class ChangeService:
         except IntegrityError:
             return Result(False, f"You have already approved #{request_id}; an approver counts once.", request)
         count = len(self.approvals(request_id))
-        self.audit.record(actor=approver, action=f"approve #{request_id}", outcome="approved",
-                          detail=f"{count} of {request.quorum}")
         if count < request.quorum:
+            self.audit.record(actor=approver, action=f"approve #{request_id}", outcome="approval recorded",
+                              detail=f"{count} of {request.quorum}")
             self._touch(request_id)
             current = self.require(request_id)
             self.notifier.changed(current)
             return Result(True, f"Approval recorded ({count} of {request.quorum}).", current)
         if not self._transition(request_id, [State.PENDING], State.APPROVED, decided_by=approver,
                                 decided_at=self.now()):
-            # another approver (or process) completed the quorum first: theirs runs it
+            # another approver (or process) completed the quorum at the same moment: theirs is the decision
+            # (one "approved" row per decision), this approval is on record beside it
+            self.audit.record(actor=approver, action=f"approve #{request_id}", outcome="approval recorded",
+                              detail=f"{count} of {request.quorum}; approved by another approver at the same time")
             return Result(True, f"Approval recorded; #{request_id} is already {self.require(request_id).state}.")
+        self.audit.record(actor=approver, action=f"approve #{request_id}", outcome="approved",
+                          detail=f"{count} of {request.quorum}")
         approved = self.require(request_id)
         self.notifier.changed(approved)
         executed = self.execute(request_id)
@@ -264,24 +270,67 @@ class ChangeService:
     # ---- executing ----------------------------------------------------------------------------
 
     def execute(self, request_id: int) -> ChangeRequest | None:
-        """Run an approved change once. Returns the request as it ended, or None if not ours to run."""
-        if not self._transition(request_id, [State.APPROVED], State.EXECUTING,
-                                executed_at=self.now(), attempts=ChangeRequest.attempts + 1):
+        """Run an approved change once, after the approved changes of its target that are older. Returns the
+        request as it ended, or None when another thread or process runs its target now (and will run it)."""
+        request = self.get(request_id)
+        if request is None or request.state != State.APPROVED:
+            return None
+        key, ran = request.target_key or f"request:{request_id}", None
+        while True:
+            lease = target_lease(self.store, key, self.now)
+            if not lease.acquire():
+                return ran  # the holder runs every approved change of this target, ours included
+            try:
+                while (next_id := self._oldest_approved(key)) is not None:
+                    done = self._run(next_id, lease)
+                    if next_id == request_id:
+                        ran = done
+            finally:
+                lease.release()
+            # approved while we held the lease, by someone whose own attempt found it held: ours to run
+            if self._oldest_approved(key) is None:
+                return ran
+
+    def _oldest_approved(self, key: str) -> int | None:
+        with self.store.session() as session:
+            if key.startswith("request:"):  # rows from before targets were recorded
+                request_id = int(key.split(":", 1)[1])
+                row = session.get(ChangeRequest, request_id)
+                return request_id if row is not None and row.state == State.APPROVED else None
+            return session.exec(
+                select(ChangeRequest.id).where(col(ChangeRequest.target_key) == key,
+                                               col(ChangeRequest.state) == State.APPROVED)
+                .order_by(col(ChangeRequest.decided_at), col(ChangeRequest.id)).limit(1)).first()
+
+    def _run(self, request_id: int, lease: LeaderLease) -> ChangeRequest | None:
+        now = self.now()
+        if not self._transition(request_id, [State.APPROVED], State.EXECUTING, executed_at=now,
+                                attempts=ChangeRequest.attempts + 1, lease_owner=lease.holder,
+                                lease_until=now + EXECUTION_LEASE):
             return None
         request = self.require(request_id)
-        # the intent is on record before any Graph call, so a crash here is found again on start
-        self.audit.record(actor="mam-bot", action=f"execute #{request_id} {request.kind}", outcome="executing",
-                          target=request.target, detail=request.plan[:4000])
+        # the intent is on record before any Graph call, so a crash here is found again and taken over
+        self.audit.record(actor="mam-bot", action=f"execute #{request_id} {request.kind}",
+                          outcome="resumed" if request.resumed else "executing", target=request.target,
+                          detail=request.plan[:4000])
         self.notifier.changed(request)
         try:
-            outcome = self._kind(request.kind).apply(json.loads(request.change), json.loads(request.snapshot))
+            with Execution(self.store, request, lease, self.now) as run:
+                outcome = self._kind(request.kind).apply(json.loads(request.change), json.loads(request.snapshot),
+                                                         run)
+        except LeaseLost:
+            log.warning("change #%s: lease lost mid-run; the process that took it over finishes it", request_id)
+            return None
         except (MicrosoftError, UserError) as exc:
             return self._fail(request, str(exc), getattr(exc, "request_id", None) or "")
         except Exception as exc:
             log.exception("change #%s failed", request_id)
             return self._fail(request, f"unexpected error ({type(exc).__name__}); see the bot's log", "")
         result = outcome.summary + "".join(f"\n• {d}" for d in outcome.drift)
-        self._transition(request_id, [State.EXECUTING], State.SUCCEEDED, result=result[:8000], error="")
+        if request.resumed:
+            result += "\n• resumed by another mam-bot process after the first one stopped mid-run"
+        self._transition(request_id, [State.EXECUTING], State.SUCCEEDED, result=result[:8000], error="",
+                         lease_owner="", lease_until=None)
         self.audit.record(actor="mam-bot", action=f"execute #{request_id} {request.kind}",
                           outcome="succeeded" if outcome.applied else "no-op", target=request.target,
                           detail=result[:4000])
@@ -291,7 +340,8 @@ class ChangeService:
 
     def _fail(self, request: ChangeRequest, error: str, graph_request_id: str) -> ChangeRequest:
         assert request.id is not None
-        self._transition(request.id, [State.EXECUTING], State.FAILED, error=error[:8000])
+        self._transition(request.id, [State.EXECUTING], State.FAILED, error=error[:8000], lease_owner="",
+                         lease_until=None)
         self.audit.record(actor="mam-bot", action=f"execute #{request.id} {request.kind}", outcome="failed",
                           target=request.target, detail=error[:4000], graph_request_id=graph_request_id[:64])
         failed = self.require(request.id)
@@ -313,22 +363,42 @@ class ChangeService:
         done = self.execute(request_id)
         return Result(True, f"Retried #{request_id}.", done)
 
-    def resume(self) -> int:
-        """On start: run what was approved but not run, and take over executions whose process died."""
-        stale = self.now() - EXECUTION_LEASE
+    def take_over(self) -> int:
+        """Run what was approved but not run, and take over executions whose process stopped renewing their
+        lease. Any live process may call it (the leader does, every few seconds); returns how many it ran."""
+        now = self.now()
         with self.store.session() as session:
-            ids = list(session.exec(select(ChangeRequest.id).where(or_(
-                col(ChangeRequest.state) == State.APPROVED,
-                and_(col(ChangeRequest.state) == State.EXECUTING, col(ChangeRequest.executed_at) < stale),
-            ))))
-        resumed = 0
-        for request_id in ids:
+            stuck = list(session.exec(select(ChangeRequest.id).where(
+                col(ChangeRequest.state) == State.EXECUTING, self._lease_expired(now))))
+        for request_id in stuck:
             assert request_id is not None
-            # `apply` re-reads the tenant, so running a half-done change again finishes it, once
-            self._transition(request_id, [State.EXECUTING], State.APPROVED)
+            with self.store.session() as session:  # guarded: only while its lease is still expired
+                taken = session.exec(
+                    update(ChangeRequest).where(col(ChangeRequest.id) == request_id,
+                                                col(ChangeRequest.state) == State.EXECUTING,
+                                                self._lease_expired(now))
+                    .values(state=State.APPROVED.value, version=ChangeRequest.version + 1, lease_owner="",
+                            resumed=ChangeRequest.resumed + 1)).rowcount
+                session.commit()
+            if taken == 1:
+                self.audit.record(actor="mam-bot", action=f"take over #{request_id}", outcome="approved",
+                                  detail="its process stopped renewing the execution lease")
+        with self.store.session() as session:
+            waiting = list(session.exec(select(ChangeRequest.id).where(col(ChangeRequest.state) == State.APPROVED)
+                                        .order_by(col(ChangeRequest.decided_at), col(ChangeRequest.id))))
+        ran = 0
+        for request_id in waiting:
+            assert request_id is not None
+            # `apply` re-reads the tenant and knows its earlier intent, so a half-done change finishes once
             if self.execute(request_id) is not None:
-                resumed += 1
-        return resumed
+                ran += 1
+        return ran
+
+    @staticmethod
+    def _lease_expired(now: datetime) -> Any:
+        return or_(col(ChangeRequest.lease_until) < now,
+                   and_(col(ChangeRequest.lease_until).is_(None),
+                        col(ChangeRequest.executed_at) < now - EXECUTION_LEASE))
 
     # ---- timers -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from bot.microsoft.bodies import connector_patch_body
 from bot.microsoft.graph import CONNECTORS
 from bot.microsoft.models import MtdConnector
 from workflows.changes import GraphCall, Outcome, Plan
+from workflows.execution import Execution
 
 KIND = "connector_toggle"
 ANDROID_MAM = "androidMobileApplicationManagementEnabled"
@@ -59,9 +60,10 @@ class ConnectorToggle:
             calls=[GraphCall("GET", path), GraphCall("PATCH", path, connector_patch_body(connector, {flag: value}))],
             before=f"{flag}: {onoff(current)}",
             after=f"{flag}: {onoff(value)}",
+            key=f"connector:{connector.id}",
         )
 
-    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Outcome:
+    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any], run: Execution) -> Outcome:
         flag, value = self._parse(change)
         connector = self._connector()
         drift = [
@@ -71,7 +73,11 @@ class ConnectorToggle:
             if name != flag and name in snapshot and bool(snapshot[name]) != bool(getattr(connector, name))
         ]
         if bool(getattr(connector, flag)) is value:
+            if run.earlier_intent.get(flag) is value:  # this change's own write, from the run that stopped
+                return Outcome(True, f"{flag} is now {onoff(value)} (written by the earlier run of this change).",
+                               drift)
             return Outcome(False, f"{flag} was already {onoff(value)}: no change made.", drift)
+        run.intend({flag: value})
         updated = self.graph.update_connector(connector.id, **{flag: value})
         if bool(getattr(updated, flag)) is not value:
             raise UserError(f"Graph accepted the change but {flag} still reads {onoff(getattr(updated, flag))}.")

@@ -27,6 +27,7 @@ from bot.microsoft.models import (
 )
 from bot.text import count
 from workflows.changes import GraphCall, Outcome, Plan
+from workflows.execution import Execution
 from workflows.policies import ACTION_LABELS, APP_GROUP_LABELS, MANAGEMENT_LEVEL_LABELS, THREAT_LEVEL_LABELS, label
 
 CREATE = "policy_create"
@@ -120,9 +121,10 @@ class PolicyCreate:
             calls=calls,
             before=f"no policy called '{draft.displayName}'",
             after=after,
+            key=f"policy-name:{_fold(draft.displayName)}",
         )
 
-    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Outcome:
+    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any], run: Execution) -> Outcome:
         draft = AndroidPolicyDraft.model_validate(change["draft"])
         include, exclude = list(change.get("include", [])), list(change.get("exclude", []))
         drift: list[str] = []
@@ -136,14 +138,17 @@ class PolicyCreate:
             drift.append(f"found policy {policy.id} from an earlier attempt by its name; completed it")
         else:
             bare = draft.model_copy(update={"packageIds": (), "appGroupType": AppGroupType.SELECTED_PUBLIC_APPS})
+            run.intend({"create": draft.displayName})
             policy = self.graph.create_android_policy(bare)
             created_now = True
         steps = [f"created policy {policy.id}" if created_now else f"policy {policy.id} exists"]
         try:
             if draft.packageIds or draft.appGroupType is not AppGroupType.SELECTED_PUBLIC_APPS:
+                run.intend({"create": draft.displayName, "policy": policy.id, "step": "targetApps"})
                 self.graph.set_target_apps(policy.id, draft.packageIds, draft.appGroupType)
                 steps.append("attached its apps")
             if include or exclude:
+                run.intend({"create": draft.displayName, "policy": policy.id, "step": "assign"})
                 self.graph.change_assignments(policy.id, include=include, exclude=exclude)
                 steps.append(f"assigned it to {count(len(include) + len(exclude), 'group')}")
         except MicrosoftError as exc:
@@ -169,6 +174,13 @@ class PolicyCreate:
 def _current(assignments: Iterable[PolicyAssignment]) -> list[dict[str, Any]]:
     return [{"groupId": a.target.groupId, "exclude": a.target.is_exclusion}
             for a in assignments if a.target.groupId]
+
+
+def _same_set(assignments: Any, current: list[dict[str, Any]]) -> bool:
+    if not isinstance(assignments, list):
+        return False
+    return ({(str(a.get("groupId", "")).lower(), bool(a.get("exclude"))) for a in assignments}
+            == {(a["groupId"].lower(), a["exclude"]) for a in current})
 
 
 class PolicyAssignments:
@@ -204,9 +216,11 @@ class PolicyAssignments:
                                                                       bodies.assign_body(targets))],
             before=_assignment_lines(current, names),
             after=_assignment_lines(after, names),
+            key=f"policy:{policy_id.lower()}",
         )
 
-    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Outcome:
+    def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any], run: Execution) -> Outcome:
+        """Under the policy's lease: re-read the set, apply this change's delta, write the whole set back."""
         policy_id = str(change["policy_id"])
         include, exclude = list(change.get("include", [])), list(change.get("exclude", []))
         remove = list(change.get("remove", []))
@@ -217,13 +231,19 @@ class PolicyAssignments:
                 names[group_id] = self.graph.get_group(group_id).displayName or group_id
             except NotFound:
                 names[group_id] = f"{group_id} (deleted group)"
-        drift = self._drift(snapshot.get("assignments", []), current, names)
+        touched = {g.lower() for g in (*include, *exclude, *remove)}
+        drift = self._drift(snapshot.get("assignments", []), current, names, touched)
+        found = _assignment_lines(current, names)
         if self._in_place(current, include, exclude, remove):
-            return Outcome(False, "The assignments were already as approved: no change made.", drift)
-        self.graph.change_assignments(policy_id, include=include, exclude=exclude, remove=remove)
+            if _same_set(run.earlier_intent.get("assignments"), current):  # the stopped run's own write
+                return Outcome(True, f"Found {found}: the earlier run of this change wrote it before it stopped.",
+                               drift)
+            return Outcome(False, f"Found {found}: already as approved, no change made.", drift)
         after = self._after(current, include, exclude, remove)
-        return Outcome(True, f"'{change.get('policy_name', policy_id)}' is now assigned to: "
-                             f"{_assignment_lines(after, names)}.", drift)
+        run.intend({"assignments": after})
+        self.graph.change_assignments(policy_id, include=include, exclude=exclude, remove=remove)
+        return Outcome(True, f"Found {found}; wrote {_assignment_lines(after, names)} "
+                             f"('{change.get('policy_name', policy_id)}').", drift)
 
     @staticmethod
     def _after(current: list[dict[str, Any]], include: list[str], exclude: list[str],
@@ -241,9 +261,11 @@ class PolicyAssignments:
                 and not any(g.lower() in present for g in remove))
 
     @staticmethod
-    def _drift(before: list[dict[str, Any]], now: list[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
-        then = {(a["groupId"].lower(), a["exclude"]) for a in before}
-        current = {(a["groupId"].lower(), a["exclude"]) for a in now}
+    def _drift(before: list[dict[str, Any]], now: list[dict[str, Any]], names: Mapping[str, str],
+               touched: set[str]) -> list[str]:
+        """What changed since the request in groups this change does not touch (those it sets itself)."""
+        then = {(a["groupId"].lower(), a["exclude"]) for a in before if a["groupId"].lower() not in touched}
+        current = {(a["groupId"].lower(), a["exclude"]) for a in now if a["groupId"].lower() not in touched}
         label = {g.lower(): n for g, n in names.items()}
         notes = [f"{'exclusion of' if ex else 'assignment to'} {label.get(g, g)} was added since the request (kept)"
                  for g, ex in sorted(current - then)]

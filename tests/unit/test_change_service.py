@@ -16,8 +16,9 @@ from bot.sandbox import SandboxConfig, SandboxTenant
 from bot.settings import load_settings
 from bot.store import AuditLog, create_store
 from tests.databases import database_url  # noqa: F401  (fixture)
-from workflows.changes import EXECUTION_LEASE, ChangeService, State
+from workflows.changes import ChangeService, State
 from workflows.connector_change import ANDROID_MAM, KIND, ConnectorToggle
+from workflows.execution import EXECUTION_LEASE
 
 REQUESTER, APPROVER, APPROVER2, OUTSIDER = "UADMIN001", "UAPPROV01", "UAPPROV02", "UENDUSR01"
 ENABLE = {"flag": ANDROID_MAM, "value": True}
@@ -62,11 +63,11 @@ class CrashOnce:
     def plan(self, change: Any) -> Any:
         return self.inner.plan(change)
 
-    def apply(self, change: Any, snapshot: Any) -> Any:
+    def apply(self, change: Any, snapshot: Any, run: Any) -> Any:
         if not self.crashed:
             self.crashed = True
             raise Crash
-        return self.inner.apply(change, snapshot)
+        return self.inner.apply(change, snapshot, run)
 
 
 @dataclass
@@ -248,19 +249,19 @@ def test_a_crash_between_approval_and_the_graph_call_completes_once_after_restar
     assert service.require(request_id).state == State.EXECUTING and world.patches() == 0
 
     restarted = world.service()  # a new process: new engine, same database and tenant
-    assert restarted.resume() == 0  # the lease protects an execution that may still be running
+    assert restarted.take_over() == 0  # the lease protects an execution that may still be running
     world.clock.advance(seconds=EXECUTION_LEASE.total_seconds() + 1)
-    assert restarted.resume() == 1
+    assert restarted.take_over() == 1
     assert restarted.require(request_id).state == State.SUCCEEDED
     assert world.patches() == 1 and world.toggle() is True
-    assert restarted.resume() == 0 and world.patches() == 1
+    assert restarted.take_over() == 0 and world.patches() == 1
 
 
 def test_approved_but_never_run_is_run_on_start(world: World):
     service = world.service()
     request_id = file(service)
     service._transition(request_id, [State.PENDING], State.APPROVED)  # as if the process died right here
-    assert world.service().resume() == 1 and world.patches() == 1
+    assert world.service().take_over() == 1 and world.patches() == 1
 
 
 def test_drift_is_reported_and_only_the_delta_applied(world: World):
