@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from bot.settings import Mode, Settings, SettingsError, load_settings, missing_for, missing_line
@@ -85,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_sub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     pj = jobs_sub.add_parser("list", help="the jobs, their schedules, last and next runs, and the leader")
     pj.set_defaults(func=cmd_jobs_list)
-    pj = jobs_sub.add_parser("run", help="run one job now (takes the scheduler lease, or says who holds it)")
+    pj = jobs_sub.add_parser("run", help="run one job now: the leader runs it while a bot leads, else this process")
     pj.add_argument("name", help="threat-sweep, onboarding-nudges, approval-expiry or approval-reminders")
     pj.set_defaults(func=cmd_jobs_run)
 
@@ -116,32 +120,102 @@ def cmd_run(args: argparse.Namespace) -> int:
     _require(settings, Mode.RUN)
     from bot.socket_mode import SocketModeRefused, run_socket_mode
 
+    stop = _Stop.install()  # before anything starts: from here on a signal means a clean stop
     app, deps = _start_slack_app(settings)
     assert settings.slack_app_token is not None
+    token = settings.slack_app_token.get_secret_value()
     log.warning("mam-bot is connecting to Slack over Socket Mode")
     try:
-        return run_socket_mode(app, settings.slack_app_token.get_secret_value(),
-                               ping_seconds=settings.mam_socket_ping_seconds)
+        return _until_stopped(settings, deps, stop, lambda: run_socket_mode(
+            app, token, ping_seconds=settings.mam_socket_ping_seconds, stop=stop.requested))
     except SocketModeRefused as exc:
         _fail(str(exc))
-    finally:
-        deps.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     _require(settings, Mode.SERVE)
-    from bot.http import serve
+    from bot.http import ServeFailed, serve
 
+    stop = _Stop.install()  # before anything starts: uvicorn must never see a signal (see bot.http.HttpServer)
     app, deps = _start_slack_app(settings)
     print(f"mam-bot serving Slack at http://{args.host}:{args.port}/slack/events (health: /healthz)",
           file=sys.stderr, flush=True)
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+
+    def transport() -> int:
+        try:
+            serve(app, deps.store, host=args.host, port=args.port, signing_secret=secret, seen=deps.seen,
+                  stop=stop.requested, hurry=stop.hurry, drain_seconds=settings.mam_shutdown_drain_seconds,
+                  grace_seconds=settings.mam_shutdown_grace_seconds)
+        except ServeFailed:
+            return 1
+        return 0 if stop.requested.is_set() else 1  # uvicorn ended by itself: not a stop anyone asked for
+
+    return _until_stopped(settings, deps, stop, transport, drain_seconds=settings.mam_shutdown_drain_seconds)
+
+
+class _Stop:
+    """SIGTERM and SIGINT for `run` and `serve`: the first asks for a clean stop, a second cuts its waits short.
+
+    The bot takes the signals itself, before anything starts. uvicorn (0.29 and later) would otherwise catch
+    them and raise SIGTERM again after its own shutdown, ending the process before any clean-up after it.
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.hurry = threading.Event()
+        self.at: float | None = None  # time.monotonic() of the first signal
+        self.name = ""
+
+    @classmethod
+    def install(cls) -> _Stop:
+        stop = cls()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop._on_signal)
+        return stop
+
+    def _on_signal(self, signum: int, _frame: object) -> None:  # on the main thread, between two bytecodes
+        if self.requested.is_set():
+            self.hurry.set()
+            return
+        self.at, self.name = time.monotonic(), signal.Signals(signum).name
+        self.requested.set()
+
+
+def _until_stopped(settings: Settings, deps: Deps, stop: _Stop, transport: Callable[[], int], *,
+                   drain_seconds: float = 0.0) -> int:
+    """Run the Slack transport until it returns (after a signal, or when Slack ends the link), then stop
+    cleanly: work acknowledged before the stop (executions included) gets MAM_SHUTDOWN_GRACE_SECONDS to
+    finish while the outbox still sends, counted from the end of the drain; then `Deps.close` hands the
+    scheduler lease back and gives back the outbox rows claimed but not sent. Returns the exit code."""
+    cut = False
     try:
-        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
-        serve(app, deps.store, host=args.host, port=args.port, signing_secret=secret, seen=deps.seen)
+        code = 0 if stop.requested.is_set() else transport()
     finally:
+        start = stop.at if stop.at is not None else time.monotonic()
+        cut = not _finish_work(deps, stop, start + drain_seconds + settings.mam_shutdown_grace_seconds)
         deps.close()
-    return 0
+    if stop.requested.is_set():
+        log.warning("mam-bot stopped %.1f s after %s: %s; scheduler lease and unsent outbox claims handed back",
+                    time.monotonic() - start, stop.name,
+                    "acknowledged work cut short (MAM_SHUTDOWN_GRACE_SECONDS)" if cut else "acknowledged work done")
+    if cut:
+        # Python waits for every worker thread before it exits; the work past its grace must not hold the process
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _finish_work(deps: Deps, stop: _Stop, deadline: float) -> bool:
+    """Wait until the work handed to the runner is done, tasks it starts included, or until `deadline` (or a
+    second signal); True when all of it finished. What is left is stopped being waited for."""
+    while not deps.runner.wait_idle(max(0.0, min(0.2, deadline - time.monotonic()))):  # a second signal is seen
+        if stop.hurry.is_set() or time.monotonic() >= deadline:
+            break
+    return deps.runner.shutdown(timeout=0)
 
 
 def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
@@ -272,26 +346,59 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_run(args: argparse.Namespace) -> int:
-    from bot.scheduler import JobHeldElsewhere
+    """Run a job now: through the leader while a bot process leads (it picks the request up within seconds),
+    joining a run of the job already in progress; in this process while none does."""
+    from bot.scheduler import NotPickedUp
 
     deps = _offline_deps()
     try:
         scheduler = deps.scheduler()
         if args.name not in scheduler.jobs:
             _fail(f"mam-bot jobs run: no job called {args.name!r}; jobs: {', '.join(scheduler.jobs)}")
+        requested = scheduler.request(args.name, _cli_requester())
+        lease = scheduler.lease.live()
+        print(_jobs_run_plan(args.name, requested.request.id, requested.request.state,
+                             requested.request.requested_by if requested.joined else None,
+                             lease.holder if lease else None), file=sys.stderr, flush=True)
+        ran_here: set[bool] = set()
         try:
-            run = scheduler.run_now(args.name)
-        except JobHeldElsewhere as exc:
-            print(f"mam-bot jobs run {args.name}: not run: {exc}", file=sys.stderr)
+            done = scheduler.wait(requested, on_progress=lambda seen: ran_here.add(seen.here))
+        except NotPickedUp as exc:
+            print(f"mam-bot jobs run {args.name}: not run yet: {exc}", file=sys.stderr)
             return 3
+        except KeyboardInterrupt:
+            if True not in ran_here:
+                print(f"mam-bot jobs run {args.name}: stopped waiting; request #{requested.request.id} still "
+                      "runs in the leader", file=sys.stderr)
+            raise
+        run = done.run
+        assert run is not None
         took = ((run.finished_at or run.started_at) - run.started_at).total_seconds()
         print(f"{args.name}: {run.outcome} in {took:.1f} s: {run.summary}")
+        where = "here (no bot process was leading)" if done.here else f"by {run.holder}"
+        print(f"run{f' #{run.id}' if run.id else ''} {where}; request #{done.request.id}"
+              + (f", joined (asked by {done.request.requested_by})" if done.joined else ""))
         pending = deps.outbox.pending_count()
         if pending:
             print(f"{count(pending, 'Slack message')} queued in the outbox; the running bot delivers them.")
         return 0 if run.outcome == "ok" else 1
     finally:
         deps.close()
+
+
+def _cli_requester() -> str:
+    import socket
+
+    return f"cli:{socket.gethostname()}"
+
+
+def _jobs_run_plan(name: str, request_id: int | None, state: str, joined_by: str | None, leader: str | None) -> str:
+    """What `jobs run` is about to do, in one line on stderr."""
+    if joined_by is not None:
+        return f"{name} is already {state} (request #{request_id}, asked by {joined_by}); waiting for that run"
+    if leader is not None:
+        return f"asked the leader, {leader}, to run {name} (request #{request_id}); waiting for it"
+    return f"no bot process leads the scheduler: running {name} here"
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:

@@ -70,11 +70,14 @@ class Deps:
                 return self.audit.flush(remaining)
 
     def close(self) -> None:
+        """Stop in the order a clean stop needs (a bounded wait for the runner comes first in bot/cli.py)."""
+        self.runner.shutdown()  # work acknowledged before the stop, executions included, while the outbox sends
         if self._scheduler is not None:
-            self._scheduler.stop()
+            # a running job finishes first (bounded); then the lease goes back, so another process leads (or
+            # `jobs run` runs) at once
+            self._scheduler.stop(timeout=self.settings.mam_shutdown_grace_seconds)
         self.roles.stop()
-        self.runner.shutdown()
-        self.outbox.close()
+        self.outbox.close()  # finishes the call in flight, gives back the rows claimed but not sent
         self.audit.close()
         self.microsoft.close()
         self.seen.close()

@@ -21,6 +21,10 @@ Each refusal is one log line, never a traceback. Bolt then checks the signature 
 dispatches: its sync `dispatch` runs on Starlette's thread pool, never on the event loop, so one slow
 request cannot hold up the others; with `process_before_response=True` it returns as soon as the
 listener has acked.
+
+uvicorn runs on a thread of its own (`HttpServer`), so that a stop is the bot's to run: /healthz says
+503 while the replica drains, then the server stops, then bot/cli.py lets acknowledged work finish
+and hands back what the process held (docs/deployment.md, "Shutdown").
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,6 +41,7 @@ from typing import Any
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
 from slack_bolt.request.internals import parse_body
+from slack_bolt.response import BoltResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -62,18 +68,86 @@ class Refused(Exception):
         self.reason = reason
 
 
-def serve(bolt_app: App, store: Store, *, host: str, port: int, signing_secret: str,
-          seen: SeenRequests | None = None) -> None:
-    """Serve the app with uvicorn until stopped: `mam-bot serve`, and the benchmark's empty app."""
-    import uvicorn
+class ServeFailed(Exception):
+    """uvicorn could not start serving (the port is taken, the address is not this host's); it logged why."""
 
-    uvicorn.run(build_asgi(bolt_app, store, signing_secret=signing_secret, seen=seen), host=host, port=port,
-                log_level="warning", access_log=False)
+
+class HttpServer:
+    """uvicorn serving the app on a thread of its own, stopped by its owner.
+
+    The thread matters: uvicorn (0.29 and later) catches SIGTERM and SIGINT while it serves on the main
+    thread and raises the signal again once it has shut down, so a process that runs it there dies
+    with 143 before any clean-up written after it runs. On another thread uvicorn leaves the signals
+    alone, and the main thread (bot/cli.py) decides what a signal means: `drain` (/healthz answers 503
+    while requests are still served, so a load balancer stops sending any), then `stop` (no new
+    connections; requests in flight finish, for at most `grace_seconds`).
+    """
+
+    def __init__(self, bolt_app: App, store: Store, *, host: str, port: int, signing_secret: str,
+                 seen: SeenRequests | None = None, grace_seconds: float = 20.0) -> None:
+        import uvicorn
+
+        self.draining = threading.Event()
+        app = build_asgi(bolt_app, store, signing_secret=signing_secret, seen=seen, stopping=self.draining)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=max(1, round(grace_seconds)))
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="mam-http")
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Returns once uvicorn listens; raises ServeFailed when it could not start."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ServeFailed("the HTTP server did not start; its log says why")
+            time.sleep(0.02)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def drain(self) -> None:
+        """Say not-ready on /healthz (503) while still serving every request."""
+        self.draining.set()
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop taking connections, let requests in flight finish (all at once with `force`), and wait."""
+        self.draining.set()
+        self._server.should_exit = True
+        self._server.force_exit = force
+        self._thread.join()
+
+
+def serve(bolt_app: App, store: Store, *, host: str, port: int, signing_secret: str,
+          seen: SeenRequests | None = None, stop: threading.Event | None = None, drain_seconds: float = 0.0,
+          grace_seconds: float = 20.0, hurry: threading.Event | None = None) -> None:
+    """Serve the app until `stop` is set (`mam-bot serve`, and the benchmark's empty app).
+
+    Once `stop` is set, /healthz answers 503 for `drain_seconds` while requests are still served, then
+    the server stops (`HttpServer.stop`). `hurry` set cuts the drain and the requests' grace short.
+    Without `stop` it serves until the process ends. Raises ServeFailed when it could not start.
+    """
+    server = HttpServer(bolt_app, store, host=host, port=port, signing_secret=signing_secret, seen=seen,
+                        grace_seconds=grace_seconds)
+    server.start()
+    stop = stop or threading.Event()
+    hurry = hurry or threading.Event()
+    try:
+        while not stop.wait(0.2):  # in slices: the main thread takes signals between them
+            if not server.running:
+                return
+        server.drain()
+        log.warning("stopping: /healthz answers 503 for %g s while requests are still served", drain_seconds)
+        hurry.wait(drain_seconds)
+    finally:
+        server.stop(force=hurry.is_set())
 
 
 def build_asgi(bolt_app: App, store: Store, *, signing_secret: str, seen: SeenRequests | None = None,
-               clock: Callable[[], float] = time.time) -> Starlette:
-    """`seen`: where replays and duplicates are caught before Bolt runs (None: Bolt's middleware alone)."""
+               clock: Callable[[], float] = time.time, stopping: threading.Event | None = None) -> Starlette:
+    """`seen`: where replays and duplicates are caught before Bolt runs (None: Bolt's middleware alone).
+    `stopping`: once set, /healthz answers 503 (the replica is on its way out) and requests are still served."""
     if not signing_secret.strip():
         raise ValueError("HTTP mode needs the signing secret (SLACK_SIGNING_SECRET)")
     secret = signing_secret.encode()
@@ -83,7 +157,7 @@ def build_asgi(bolt_app: App, store: Store, *, signing_secret: str, seen: SeenRe
             raw = await read_body(request)
             signature = verify_signature(request, raw, secret, clock())
             text, body = parse_signed(raw, request.headers.get("content-type"))
-            bolt_response = await run_in_threadpool(handle, request, text, body, signature)
+            bolt_response = await run_in_threadpool(dispatch, bolt_app, seen, request, text, body, signature)
         except Refused as refused:
             log.warning("refused %s from %s: %s", refused.status, _client(request), refused.reason)
             # 413: the rest of the body is still coming; closing the connection stops it at the source
@@ -98,39 +172,9 @@ def build_asgi(bolt_app: App, store: Store, *, signing_secret: str, seen: SeenRe
             headers={k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"},
         )
 
-    def handle(request: Request, text: str, body: dict[str, Any], signature: str) -> Any:
-        """On the thread pool: claim the keys (one INSERT), then Bolt; None for a replay or a duplicate."""
-        headers: dict[str, str | Sequence[str]] = {}
-        for name, value in request.headers.items():
-            headers.setdefault(name, [])
-            headers[name] = [*headers[name], value]
-        try:
-            bolt_request = BoltRequest(body=text, query=request.url.query, headers=headers)
-        except Exception as exc:  # a JSON object Bolt cannot read (a field of the wrong type): signed, still not Slack
-            raise Refused(400, f"signed body Bolt cannot read ({type(exc).__name__})") from None
-        if seen is not None:
-            signature_key = seen_key("signature", signature)
-            key = idempotency_key(body)
-            try:
-                fresh = seen.claim(signature_key, *([key] if key else []))
-            except SQLAlchemyError as exc:  # fail closed: without the table a replay cannot be told apart
-                raise Refused(503, f"database unreachable, cannot check for replays: {type(exc).__name__}") from None
-            if signature_key not in fresh:
-                log.warning("replayed request ignored (%s, signature seen before)", describe(body))
-                return None
-            if key is not None:
-                if key not in fresh:
-                    log.info("duplicate %s ignored", describe(body))
-                    return None
-                bolt_request.context[CLAIMED] = key  # bot.dedupe's middleware: already claimed
-        try:
-            return bolt_app.dispatch(bolt_request)
-        except Exception as exc:  # listeners' errors are Bolt's error handler's; this is before any ran
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            raise Refused(400, f"Bolt could not handle the signed body: {type(exc).__name__} "
-                               f"at {where.filename}:{where.lineno}") from None
-
     async def healthz(_: Request) -> Response:
+        if stopping is not None and stopping.is_set():
+            return JSONResponse({"status": "stopping", "database": store.dialect}, status_code=503)
         try:
             await run_in_threadpool(store.ping)
         except Exception as exc:
@@ -144,6 +188,40 @@ def build_asgi(bolt_app: App, store: Store, *, signing_secret: str, seen: SeenRe
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
+
+
+def dispatch(bolt_app: App, seen: SeenRequests | None, request: Request, text: str, body: dict[str, Any],
+             signature: str) -> BoltResponse | None:
+    """On the thread pool: claim the keys (one INSERT), then Bolt; None for a replay or a duplicate."""
+    headers: dict[str, str | Sequence[str]] = {}
+    for name, value in request.headers.items():
+        headers.setdefault(name, [])
+        headers[name] = [*headers[name], value]
+    try:
+        bolt_request = BoltRequest(body=text, query=request.url.query, headers=headers)
+    except Exception as exc:  # a JSON object Bolt cannot read (a field of the wrong type): signed, still not Slack
+        raise Refused(400, f"signed body Bolt cannot read ({type(exc).__name__})") from None
+    if seen is not None:
+        signature_key = seen_key("signature", signature)
+        key = idempotency_key(body)
+        try:
+            fresh = seen.claim(signature_key, *([key] if key else []))
+        except SQLAlchemyError as exc:  # fail closed: without the table a replay cannot be told apart
+            raise Refused(503, f"database unreachable, cannot check for replays: {type(exc).__name__}") from None
+        if signature_key not in fresh:
+            log.warning("replayed request ignored (%s, signature seen before)", describe(body))
+            return None
+        if key is not None:
+            if key not in fresh:
+                log.info("duplicate %s ignored", describe(body))
+                return None
+            bolt_request.context[CLAIMED] = key  # bot.dedupe's middleware: already claimed
+    try:
+        return bolt_app.dispatch(bolt_request)
+    except Exception as exc:  # listeners' errors are Bolt's error handler's; this is before any ran
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise Refused(400, f"Bolt could not handle the signed body: {type(exc).__name__} "
+                           f"at {where.filename}:{where.lineno}") from None
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:

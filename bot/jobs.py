@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from bot.scheduler import Job, interval
 from commands.adapters import SlackAlerts, SlackEmailDirectory, SlackNudger, slack_client_of
 from commands.alerts import portals_for
+from commands.sweep import JOB as SWEEP  # `/mam sweep` asks for this job by name
 from workflows.onboarding import NudgeResult, WatchSettings, run_onboarding_nudges
 from workflows.threat_sweep import SweepResult, run_threat_sweep
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 def default_jobs(deps: Deps) -> list[Job]:
     settings = deps.settings
     return [
-        Job("threat-sweep", "find managed apps blocked by a device's threat level; alert on changes",
+        Job(SWEEP, "find managed apps blocked by a device's threat level; alert on changes",
             interval(minutes=settings.mam_sweep_minutes), lambda: sweep_job(deps)),
         # Every few minutes rather than once a day: Slack's users.lookupByEmail allows about 50 a
         # minute, so a daily run could only find 50 new people a day. The job itself sends only

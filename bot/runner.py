@@ -18,12 +18,18 @@ class BackgroundRunner:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
         self._pending = 0
         self._idle = threading.Condition()
+        self._shut = False
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         with self._idle:
             self._pending += 1
-        future = self._pool.submit(self._run, fn, *args, **kwargs)
-        return future
+        try:
+            return self._pool.submit(self._run, fn, *args, **kwargs)
+        except RuntimeError:  # the pool was shut down: nothing will run it
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+            raise
 
     def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -36,10 +42,31 @@ class BackgroundRunner:
                 self._pending -= 1
                 self._idle.notify_all()
 
-    def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until no submitted work is left (tasks submitted by tasks included)."""
+    @property
+    def pending(self) -> int:
+        """Work submitted and not finished (running or waiting for a thread)."""
+        with self._idle:
+            return self._pending
+
+    def wait_idle(self, timeout: float | None = 30.0) -> bool:
+        """Block until no submitted work is left (tasks submitted by tasks included); None: however long."""
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Let the work submitted so far finish, tasks it submits included, then stop taking more.
+
+        `timeout` None waits for all of it. Otherwise it waits at most `timeout` seconds; what is still
+        running then carries on in its thread without being waited for, and what has not started is
+        dropped; a warning says how much was left. True when everything finished. A second call returns
+        at once.
+        """
+        if self._shut:
+            return self.pending == 0
+        finished = self.wait_idle(timeout)
+        self._shut = True
+        if not finished:
+            log.warning("stopping with %d piece%s of background work unfinished", self.pending,
+                        "" if self.pending == 1 else "s")
+        self._pool.shutdown(wait=finished, cancel_futures=not finished)
+        return finished

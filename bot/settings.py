@@ -115,6 +115,10 @@ EXAMPLES: dict[str, str] = {
     "MAM_SLACK_LOOKUPS_PER_RUN": "Slack users.lookupByEmail calls per nudge run, e.g. 50",
     "MAM_SLACK_POSTS_PER_SECOND": "messages the bot may post per second, all replicas together, e.g. 10",
     "MAM_SOCKET_PING_SECONDS": "seconds between Socket Mode pings (a dead connection is noticed within two), e.g. 5",
+    "MAM_SHUTDOWN_DRAIN_SECONDS": "seconds `serve` answers 503 on /healthz after SIGTERM while still serving "
+                                  "requests, 0 to 120, e.g. 5",
+    "MAM_SHUTDOWN_GRACE_SECONDS": "seconds work already acknowledged (executions included) gets to finish after "
+                                  "SIGTERM, 0 to 600, e.g. 20",
 }
 
 
@@ -211,6 +215,10 @@ class Settings(BaseSettings):
     mam_slack_lookups_per_run: int = Field(default=50, ge=1, le=1000)
     mam_slack_posts_per_second: float = Field(default=10.0, gt=0, le=1000)
     mam_socket_ping_seconds: float = Field(default=5.0, ge=0.2, le=60)
+    # a stop (SIGTERM, SIGINT): how long `serve` says not-ready while still serving, then how long work
+    # already acknowledged gets to finish (bot/cli.py, docs/deployment.md "Shutdown")
+    mam_shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=120)
+    mam_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
 
     @field_validator("database_url")
     @classmethod

@@ -11,6 +11,11 @@ slack_sdk also notices a connection that vanished without a close frame (a netwo
 five failed pings; here the first failed ping replaces it, so a cut costs about two ping intervals
 (`MAM_SOCKET_PING_SECONDS`). Envelopes Slack sent meanwhile come again (`retry_attempt`), and
 bot/dedupe.py makes a second copy of the same command, click or event a no-op.
+
+A stop (`stop` set: bot/cli.py does it on SIGTERM or SIGINT) takes no new envelope: one that arrives
+from then on is never acked, so Slack sends it to another connection. The envelopes already taken are
+acked (within Slack's 3 s), the connection is closed, and `run_socket_mode` returns `STOPPED_EXIT`;
+the work those envelopes handed to the runner is bot/cli.py's to finish.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from slack_sdk.socket_mode.builtin import SocketModeClient
 log = logging.getLogger(__name__)
 
 LINK_DISABLED_EXIT = 3
+STOPPED_EXIT = 0
+ACK_SECONDS = 3.0  # Slack's deadline for an ack: envelopes taken before a stop are acked within it
 LINK_DISABLED_LINE = (
     "mam-bot run: Slack ended the Socket Mode connection for good (link_disabled): Socket Mode was turned "
     "off for this app, or its app-level token was revoked. Turn Socket Mode back on in the app's settings "
@@ -43,25 +50,56 @@ class SocketModeRefused(Exception):
 
 
 class BotSocketModeClient(SocketModeClient):
-    """slack_sdk's client, except that `link_disabled` ends it instead of reconnecting."""
+    """slack_sdk's client, except that `link_disabled` ends it instead of reconnecting, and that it can
+    stop taking envelopes (`drain`) before it closes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.link_disabled = threading.Event()
+        self.draining = threading.Event()
+        self._taken = 0  # messages queued for the listeners and not yet through them
+        self._settled = threading.Condition()
         super().__init__(*args, **kwargs)
 
     def enqueue_message(self, message: str) -> None:
         # called on the receiving thread, in order, before slack_sdk's processor reconnects on it
+        if self.draining.is_set():
+            log.info("stopping: a Socket Mode message left for Slack to send to another connection")
+            return
         if '"disconnect"' in message:
             try:
-                reason = json.loads(message).get("reason")
+                parsed = json.loads(message)
             except ValueError:
-                reason = None
-            if reason == "link_disabled":
-                self.auto_reconnect_enabled = self.default_auto_reconnect_enabled = False
-                self.link_disabled.set()
+                parsed = None
+            if isinstance(parsed, dict) and parsed.get("type") == "disconnect":
+                reason = parsed.get("reason")
+                if reason == "link_disabled":
+                    self.auto_reconnect_enabled = self.default_auto_reconnect_enabled = False
+                    self.link_disabled.set()
+                    return
+                log.info("Slack asked for a new Socket Mode connection (%s); reconnecting", reason)
+                super().enqueue_message(message)  # slack_sdk's processor reconnects; no listener runs
                 return
-            log.info("Slack asked for a new Socket Mode connection (%s); reconnecting", reason)
+        with self._settled:  # with `drain`'s flag: a message is either taken, and waited for, or left
+            if self.draining.is_set():
+                return
+            self._taken += 1
         super().enqueue_message(message)
+
+    def run_message_listeners(self, message: dict[str, Any], raw_message: str) -> None:
+        try:
+            super().run_message_listeners(message, raw_message)  # for an envelope: Bolt, then the ack
+        finally:
+            with self._settled:
+                self._taken -= 1
+                self._settled.notify_all()
+
+    def drain(self, timeout: float = ACK_SECONDS) -> bool:
+        """Take no more envelopes, and wait until the ones taken are through Bolt and acked; False if
+        some were not within `timeout` seconds."""
+        self.auto_reconnect_enabled = self.default_auto_reconnect_enabled = False
+        with self._settled:
+            self.draining.set()
+            return self._settled.wait_for(lambda: self._taken <= 0, timeout)
 
     def _monitor_current_session(self) -> None:
         super()._monitor_current_session()
@@ -100,14 +138,17 @@ class _Handler(SocketModeHandler):
         client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 
 
-def run_socket_mode(app: App, app_token: str, *, ping_seconds: float = 5.0) -> int:
-    """Serve `app` over Socket Mode until Slack disables the link; returns the process's exit code.
+def run_socket_mode(app: App, app_token: str, *, ping_seconds: float = 5.0,
+                    stop: threading.Event | None = None) -> int:
+    """Serve `app` over Socket Mode until `stop` is set (`STOPPED_EXIT`, once the envelopes taken are
+    acked and the connection is closed) or Slack disables the link (`LINK_DISABLED_EXIT`).
 
     Raises SocketModeRefused when Slack refuses the app-level token at start.
     """
     client = BotSocketModeClient(app_token=app_token, logger=app.logger, web_client=app.client,
                                  proxy=app.client.proxy, ping_interval=ping_seconds)
     handler = _Handler(app, client)
+    stop = stop or threading.Event()
     try:
         try:
             handler.connect()
@@ -118,7 +159,12 @@ def run_socket_mode(app: App, app_token: str, *, ping_seconds: float = 5.0) -> i
                 "check it is this app's app-level token (xapp-…) with connections:write"
             ) from None
         log.info("connected to Slack over Socket Mode")
-        client.link_disabled.wait()
+        while not client.link_disabled.is_set():
+            if stop.wait(0.1):  # in slices: the main thread takes signals between them
+                if not client.drain(ACK_SECONDS):
+                    log.warning("stopping: an envelope was not acked within %g s; Slack sends it again", ACK_SECONDS)
+                log.warning("stopping: closing the Socket Mode connection; Slack sends new envelopes to other ones")
+                return STOPPED_EXIT
     finally:
         client.close()
     log.error(LINK_DISABLED_LINE)

@@ -25,11 +25,12 @@ def register_all(app: App, deps: Deps) -> None:
         policy_new,
         router,
         status,
+        sweep,
     )
 
     # The /mam listener goes first: Bolt tries listeners in order on every request, and nearly every
     # request is a /mam command. It finds subcommands in the registry at request time, so the modules
     # registered after it are there when it needs them.
     for module in (router, help, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges,
-                   status, home):
+                   status, sweep, home):
         module.listeners.install(app, deps)

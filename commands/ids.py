@@ -15,6 +15,7 @@ class Action(StrEnum):
     PICK_POLICY = "pick_policy"
     ASSIGN_PICK = "assign_pick"
     ASSIGN_REQUEST = "assign_request"
+    SWEEP_NOW = "sweep_now"  # on /mam status: the threat sweep now, as /mam sweep
 
 
 class View(StrEnum):

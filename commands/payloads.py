@@ -68,28 +68,27 @@ class Payload(BaseModel):
         return None
 
 
-class RequestRef(Payload):
+class _IdRef(Payload):
+    """A button that names one row by its number; earlier versions wrote the bare number."""
+
+    id: int
+
+    @classmethod
+    def legacy(cls, raw: str, data: Any) -> Self | None:
+        number = whole_number(raw)
+        return cls(id=number) if number is not None else None
+
+
+class RequestRef(_IdRef):
     """Approve, Reject and Retry on an approval card, and the Reject form: the change request."""
 
     unreadable: ClassVar[str] = "This button does not name a change request."
-    id: int
-
-    @classmethod
-    def legacy(cls, raw: str, data: Any) -> Self | None:  # the request id
-        number = whole_number(raw)
-        return cls(id=number) if number is not None else None
 
 
-class AlertRef(Payload):
+class AlertRef(_IdRef):
     """Acknowledge, Snooze and Open in Defender on an alert card: the episode."""
 
     unreadable: ClassVar[str] = "This button does not name an alert."
-    id: int
-
-    @classmethod
-    def legacy(cls, raw: str, data: Any) -> Self | None:  # the episode id
-        number = whole_number(raw)
-        return cls(id=number) if number is not None else None
 
 
 class NudgeRef(Payload):

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from bot.clock import as_utc
 from bot.errors import UsageError
 from bot.mrkdwn import Mrkdwn, cut_plain, md, md_join
-from bot.roles import Access
+from bot.roles import Access, Role
+from bot.store.job_requests import RUNNING
 from bot.text import count
-from commands.blocks import Block, context, fields_section, header, section
+from commands.blocks import Block, actions, button, context, fields_section, header, section
 from commands.context import CommandRequest
+from commands.ids import Action
 from commands.listen import Listeners
-from workflows.status import Status, gather
-
-if TYPE_CHECKING:
-    pass
-
+from commands.sweep import asker
+from workflows.status import JobLine, Status, gather
 
 listeners = Listeners()
 
@@ -27,10 +25,11 @@ def status_command(req: CommandRequest) -> None:
     if req.args:
         raise UsageError("`/mam status` takes no arguments.")
     req.ack(response_type="ephemeral", text=md(":hourglass_flowing_sand: Gathering the bot's status…"))
+    can_sweep = Role.ADMIN in req.deps.roles.roles_of(req.user_id)  # the card is ephemeral: only what they may do
 
     def work() -> None:
         status = gather(req.deps)
-        req.answer(summary(status), status_blocks(status), replace=True)
+        req.answer(summary(status), status_blocks(status, can_sweep=can_sweep), replace=True)
 
     req.later(work, "status")
 
@@ -41,7 +40,7 @@ def summary(status: Status) -> Mrkdwn:
               count(status.open_requests, "open change request"))
 
 
-def status_blocks(status: Status) -> list[Block]:
+def status_blocks(status: Status, *, can_sweep: bool = False) -> list[Block]:
     sweep = status.last_sweep
     if sweep is not None and sweep.finished_at is not None:
         took = (sweep.finished_at - sweep.started_at).total_seconds()
@@ -57,7 +56,7 @@ def status_blocks(status: Status) -> list[Block]:
     for job in status.jobs:
         last = (f"{job.last.started_at:%Y-%m-%d %H:%M} {job.last.outcome}" if job.last else "never")
         upcoming = f"{job.next_run:%Y-%m-%d %H:%M %Z}" if job.next_run else "not scheduled"
-        jobs.append(md("`{}`: last {}; next {}", job.name, last, upcoming))
+        jobs.append(md("`{}`: last {}; next {}{}", job.name, last, upcoming, open_request_text(job)))
     blocks: list[Block] = [
         header("mam-bot status"),
         fields_section([
@@ -75,6 +74,19 @@ def status_blocks(status: Status) -> list[Block]:
     if problems:
         blocks.append(section(md("*Last errors*\n{}",
                                  md_join("\n", (md("• {}", cut_plain(p, 300)) for p in problems[:8])))))
+    if can_sweep:
+        blocks.append(actions(button("Sweep now", Action.SWEEP_NOW)))
     blocks.append(context(Mrkdwn("Blocks are inferred from Defender's device threat level and each policy's "
                                  "maximum.")))
     return blocks
+
+
+def open_request_text(job: JobLine) -> Mrkdwn:
+    """"; running now since 10:02 UTC (asked by @alex)", or queued, or nothing."""
+    request = job.open_request
+    if request is None:
+        return Mrkdwn("")
+    if request.state == RUNNING and request.started_at is not None:
+        return md("; *running now*, since {:%H:%M:%S} UTC (asked by {})", as_utc(request.started_at),
+                  asker(request.requested_by))
+    return md("; *queued* for the leader (asked by {})", asker(request.requested_by))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import col, func, select
 
 from bot.scheduler import last_runs
+from bot.store.job_requests import JobRequest
 from bot.store.models import ChangeRequest, JobRun
 from bot.store.watch import SweepRun, active_blocks, last_sweep, nudges_sent, pending_onboardings
 from workflows.changes import OPEN_STATES
@@ -23,6 +24,7 @@ class JobLine:
     description: str
     last: JobRun | None
     next_run: datetime | None
+    open_request: JobRequest | None = None  # a run queued or running now (`mam-bot jobs run`, /mam sweep, the schedule)
 
 
 @dataclass
@@ -55,7 +57,8 @@ def gather(deps: Deps) -> Status:
     return Status(
         leader=lease.holder if lease else None,
         leader_until=lease.expires_at if lease else None,
-        jobs=[JobLine(name, job.description, runs.get(name), scheduler.next_run(name))
+        jobs=[JobLine(name, job.description, runs.get(name), scheduler.next_run(name),
+                      scheduler.requests.open_for(name))
               for name, job in scheduler.jobs.items()],
         last_sweep=sweep,
         active_blocks=len(active_blocks(deps.store)),

@@ -98,6 +98,56 @@ class SandboxStats:
         self.write_log.clear()
 
 
+class WriteHold:
+    """Writes wait here until `release()` (or `timeout` seconds pass): made by `SandboxTenant.hold_writes`.
+
+    A write held is in flight for as long as a test needs: the caller's request is open, nothing is
+    applied yet. Leaving a `with` block releases it.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._released = threading.Event()
+        self._arrived = threading.Condition()
+        self._waiting = 0
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """Writes that have come to the hold so far (waiting or let through since)."""
+        with self._arrived:
+            return self._held
+
+    def wait_for_writes(self, count: int = 1, timeout: float = 30.0) -> bool:
+        """Until `count` writes are waiting at the hold; False if they were not within `timeout` seconds."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self._waiting >= count, timeout)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait_here(self) -> bool:
+        """A write's turn: wait until released (or the timeout); False at once when already released."""
+        if self._released.is_set():
+            return False
+        with self._arrived:
+            self._waiting += 1
+            self._held += 1
+            self._arrived.notify_all()
+        try:
+            self._released.wait(self.timeout)
+        finally:
+            with self._arrived:
+                self._waiting -= 1
+        return True
+
+    def __enter__(self) -> WriteHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @dataclass
 class _Rule:
     method: str | None
@@ -142,6 +192,7 @@ class SandboxTenant:
         self._seed_policy()
         self._graph = GraphApi(self)
         self._defender = DefenderApi(self)
+        self._hold: WriteHold | None = None
 
     # ---- transport -------------------------------------------------------------------------------
 
@@ -149,8 +200,21 @@ class SandboxTenant:
         """An in-process transport: give it to httpx.Client(transport=...)."""
         return httpx.MockTransport(self.handle)
 
+    def hold_writes(self, timeout: float = 60.0) -> WriteHold:
+        """From now on every write (POST, PATCH, PUT, DELETE, not `$batch` envelopes) waits before it is
+        applied, until the hold is released or `timeout` seconds pass; reads go on meanwhile. For a write
+        in flight on purpose: a bot stopped during an execution, a replica that dies mid-change."""
+        hold = WriteHold(timeout)
+        self._hold = hold
+        return hold
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         """Answer one HTTP request as Graph or Defender would. Safe to call from many threads."""
+        hold = self._hold
+        writes = request.method.upper() in _WRITE_METHODS and not request.url.path.endswith("$batch")
+        # outside the lock: reads and other calls go on while a held write waits
+        if hold is not None and writes and not hold.wait_here() and self._hold is hold:
+            self._hold = None
         content = request.read()
         base = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
         query = parse_qsl(request.url.query.decode("utf-8"), keep_blank_values=True)

@@ -52,6 +52,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "bot.outbox.fleet",
     "bot.microsoft.shared_budget",
     "bot.store.drafts",
+    "bot.store.job_requests",
 )
 
 

@@ -15,6 +15,7 @@ from bot.console.slack_text import command_text
 from bot.local import CONSOLE_CHANNELS, DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
 from bot.sandbox import SandboxConfig, SandboxServer, SandboxTenant, serve_sandbox
 from bot.settings import load_settings
+from tests.databases import postgres_database
 from tests.scenario.slack_requests import (
     SIGNING_SECRET,
     action_body,
@@ -123,6 +124,23 @@ def slack() -> Iterator[FakeSlack]:
     fake = FakeSlack().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for replicas to share; skips, saying why, when no server is reachable."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """The test on SQLite (one process) and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/bot.db"
+    else:
+        with postgres_database() as url:
+            yield url
 
 
 @pytest.fixture

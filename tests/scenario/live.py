@@ -42,7 +42,8 @@ def free_port() -> int:
 def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AZURE_", "MAM_", "DATABASE_"))}
     env.update({"DATABASE_URL": f"sqlite:///{tmp_path}/serve.db", "MAM_ADMINS": DEMO_ADMIN, "PYTHONUNBUFFERED": "1",
-                "MAM_CLOUD": "sandbox"})  # with real Slack tokens MAM_CLOUD must be set: this is the fake Slack
+                "MAM_CLOUD": "sandbox",  # with real Slack tokens MAM_CLOUD must be set: this is the fake Slack
+                "MAM_SHUTDOWN_DRAIN_SECONDS": "0"})  # no load balancer to drain: a stop is not held up 5 s
     env.update(extra)
     return env
 
@@ -180,3 +181,17 @@ def _healthy(bot: LiveBot) -> bool:
         return httpx.get(f"{bot.base}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def lease_holder(database_url: str, name: str = "scheduler") -> str | None:
+    """Who holds a lease row now (expired or not), read from the database the bots share."""
+    from bot.store import create_store
+    from bot.store.models import Lease
+
+    store = create_store(database_url)
+    try:
+        with store.session() as session:
+            lease = session.get(Lease, name)
+            return lease.holder if lease else None
+    finally:
+        store.close()

@@ -15,7 +15,6 @@ from bot.sandbox import SEED_POLICY_ID, SEED_POLICY_NAME
 from bot.store import ChangeRequest, create_store
 from commands.ids import Action
 from commands.payloads import RequestRef
-from tests.databases import postgres_database
 from tests.scenario.live import LiveBot, start_bot, wait_until
 from workflows.changes import State
 
@@ -25,17 +24,11 @@ WHY = "pilot MAM threat signals (CHG0042)"
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    with postgres_database() as url:  # skips, saying why, when PostgreSQL is not reachable
-        yield url
-
-
-@pytest.fixture
-def replicas(tmp_path, slack, sandbox, database_url) -> Iterator[tuple[LiveBot, LiveBot]]:
+def replicas(tmp_path, slack, sandbox, pg_url) -> Iterator[tuple[LiveBot, LiveBot]]:
     started: list[LiveBot] = []
     try:
         for name in ("replica-a", "replica-b"):
-            started.append(start_bot("http", tmp_path, slack, name=name, DATABASE_URL=database_url,
+            started.append(start_bot("http", tmp_path, slack, name=name, DATABASE_URL=pg_url,
                                      MAM_GRAPH_URL=sandbox.url, MAM_DEFENDER_URL=sandbox.url))
         yield started[0], started[1]
     finally:
@@ -72,9 +65,9 @@ def groups(sandbox) -> set[str]:
     return {str(a["target"].get("groupId")) for a in policy["assignments"]}
 
 
-def test_two_changes_to_one_policy_approved_at_once_on_two_replicas_both_land(replicas, sandbox, database_url):
+def test_two_changes_to_one_policy_approved_at_once_on_two_replicas_both_land(replicas, sandbox, pg_url):
     a, b = replicas
-    finance, sales = file(a, "Finance", database_url), file(b, "Sales EMEA", database_url)
+    finance, sales = file(a, "Finance", pg_url), file(b, "Sales EMEA", pg_url)
     hold = sandbox.tenant.hold_writes(timeout=30)
     clicks = [threading.Thread(target=approve, args=(a, finance)), threading.Thread(target=approve, args=(b, sales))]
     for click in clicks:
@@ -83,24 +76,24 @@ def test_two_changes_to_one_policy_approved_at_once_on_two_replicas_both_land(re
         click.join()
     assert hold.wait_for_writes(1, timeout=30)  # one assign in flight: the other waits for the policy's lease
     hold.release()
-    wait_until(lambda: {state_of(database_url, i).state for i in (finance, sales)} == {State.SUCCEEDED},
+    wait_until(lambda: {state_of(pg_url, i).state for i in (finance, sales)} == {State.SUCCEEDED},
                timeout=60, what="both changes done")
     ids = {str(sandbox.tenant.group(name)["id"]) for name in ("Finance", "Sales EMEA")}
     assert ids <= groups(sandbox)
     assert sandbox.tenant.stats.count("POST", "/assign") == 2
 
 
-def test_a_replica_killed_mid_execution_is_finished_by_the_other_with_one_write(replicas, sandbox, database_url):
+def test_a_replica_killed_mid_execution_is_finished_by_the_other_with_one_write(replicas, sandbox, pg_url):
     a, _b = replicas
-    request_id = file(a, "Finance", database_url)
+    request_id = file(a, "Finance", pg_url)
     hold = sandbox.tenant.hold_writes(timeout=60)
     approve(a, request_id)
     assert hold.wait_for_writes(1, timeout=30)
-    assert state_of(database_url, request_id).state == State.EXECUTING
+    assert state_of(pg_url, request_id).state == State.EXECUTING
     a.proc.kill()  # kill -9, with its write in flight
     a.proc.wait(timeout=10)
     hold.release()  # the write the dead process sent lands now
-    done = wait_until(lambda: (r := state_of(database_url, request_id)).state == State.SUCCEEDED and r,
+    done = wait_until(lambda: (r := state_of(pg_url, request_id)).state == State.SUCCEEDED and r,
                       timeout=90, what="the other replica finishing the change")
     assert done.resumed == 1 and "resumed" in done.result
     assert "the earlier run of this change wrote it" in done.result

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -15,19 +14,15 @@ import pytest
 from sqlmodel import col, select
 
 from bot.store import create_store
-from bot.store.models import JobRun, Lease
-from tests.databases import postgres_database
+from bot.store.models import JobRun
+from tests.scenario.live import lease_holder
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/fleet.db"
-    else:
-        with postgres_database() as pg:
-            yield pg
+@pytest.fixture
+def url(any_url: str) -> str:
+    return any_url
 
 
 def start(url: str, name: str) -> subprocess.Popen[str]:
@@ -55,27 +50,17 @@ def runs(url: str) -> list[JobRun]:
         store.close()
 
 
-def holder(url: str) -> str | None:
-    store = create_store(url)
-    try:
-        with store.session() as session:
-            lease = session.get(Lease, "scheduler")
-            return lease.holder if lease else None
-    finally:
-        store.close()
-
-
 def test_kill_9_of_the_leader_hands_over_with_no_job_run_twice(url: str):
     create_store(url).close()  # tables exist before two processes race to make them
     procs = {name: start(url, name) for name in ("one", "two")}
     try:
-        leader = wait_for(lambda: holder(url))
+        leader = wait_for(lambda: lease_holder(url))
         wait_for(lambda: len([r for r in runs(url) if r.holder == leader]) >= 3)
         os.kill(procs[leader].pid, signal.SIGKILL)
         procs[leader].wait(timeout=10)
         other = "two" if leader == "one" else "one"
         wait_for(lambda: len([r for r in runs(url) if r.holder == other and r.outcome == "ok"]) >= 3)
-        assert holder(url) == other
+        assert lease_holder(url) == other
     finally:
         for proc in procs.values():
             if proc.poll() is None:

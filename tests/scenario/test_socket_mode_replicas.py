@@ -12,7 +12,6 @@ import pytest
 from bot.local import DEMO_ADMIN, DEMO_APPROVER
 from bot.store import AuditLog, create_store
 from commands.ids import Action
-from tests.databases import postgres_database
 from tests.scenario.live import ROOT, LiveBot, bot_env, start_bot, wait_until
 from workflows.connector_change import ANDROID_MAM
 
@@ -22,9 +21,8 @@ WHY = "turn on MAM threat signals for the pilot (CHG0042)"
 
 
 @pytest.fixture
-def database_url() -> Iterator[str]:
-    with postgres_database() as url:  # skips, saying why, when PostgreSQL is not reachable
-        yield url
+def database_url(pg_url: str) -> str:
+    return pg_url
 
 
 @pytest.fixture
