@@ -99,7 +99,7 @@ class Execution:
         every = EXECUTION_LEASE.total_seconds() / 3
         while not self._stop.wait(every):
             try:
-                if not (self.lease.acquire() and self.lease.still_held() and self._renew_request()):
+                if not (self.lease.renew() and self._renew_request()):
                     log.warning("change #%s lost its lease; stopping before the next write", self.request_id)
                     self._lost.set()
                     return

@@ -64,6 +64,18 @@ class LeaderLease:
         except IntegrityError:
             return False  # someone else holds it
 
+    def renew(self) -> bool:
+        """Extend this tenure only: False once anyone else has held the lease since (it is never taken back
+        here, so a holder that lost it stays fenced off)."""
+        with self.store.session() as session:
+            renewed = session.exec(
+                update(Lease).where(col(Lease.name) == self.name, col(Lease.holder) == self.holder,
+                                    col(Lease.token) == self.token)
+                .values(expires_at=self.now() + timedelta(seconds=self.seconds))
+            ).rowcount
+            session.commit()
+        return bool(renewed == 1)
+
     def release(self) -> None:
         with self.store.session() as session:
             session.exec(update(Lease).where(col(Lease.name) == self.name, col(Lease.holder) == self.holder)

@@ -222,3 +222,16 @@ def test_quorum_one_and_two_approvers_at_once_is_one_decision_and_one_approved_r
     rows = [e for e in services[0].audit.recent(50) if e.action == f"approve #{request_id}"]
     assert [e.outcome for e in rows].count("approved") == 1
     assert services[0].require(request_id).state == State.SUCCEEDED and world.assign_posts() == 1
+
+
+def test_a_holder_that_lost_its_lease_cannot_renew_it_back(world: World):
+    service = world.service()
+    mine = LeaderLease(service.store, "a", name="target:y", seconds=1, now=world.clock)
+    assert mine.acquire() and mine.renew()
+    world.clock.offset += timedelta(seconds=2)
+    assert mine.renew()  # expired, but nobody held it since: still this tenure
+    world.clock.offset += timedelta(seconds=2)
+    theirs = LeaderLease(service.store, "b", name="target:y", seconds=1, now=world.clock)
+    assert theirs.acquire()
+    theirs.release()
+    assert not mine.renew() and not mine.still_held()  # the heartbeat of a stalled run stays fenced off
