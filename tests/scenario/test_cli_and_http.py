@@ -228,3 +228,16 @@ def test_a_sweeps_alert_card_is_posted_and_acknowledged(transport, tmp_path, san
             assert len([m for m in slack.messages(alerts) if not m.thread_ts]) == len(cards)  # edited, not reposted
         finally:
             bot.stop()
+
+
+def test_a_second_console_run_on_the_same_database_answers_its_first_command(tmp_path):
+    """The console keeps its database between runs; each run's fake Slack must make trigger ids of its own,
+    or the bot's duplicate check takes the next run's first command for a copy of the last run's."""
+    env = bot_env(tmp_path, PYTHONPATH=str(ROOT), MAM_CLOUD="sandbox")
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "bot.cli", "console"], input="/mam help\n", cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert all("/mam connectors" in out for out in outputs), outputs[1]

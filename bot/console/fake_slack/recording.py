@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -96,6 +97,7 @@ class Recording:
         self._trigger_ttl = trigger_ttl
 
         self._lock = threading.RLock()
+        self._session = secrets.token_hex(4)  # makes trigger ids unique across runs
         self._counter = 0
         self._ts_counter = 0
         self._calls: list[RecordedCall] = []
@@ -291,7 +293,10 @@ class Recording:
         """A trigger_id for a payload from `user`: usable once, within TRIGGER_TTL_SECONDS."""
         with self._lock:
             n = self._next()
-            trigger_id = f"{TS_BASE + n}.{TEAM_ID[1:]}.{hashlib.sha256(str(n).encode()).hexdigest()[:20]}"
+            # unique across sessions too, as Slack's are: a console run within minutes of the last one keeps
+            # its database, where the bot remembers recent trigger ids to drop a copy of a request
+            digest = hashlib.sha256(f"{self._session}:{n}".encode()).hexdigest()[:20]
+            trigger_id = f"{TS_BASE + n}.{TEAM_ID[1:]}.{digest}"
             self._triggers[trigger_id] = _Trigger(user, self._clock())
             return trigger_id
 
