@@ -62,7 +62,9 @@ def help_blocks(registry: Registry, roles: frozenset[Role], *, has_admins: bool)
     hidden = registry.entry_count() - len(visible)
     notes: list[Mrkdwn] = []
     if hidden:
-        notes.append(md("{} need a role you don't have (MAM_ADMINS / MAM_APPROVERS).", count(hidden, "more command")))
+        missing = " / ".join(setting for role, setting in ((Role.ADMIN, "MAM_ADMINS"), (Role.APPROVER, "MAM_APPROVERS"))
+                             if role not in roles)
+        notes.append(md("{} need a role you don't have ({}).", count(hidden, "more command"), missing))
     if not has_admins:
         notes.append(Mrkdwn(":warning: No admins are configured (MAM_ADMINS), so nobody can request changes."))
     if notes:

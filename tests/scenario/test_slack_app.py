@@ -23,7 +23,12 @@ def test_help_lists_what_an_admin_may_run(bot):
 def test_help_for_someone_without_a_role_hides_role_commands(bot):
     text = block_text(ack_json(bot.command("help", user=DEMO_END_USER)[0])["blocks"])
     assert "/mam connectors" not in text
-    assert "need a role you don't have" in text
+    assert "need a role you don't have (MAM_ADMINS / MAM_APPROVERS)" in text
+
+
+def test_help_for_an_approver_names_only_the_role_they_lack(bot):
+    text = block_text(ack_json(bot.command("help", user=DEMO_APPROVER)[0])["blocks"])
+    assert "need a role you don't have (MAM_ADMINS)" in text
 
 
 def test_help_says_nobody_can_request_changes_without_admins(make_bot):
