@@ -194,8 +194,11 @@ def _until_stopped(settings: Settings, deps: Deps, stop: _Stop, transport: Calla
         code = 0 if stop.requested.is_set() else transport()
     finally:
         start = stop.at if stop.at is not None else time.monotonic()
-        cut = not _finish_work(deps, stop, start + drain_seconds + settings.mam_shutdown_grace_seconds)
-        deps.close()
+        deadline = start + drain_seconds + settings.mam_shutdown_grace_seconds
+        cut = not _finish_work(deps, stop, deadline)
+        # a scheduled job (an execution taken over) shares the same grace, not a second one
+        jobs_done = deps.close(job_seconds=0.0 if stop.hurry.is_set() else max(0.0, deadline - time.monotonic()))
+        cut = cut or not jobs_done
     if stop.requested.is_set():
         log.warning("mam-bot stopped %.1f s after %s: %s; scheduler lease and unsent outbox claims handed back",
                     time.monotonic() - start, stop.name,

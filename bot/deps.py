@@ -69,16 +69,23 @@ class Deps:
             if self.runner.wait_idle(0):
                 return self.audit.flush(remaining)
 
-    def close(self) -> None:
-        """Stop in the order a clean stop needs (a bounded wait for the runner comes first in bot/cli.py)."""
+    def close(self, job_seconds: float | None = None) -> bool:
+        """Stop in the order a clean stop needs (a bounded wait for the runner comes first in bot/cli.py). A job
+        still running after `job_seconds` (default MAM_SHUTDOWN_GRACE_SECONDS) keeps the Microsoft clients and the
+        store, which the process's exit then ends (its execution is taken over elsewhere): returns False."""
         self.runner.shutdown()  # work acknowledged before the stop, executions included, while the outbox sends
+        finished = True
         if self._scheduler is not None:
             # a running job finishes first (bounded); then the lease goes back, so another process leads (or
             # `jobs run` runs) at once
-            self._scheduler.stop(timeout=self.settings.mam_shutdown_grace_seconds)
+            wait = self.settings.mam_shutdown_grace_seconds if job_seconds is None else job_seconds
+            finished = self._scheduler.stop(timeout=wait)
         self.roles.stop()
         self.outbox.close()  # finishes the call in flight, gives back the rows claimed but not sent
         self.audit.close()
+        if not finished:  # closing the clients under a running execution would fail it instead of leaving it
+            return False
         self.microsoft.close()
         self.seen.close()
         self.store.close()
+        return True

@@ -126,20 +126,22 @@ class Scheduler:
             scheduler.add_job(self._run_if_leader, job.trigger, args=[job.name], id=job.name, name=job.description)
         scheduler.start()
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 20.0) -> bool:
         """Stop scheduling, wait up to `timeout` seconds for a job that is running (so no other process starts
-        it again meanwhile), then hand the lease back."""
-        scheduler, self._scheduler = self._scheduler, None
+        it again meanwhile), then hand the lease back. False when a job was still running."""
+        scheduler, self._scheduler, finished = self._scheduler, None, True
         if scheduler is not None:
             waiter = threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, name="scheduler-stop",
                                       daemon=True)
             waiter.start()
             waiter.join(timeout)
             if waiter.is_alive():
+                finished = False
                 log.warning("a scheduled job was still running %.0f s after the stop; handing the lease back "
                             "without it", timeout)
         if self.lease.held_by_me():
             self.lease.release()  # a clean stop hands over at once instead of after the lease runs out
+        return finished
 
     def _keep_lease(self) -> None:
         try:
@@ -212,8 +214,13 @@ class Scheduler:
             if _id(request) in self._claimed:
                 return False  # another thread of this process has it
             self._claimed.add(_id(request))
-        if self.requests.claim(_id(request), self.lease.holder):
-            return True
+        try:
+            if self.requests.claim(_id(request), self.lease.holder):
+                return True
+        except BaseException:  # a database error: unmarked, so the next look (or the schedule) claims it again
+            with self._claimed_lock:
+                self._claimed.discard(_id(request))
+            raise
         with self._claimed_lock:
             self._claimed.discard(_id(request))
         return False
@@ -315,6 +322,13 @@ class Scheduler:
                     raise NotPickedUp(f"the leader ({lease.holder}) has not picked the request up in "
                                       f"{pickup_seconds:.0f} s (is it an older mam-bot?); the request stays "
                                       "queued and runs when a leader picks it up")
+            elif row.state == RUNNING and row.runner != self.lease.holder and self.lease.live() is None:
+                # its runner stopped leading mid-run (died) and nobody leads now: close it as interrupted,
+                # so this wait ends (the asker runs the job again) instead of waiting for a leader forever
+                with self._leading_here() as leading:
+                    if leading:
+                        self._close_interrupted_runs()
+                        continue
             _tell(on_progress, current)
             time.sleep(poll_seconds)
 

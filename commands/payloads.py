@@ -18,19 +18,20 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import UserError
 from bot.text import whole_number
 
 VALUE_MAX = 2000  # a button's value
 METADATA_MAX = 3000  # a view's private_metadata
+ROW_ID_MAX = 2**31 - 1  # the database's integer ids
 
 
 class Payload(BaseModel):
     """The data one kind of button or form carries. Subclasses set `VERSION` and `unreadable`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # `true` is no number here
 
     VERSION: ClassVar[int] = 1
     unreadable: ClassVar[str] = "This button or form comes from a message I can't read any more; run the command again."
@@ -45,14 +46,15 @@ class Payload(BaseModel):
     @classmethod
     def decode(cls, raw: str) -> Self:
         data: Any = None
-        if raw.startswith("{"):
+        if raw.startswith("{") and len(raw) <= METADATA_MAX:
             try:
                 data = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 data = None
         try:
             if isinstance(data, dict) and "v" in data:
-                if data.pop("v") != cls.VERSION:
+                version = data.pop("v")
+                if type(version) is not int or version != cls.VERSION:
                     raise UserError(cls.unreadable)
                 return cls.model_validate(data)
             legacy = cls.legacy(raw, data)
@@ -71,12 +73,12 @@ class Payload(BaseModel):
 class _IdRef(Payload):
     """A button that names one row by its number; earlier versions wrote the bare number."""
 
-    id: int
+    id: int = Field(ge=1, le=ROW_ID_MAX)
 
     @classmethod
     def legacy(cls, raw: str, data: Any) -> Self | None:
         number = whole_number(raw)
-        return cls(id=number) if number is not None else None
+        return cls(id=number) if number is not None and 1 <= number <= ROW_ID_MAX else None
 
 
 class RequestRef(_IdRef):
@@ -98,8 +100,8 @@ class NudgeRef(Payload):
     unreadable: ClassVar[str] = "This button does not belong to an onboarding message."
     to: str
     user: str  # the Entra user id of the onboarding case
-    round: int
-    n: int  # which reminder of the round
+    round: int = Field(ge=0, le=ROW_ID_MAX)
+    n: int = Field(ge=0, le=ROW_ID_MAX)  # which reminder of the round
 
     @property
     def message_key(self) -> str:

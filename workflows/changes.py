@@ -281,10 +281,12 @@ class ChangeService:
             if not lease.acquire():
                 return ran  # the holder runs every approved change of this target, ours included
             try:
-                while (next_id := self._oldest_approved(key)) is not None:
+                while (next_id := self._oldest_approved(key)) is not None and lease.still_held():
                     done = self._run(next_id, lease)
                     if next_id == request_id:
                         ran = done
+                    if done is None and not lease.still_held():
+                        return ran  # it passed to another process, which runs the rest of this target
             finally:
                 lease.release()
             # approved while we held the lease, by someone whose own attempt found it held: ours to run
@@ -329,8 +331,9 @@ class ChangeService:
         result = outcome.summary + "".join(f"\n• {d}" for d in outcome.drift)
         if request.resumed:
             result += "\n• resumed by another mam-bot process after the first one stopped mid-run"
-        self._transition(request_id, [State.EXECUTING], State.SUCCEEDED, result=result[:8000], error="",
-                         lease_owner="", lease_until=None)
+        if not self._transition(request_id, [State.EXECUTING], State.SUCCEEDED, owner=lease.holder,
+                                result=result[:8000], error="", lease_owner="", lease_until=None):
+            return None  # taken over meanwhile: the process that took it over records the outcome
         self.audit.record(actor="mam-bot", action=f"execute #{request_id} {request.kind}",
                           outcome="succeeded" if outcome.applied else "no-op", target=request.target,
                           detail=result[:4000])
@@ -338,10 +341,11 @@ class ChangeService:
         self.notifier.changed(done)
         return done
 
-    def _fail(self, request: ChangeRequest, error: str, graph_request_id: str) -> ChangeRequest:
+    def _fail(self, request: ChangeRequest, error: str, graph_request_id: str) -> ChangeRequest | None:
         assert request.id is not None
-        self._transition(request.id, [State.EXECUTING], State.FAILED, error=error[:8000], lease_owner="",
-                         lease_until=None)
+        if not self._transition(request.id, [State.EXECUTING], State.FAILED, owner=request.lease_owner,
+                                error=error[:8000], lease_owner="", lease_until=None):
+            return None  # taken over meanwhile: a late error of a stalled run must not overwrite that run
         self.audit.record(actor="mam-bot", action=f"execute #{request.id} {request.kind}", outcome="failed",
                           target=request.target, detail=error[:4000], graph_request_id=graph_request_id[:64])
         failed = self.require(request.id)
@@ -357,7 +361,8 @@ class ChangeService:
             return Result(False, f"#{request_id} is {request.state}; only a failed change can be retried.", request)
         if as_utc(request.expires_at) <= self.now():
             return Result(False, f"The approval of #{request_id} has expired; file a new request.", request)
-        if not self._transition(request_id, [State.FAILED], State.APPROVED):
+        # a new attempt: what an earlier one intended, or that it was taken over, no longer describes it
+        if not self._transition(request_id, [State.FAILED], State.APPROVED, intent="", resumed=0):
             return Result(False, f"#{request_id} is already being retried.")
         self.audit.record(actor=user, action=f"retry #{request_id}", outcome="approved")
         done = self.execute(request_id)
@@ -447,13 +452,16 @@ class ChangeService:
         except KeyError:
             raise UserError(f"I don't know how to make a {kind!r} change.") from None
 
-    def _transition(self, request_id: int, from_states: Iterable[State], to_state: State, **values: Any) -> bool:
-        """The only way state changes: succeeds for exactly one caller, whatever the concurrency."""
+    def _transition(self, request_id: int, from_states: Iterable[State], to_state: State, *, owner: str | None = None,
+                    **values: Any) -> bool:
+        """The only way state changes: succeeds for exactly one caller, whatever the concurrency. `owner`: only
+        while that execution still owns the request (not after another process took it over)."""
+        guard = [col(ChangeRequest.lease_owner) == owner] if owner is not None else []
         with self.store.session() as session:
             rowcount = session.exec(
                 update(ChangeRequest)
                 .where(col(ChangeRequest.id) == request_id,
-                       col(ChangeRequest.state).in_([s.value for s in from_states]))
+                       col(ChangeRequest.state).in_([s.value for s in from_states]), *guard)
                 .values(state=to_state.value, version=ChangeRequest.version + 1, **values)
             ).rowcount
             session.commit()

@@ -58,6 +58,9 @@ def test_cards_posted_by_an_earlier_version_still_work(kind, legacy, expected):
     (RequestRef, '{"v":1,"id":1,"extra":2}'), (RequestRef, "{not json"), (AlertRef, "-1"),
     (NudgeRef, "U1|x|1"), (NudgeRef, '{"v":1,"to":"U1"}'), (DraftRef, '{"p": "policy"}'),
     (ChangeDraft, "12"), (PolicyRef, HOSTILE), (RequestRef, HOSTILE),
+    (RequestRef, '{"v":1,"id":true}'), (RequestRef, '{"v":true,"id":1}'), (RequestRef, '{"v":1,"id":1e20}'),
+    (RequestRef, '{"v":1,"id":100000000000000000000}'), (RequestRef, "0"), (AlertRef, "99999999999"),
+    (NudgeRef, '{"v":1,"to":"U1","user":"u","round":true,"n":false}'), (RequestRef, "{" * 2000 + "}" * 2000),
 ])
 def test_anything_else_is_refused_in_words(kind, raw):
     with pytest.raises(UserError) as caught:
