@@ -134,7 +134,7 @@ class Scheduler:
             waiter = threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, name="scheduler-stop",
                                       daemon=True)
             waiter.start()
-            waiter.join(timeout)
+            waiter.join(max(timeout, 0.5))  # an idle scheduler stops within milliseconds; no job is cut then
             if waiter.is_alive():
                 finished = False
                 log.warning("a scheduled job was still running %.0f s after the stop; handing the lease back "
