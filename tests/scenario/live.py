@@ -14,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -195,3 +196,19 @@ def lease_holder(database_url: str, name: str = "scheduler") -> str | None:
             return lease.holder if lease else None
     finally:
         store.close()
+
+
+@contextmanager
+def replicas(transport: Transport, tmp_path: Path, slack: FakeSlack, sandbox_url: str, database_url: str,
+             count: int = 2) -> Iterator[list[LiveBot]]:
+    """`count` bot processes sharing one database and one sandbox tenant, as replicas in production do."""
+    started: list[LiveBot] = []
+    try:
+        for n in range(count):
+            started.append(start_bot(transport, tmp_path, slack, name=f"replica-{'ab'[n] if n < 2 else n}",
+                                     DATABASE_URL=database_url, MAM_GRAPH_URL=sandbox_url,
+                                     MAM_DEFENDER_URL=sandbox_url))
+        yield started
+    finally:
+        for bot in started:
+            bot.stop()

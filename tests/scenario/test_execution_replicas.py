@@ -15,7 +15,8 @@ from bot.sandbox import SEED_POLICY_ID, SEED_POLICY_NAME
 from bot.store import ChangeRequest, create_store
 from commands.ids import Action
 from commands.payloads import RequestRef
-from tests.scenario.live import LiveBot, start_bot, wait_until
+from tests.scenario.live import LiveBot, wait_until
+from tests.scenario.live import replicas as start_replicas
 from workflows.changes import State
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
@@ -25,15 +26,8 @@ WHY = "pilot MAM threat signals (CHG0042)"
 
 @pytest.fixture
 def replicas(tmp_path, slack, sandbox, pg_url) -> Iterator[tuple[LiveBot, LiveBot]]:
-    started: list[LiveBot] = []
-    try:
-        for name in ("replica-a", "replica-b"):
-            started.append(start_bot("http", tmp_path, slack, name=name, DATABASE_URL=pg_url,
-                                     MAM_GRAPH_URL=sandbox.url, MAM_DEFENDER_URL=sandbox.url))
-        yield started[0], started[1]
-    finally:
-        for bot in started:
-            bot.stop()
+    with start_replicas("http", tmp_path, slack, sandbox.url, pg_url) as (a, b):
+        yield a, b
 
 
 def requests(database_url: str) -> list[ChangeRequest]:

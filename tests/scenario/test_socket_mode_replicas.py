@@ -12,7 +12,8 @@ import pytest
 from bot.local import DEMO_ADMIN, DEMO_APPROVER
 from bot.store import AuditLog, create_store
 from commands.ids import Action
-from tests.scenario.live import ROOT, LiveBot, bot_env, start_bot, wait_until
+from tests.scenario.live import ROOT, LiveBot, bot_env, wait_until
+from tests.scenario.live import replicas as start_replicas
 from workflows.connector_change import ANDROID_MAM
 
 pytestmark = [pytest.mark.http, pytest.mark.postgres]
@@ -27,15 +28,8 @@ def database_url(pg_url: str) -> str:
 
 @pytest.fixture
 def replicas(tmp_path, slack, sandbox, database_url) -> Iterator[tuple[LiveBot, LiveBot]]:
-    started: list[LiveBot] = []
-    try:
-        for name in ("replica-a", "replica-b"):
-            started.append(start_bot("socket", tmp_path, slack, name=name, DATABASE_URL=database_url,
-                                     MAM_GRAPH_URL=sandbox.url, MAM_DEFENDER_URL=sandbox.url))
-        yield started[0], started[1]
-    finally:
-        for bot in started:
-            bot.stop()
+    with start_replicas("socket", tmp_path, slack, sandbox.url, database_url) as (a, b):
+        yield a, b
 
 
 def test_two_replicas_share_the_envelopes_and_do_everything_once(replicas, slack, sandbox, database_url, tmp_path):
