@@ -101,7 +101,9 @@ class Scheduler:
         self.renew_seconds = renew_seconds
         self.poll_seconds = poll_seconds
         self._scheduler: BackgroundScheduler | None = None
-        self._lock = threading.Lock()
+        # one run of each job at a time in this process; different jobs run side by side, so a long sweep never
+        # holds up change-takeover (crash recovery) or approval expiry
+        self._locks = {name: threading.Lock() for name in self.jobs}
         self._leading = False
         self._claimed: set[int] = set()  # requests this process claimed and has not finished yet
         self._claimed_lock = threading.Lock()
@@ -251,7 +253,7 @@ class Scheduler:
     def run(self, name: str, *, request_id: int | None = None) -> JobRun:
         """Run a job now, recording the run (and attaching it to `request_id`); the caller must lead."""
         job = self.jobs[name]
-        with self._lock:  # one run of a job at a time in this process
+        with self._locks[name]:  # one run of this job at a time in this process
             record = JobRun(job=name, holder=self.lease.holder, started_at=self.now())
             with self.store.session() as session:
                 session.add(record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
@@ -62,3 +63,21 @@ def test_jobs_run_joining_a_dead_leaders_run_ends_instead_of_waiting_forever(tmp
     t.start()
     t.join(5)
     assert not t.is_alive(), "cmd_jobs_run would wait forever"
+
+
+def test_a_long_sweep_does_not_hold_up_change_takeover(tmp_path):
+    """Jobs lock one at a time each, not the whole process: crash recovery runs while a sweep is still going."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    release, takeovers = threading.Event(), []
+    jobs = [Job("threat-sweep", "s", interval(seconds=0.3), lambda: release.wait(30) and "swept"),
+            Job("change-takeover", "t", interval(seconds=0.2), lambda: takeovers.append(1) or "0 run")]
+    scheduler = Scheduler(create_store(url), jobs, holder="leader", poll_seconds=0.1)
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(takeovers) < 3 and time.monotonic() < deadline:  # while the sweep is still waiting
+            time.sleep(0.05)
+        assert len(takeovers) >= 3 and not release.is_set()
+    finally:
+        release.set()
+        scheduler.stop()
