@@ -213,9 +213,8 @@ def reject_clicked(ctx: Interaction) -> None:
 
 @listeners.view(View.REJECT, Access.APPROVER, what="reject change requests")
 def reject_submitted(ctx: Interaction) -> None:
-    reason = ctx.form().text("reason")
-    if len(reason) < 3:
-        ctx.ack(response_action="errors", errors={"reason": "Say why, so the requester can act on it."})
+    reason = ctx.required_text("reason", 3, "Say why, so the requester can act on it.")
+    if reason is None:
         return
     request_id = ctx.data(RequestRef).id
     ctx.ack()
@@ -230,15 +229,13 @@ def reject_submitted(ctx: Interaction) -> None:
 
 @listeners.view(View.JUSTIFY, Access.ADMIN, what="request changes")
 def justified(ctx: Interaction) -> None:
-    justification = ctx.form().text("justification")
-    if len(justification) < 5:
-        ctx.ack(response_action="errors", errors={"justification": "Say why this change is needed (5+ characters)."})
+    justification = ctx.required_text("justification", 5, "Say why this change is needed (5+ characters).")
+    if justification is None:
         return
     draft = ctx.data(ChangeDraft)
     ctx.ack()
     ctx.later(lambda: file_request(ctx.deps, draft.kind, draft.change, ctx.user_id, justification, draft.channel,
                                    tell=ctx.dm), "file a change request")
-
 
 
 def file_request(deps: Deps, kind: str, change: dict[str, Any], user: str, justification: str, channel: str,

@@ -102,6 +102,15 @@ class Interaction:
     def form(self) -> Form:
         return Form(self.view)
 
+    def required_text(self, block_id: str, minimum: int, error: str) -> str | None:
+        """A form's text input that must say something: its text, or None after acking `error` beside the input
+        (the form stays open with everything as typed)."""
+        text = self.form().text(block_id)
+        if len(text) >= minimum:
+            return text
+        self.ack(response_action="errors", errors={block_id: error})
+        return None
+
     def data(self, kind: type[P]) -> P:
         """The typed data the clicked button (its value) or the submitted form (its `private_metadata`)
         carries; UserError, in words, when it is not what this handler expects."""

@@ -68,21 +68,26 @@ class JobRequests:
     def open(self, job: str, requested_by: str) -> tuple[JobRequest, bool]:
         """A request to run `job`: a new one (True), or the one already queued or running, joined (False)."""
         for _ in range(20):  # each turn ends in a row, unless the open one closed in between
-            try:
-                with self.store.session() as session:
-                    row = JobRequest(job=job, requested_by=requested_by[:128], requested_at=self.now(),
-                                     state=QUEUED, open_job=job)
-                    session.add(row)
-                    session.commit()
-                    session.refresh(row)
-                    return row, True
-            except IntegrityError:
-                pass  # another request for this job is open: join it
-            with self.store.session() as session:
-                found = session.exec(select(JobRequest).where(col(JobRequest.open_job) == job)).first()
+            created = self._insert(job, requested_by)
+            if created is not None:
+                return created, True
+            found = self.open_for(job)  # another request for this job is open: join it
             if found is not None:
                 return found, False
         raise RuntimeError(f"could not open or join a request for {job!r}")
+
+    def _insert(self, job: str, requested_by: str) -> JobRequest | None:
+        """A new open request, or None when one is open already (the unique `open_job` refused it)."""
+        try:
+            with self.store.session() as session:
+                row = JobRequest(job=job, requested_by=requested_by[:128], requested_at=self.now(), state=QUEUED,
+                                 open_job=job)
+                session.add(row)
+                session.commit()
+                session.refresh(row)
+                return row
+        except IntegrityError:
+            return None
 
     def get(self, request_id: int) -> JobRequest | None:
         with self.store.session() as session:

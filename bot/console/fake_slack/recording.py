@@ -112,11 +112,14 @@ class Recording:
         self._opened_dms: set[str] = set()
         self._uploads: dict[str, dict[str, Any]] = {}
         self._violations: list[LimitViolation] = []
+        self._port: int | None = None  # where FakeSlack's HTTP server listens, once started
 
     @property
     def base_url(self) -> str:
         """Where the fake answers HTTP (response_urls and upload URLs start with it): FakeSlack's server."""
-        raise NotImplementedError
+        if self._port is None:
+            raise RuntimeError("FakeSlack is not started; call start() first")
+        return f"http://127.0.0.1:{self._port}"
 
     # --- what tests and the console read ---------------------------------------------------------
 

@@ -120,6 +120,7 @@ class FakeSlack(WebApi, ResponseUrls):
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
         self._server = server
+        self._port = int(server.server_address[1])
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack", daemon=True
         )
@@ -146,6 +147,7 @@ class FakeSlack(WebApi, ResponseUrls):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            self._port = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -155,12 +157,6 @@ class FakeSlack(WebApi, ResponseUrls):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeSlack is not started; call start() first")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def api_url(self) -> str:
