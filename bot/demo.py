@@ -19,6 +19,7 @@ from bot.local import DEMO_ADMIN, DEMO_APPROVER, DEMO_END_USER, LocalWorkspace
 from bot.sandbox import SandboxTenant
 from bot.settings import load_settings
 from bot.store.watch import active_blocks
+from workflows.enforcement import current_enforcement
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ def _policy_exists(groups: tuple[str, ...]) -> Callable[[LocalWorkspace], str | 
 
 
 ISAIAH = "UAC6AD2AD"  # isaiah.langer@contoso.example in the sandbox, by the console's Slack
+MEGAN = "U438FE62D"  # megan.bowen@contoso.example, whose Galaxy S24 the new policy blocks
 
 
 def _sandbox(ws: LocalWorkspace) -> SandboxTenant:
@@ -61,6 +63,26 @@ def _sandbox(ws: LocalWorkspace) -> SandboxTenant:
 
 def _machine(ws: LocalWorkspace, name: str) -> str:
     return next(str(m["id"]) for m in _sandbox(ws).machines if str(m["computerDnsName"]).startswith(name))
+
+
+def _set_risk(device: str, level: str) -> Callable[[LocalWorkspace], None]:
+    def change(ws: LocalWorkspace) -> None:
+        _sandbox(ws).set_risk(_machine(ws, device), level)
+    return change
+
+
+def _set_toggle(on: bool) -> Callable[[LocalWorkspace], None]:
+    """Someone flips the connector's Android app protection toggle in the Intune admin center."""
+    def flip(ws: LocalWorkspace) -> None:
+        _sandbox(ws).set_connector(androidMobileApplicationManagementEnabled=on)
+    return flip
+
+
+def _enforcement_is(state: str) -> Callable[[LocalWorkspace], str | None]:
+    def check(ws: LocalWorkspace) -> str | None:
+        found = current_enforcement(ws.deps.store).state
+        return None if found == state else f"the watch says enforcement is {found}, expected {state}"
+    return check
 
 
 def _active_blocks(expected: int) -> Callable[[LocalWorkspace], str | None]:
@@ -110,14 +132,23 @@ SCRIPT: list[Step] = [
     Step("Kim, the other approver, approves this one.", "UAPPROV02", click="Approve",
          check=_policy_exists(("MAM Pilot", "Sales EMEA"))),
     Step("The policy as Intune has it now.", DEMO_ADMIN, '/mam policy show "Android MAM - block above low"'),
-    Step("The threat sweep (every 15 minutes) reads Defender's Android devices and the managed app "
+    Step("The threat sweep (every 5 minutes) reads Defender's Android devices and the managed app "
          "registrations, and finds whose apps the new policy blocks: one card per device in #mam-alerts, "
          "and (MAM_ALERT_DM_USERS) a DM to the person.", DEMO_ADMIN, job="threat-sweep",
          check=_active_blocks(2)),
     Step("Who is blocked right now, and why?", DEMO_ADMIN, "/mam blocked"),
     Step("Alex Wilber's phone is cleaned up and Defender rates it clean again. The next sweep marks the "
          "card resolved and says in its thread how long the block lasted.", DEMO_ADMIN, job="threat-sweep",
-         before=lambda ws: _sandbox(ws).set_risk(_machine(ws, "alex-s23"), "None"), check=_active_blocks(1)),
+         before=_set_risk("alex-s23", "None"), check=_active_blocks(1)),
+    Step("Megan, whose phone is still blocked, asks the bot why: `/mam me` works for anyone and shows only "
+         "her own devices and apps, from the bot's database (no Defender call).", MEGAN, "/mam me"),
+    Step("Someone switches the connector's Android app protection toggle off in the Intune admin center. "
+         "Intune now ignores Defender's threat level, so the next sweep tells nobody they are blocked: "
+         "one notice in #mam-alerts says why and how to fix it.", DEMO_ADMIN, job="threat-sweep",
+         before=_set_toggle(False), check=_enforcement_is("off")),
+    Step("`/mam blocked` says the same: enforcement is off, nobody is blocked for it.", DEMO_ADMIN, "/mam blocked"),
+    Step("The toggle is back on; the next sweep edits the notice in place and carries on where it was.",
+         DEMO_ADMIN, job="threat-sweep", before=_set_toggle(True), check=_enforcement_is("on")),
     Step("Isaiah's work apps wait for Defender on his phone (it isn't onboarded). The nudge job DMs him "
          "Microsoft's steps, in working hours only.", DEMO_ADMIN, job="onboarding-nudges"),
     Step("Isaiah follows the steps and clicks Done; only he can press his buttons.", ISAIAH, click="Done"),

@@ -51,6 +51,9 @@ class Job:
     description: str
     trigger: BaseTrigger
     run: Callable[[], Any]  # bound to what it needs by its definer (bot.jobs); str() of its result is the summary
+    # asked at each scheduled time: False skips that time (nothing recorded); runs asked for (`jobs run`,
+    # Slack) always run. Lets a daily job tick often and still run soon after a first start.
+    due: Callable[[], bool] | None = None
 
 
 class JobHeldElsewhere(Exception):
@@ -179,6 +182,9 @@ class Scheduler:
     def _run_if_leader(self, name: str) -> None:
         """The schedule's run: a request like any other, so whoever asks meanwhile joins it."""
         if not self.lease.held_by_me():
+            return
+        due = self.jobs[name].due
+        if due is not None and not due():
             return
         request, _created = self.requests.open(name, SCHEDULE)
         if request.state == RUNNING and request.runner == self.lease.holder and not self._claimed_here(request):

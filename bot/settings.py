@@ -79,6 +79,17 @@ CLOUD_ENDPOINTS: dict[Cloud, CloudEndpoints] = {
 _SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# Service plans (Microsoft's "Product names and service plan identifiers for licensing") that license a
+# user for Intune app protection: INTUNE_A (Plan 1), INTUNE_A_GOV, INTUNE_A_VL, INTUNE_EDU, INTUNE_SMBIZ.
+# Not INTUNE_O365 (882e1d05-…), Office's basic mobility, which has no app protection with Defender.
+INTUNE_PLANS = ("c1ec4a95-1f05-45b3-a911-aa3fa01094f5", "d216f254-796f-4dab-bbfa-710686e646b9",
+                "3e170737-c728-4eae-bbb9-3f3360f7184c", "da24caf9-af8e-485c-b7c8-e73336da2693",
+                "8e9ff0ff-aa7a-4b20-83c1-2f636b600ac2")
+# Defender for Endpoint: MDE_LITE (Plan 1), WINDEFATP (Plan 2), MDE_SMB (Defender for Business).
+DEFENDER_PLANS = ("292cc034-7b7c-4950-aaf5-943befd3f1d4", "871d91ec-ec1a-452b-a83f-bd76c7d770ef",
+                  "bfc1bbd9-981b-4f71-9b82-17c35fd0e2a4")
 
 # What each variable should look like, used to turn a validation error into one line.
 EXAMPLES: dict[str, str] = {
@@ -202,7 +213,15 @@ class Settings(BaseSettings):
     mam_approval_expiry_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
     # the watch: threat sweep, alerts and onboarding nudges
-    mam_sweep_minutes: float = Field(default=15.0, ge=1, le=24 * 60)
+    # Defender is read every MAM_SWEEP_MINUTES and joined with the registrations index, which Intune's
+    # report export refreshes every MAM_INDEX_MINUTES; licences every MAM_LICENCE_HOURS
+    mam_sweep_minutes: float = Field(default=5.0, ge=1, le=24 * 60)
+    mam_index_minutes: float = Field(default=60.0, ge=5, le=24 * 60)
+    mam_licence_hours: float = Field(default=24.0, ge=1, le=24 * 7)
+    mam_intune_plan_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(INTUNE_PLANS))
+    mam_defender_plan_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFENDER_PLANS))
+    # the in-process sandbox's answer time per request: "300" or "300:100" (milliseconds, ± jitter)
+    mam_sandbox_latency_ms: str = ""
     mam_alert_digest_threshold: int = Field(default=10, ge=1, le=1000)
     mam_alert_dm_users: bool = False
     mam_timezone: str = "UTC"
@@ -322,6 +341,18 @@ class Settings(BaseSettings):
         bad = [p for p in items if not _SLACK_PRINCIPAL.match(p)]
         if bad:
             raise ValueError(f"{', '.join(bad)} is not a Slack user or user-group id")
+        return items
+
+    @field_validator("mam_intune_plan_ids", "mam_defender_plan_ids", mode="before")
+    @classmethod
+    def _plan_ids(cls, value: Any) -> list[str]:
+        items = [p.strip().lower() for p in value.split(",")] if isinstance(value, str) else list(value or [])
+        items = [p for p in items if p]
+        bad = [p for p in items if not _GUID.fullmatch(p)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} is not a service plan id (a GUID such as {INTUNE_PLANS[0]})")
+        if not items:
+            raise ValueError("needs at least one service plan id")
         return items
 
     @field_validator("mam_alert_channel", "mam_approval_channel")

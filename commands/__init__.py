@@ -19,6 +19,7 @@ def register_all(app: App, deps: Deps) -> None:
         connectors,
         help,
         home,
+        me,
         nudges,
         pickers,
         policies,
@@ -31,6 +32,6 @@ def register_all(app: App, deps: Deps) -> None:
     # The /mam listener goes first: Bolt tries listeners in order on every request, and nearly every
     # request is a /mam command. It finds subcommands in the registry at request time, so the modules
     # registered after it are there when it needs them.
-    for module in (router, help, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges,
+    for module in (router, help, me, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges,
                    status, sweep, home):
         module.listeners.install(app, deps)

@@ -27,6 +27,7 @@ from commands.alerts import (
     digest_card,
     digest_text,
     edit_card,
+    enforcement_notice,
     episodes_csv,
     resolved_reply,
     snooze_over_reply,
@@ -36,6 +37,7 @@ from commands.approvals import FINAL_FOR_REQUESTER, STATE_LABELS, request_card
 from commands.nudges import nudge_blocks, nudge_text, thanks_text
 from commands.roles import RoleDirectory
 from workflows.changes import State
+from workflows.enforcement import notice_key, notice_post_key
 from workflows.onboarding import DirectoryThrottled
 from workflows.threat_sweep import resolved_key, snooze_over_key
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from bot.deps import Deps
     from bot.outbox import Outbox
     from bot.store import Approval, ChangeRequest
+    from bot.store.index import Enforcement
     from bot.store.watch import Episode, OnboardingCase, SweepRun
     from workflows.connectors import Portals
 
@@ -150,6 +153,15 @@ class SlackAlerts:
 
     def user_unblocked(self, key: str, slack_user: str, episode: Episode) -> None:
         self.outbox.post(key, channel=slack_user, text=unblocked_dm(episode))
+
+    def enforcement(self, row: Enforcement, channel: str) -> None:
+        """The notice's first version is posted; each later one edits that message in place."""
+        text, blocks = enforcement_notice(row)
+        key = notice_key(row)
+        if key == notice_post_key(row):
+            self.outbox.post(key, channel=channel, text=text, blocks=blocks)
+        else:
+            self.outbox.update(key, of=notice_post_key(row), text=text, blocks=blocks)
 
 
 # ---- onboarding nudges (workflows.onboarding) ----------------------------------------------------

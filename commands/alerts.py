@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -24,13 +25,24 @@ from bot.errors import UsageError, UserError
 from bot.mrkdwn import Mrkdwn, cut_plain, link, md, md_join, mention
 from bot.outbox import Outbox
 from bot.roles import Access
-from bot.store.watch import OPEN, Episode, SweepRun, active_blocks, last_sweep, pending_onboardings
+from bot.store.index import OFF, Enforcement
+from bot.store.watch import (
+    OPEN,
+    Episode,
+    SweepRun,
+    active_blocks,
+    last_sweep,
+    pending_onboardings,
+    unlicensed_users,
+)
 from bot.text import count, csv_cell
 from commands.blocks import Block, actions, button, context, fields_section, header, section
 from commands.context import CommandRequest, Interaction
 from commands.listen import Listeners
 from commands.payloads import AlertRef
-from workflows.connectors import PORTALS, Portals
+from workflows.connectors import PORTALS, Portals, format_age
+from workflows.enforcement import current_enforcement
+from workflows.licences import gap_text, licence_gaps
 from workflows.onboarding import WatchSettings
 from workflows.policies import ACTION_LABELS, THREAT_LEVEL_LABELS, app_label
 from workflows.threat_sweep import (
@@ -121,24 +133,60 @@ def device_text(episode: Episode) -> Mrkdwn:
     return md("{} ({})", name, episode.device_model) if episode.device_model else name
 
 
+class Words(NamedTuple):
+    """What an episode means for the person, by the policy's action (block, wipe or warn)."""
+
+    line: str  # the notification line's first word
+    header: str
+    verb: str  # "<people> <verb> <apps> on <device>."
+    verb_past: str
+
+
+WORDS = {
+    "block": Words("Blocked", "App blocked", "can't open", "could not open"),
+    "wipe": Words("Wiped", "App data wiped", "had the work data removed from", "had the work data removed from"),
+    "warn": Words("Warned", "App warning", "sees a warning (and can go on) when opening",
+                  "saw a warning when opening"),
+}
+
+
+def words_for(episode: Episode) -> Words:
+    """blockWhenSettingIsSupported blocks like block; an action this code doesn't know reads as a block."""
+    return WORDS.get(episode.action, WORDS["block"])
+
+
+STALE_AFTER = timedelta(days=1)
+
+
+def stale_note(episode: Episode, now: datetime | None = None) -> Mrkdwn | None:
+    """When Defender last saw the device over a day ago, its level may be out of date: say so."""
+    seen = as_utc(episode.defender_last_seen)
+    age = (now or datetime.now(UTC)) - seen if seen else None
+    if age is None or age <= STALE_AFTER:
+        return None
+    return md(":hourglass: Defender last saw this device {} ago: its threat level may be out of date until the "
+              "device checks in with Defender again.", format_age(age))
+
+
 def alert_text(episode: Episode) -> Mrkdwn:
     """The notification line (and fallback) of a card: Slack parses it, so it is escaped like the card."""
     who = ", ".join(person_name(p) for p in episode.user_list) or "A user"
     device = episode.device_name or "a device"
     if episode.state != OPEN:
         return md("Resolved: {} on {} ({})", who, device, episode.policy_name)
-    return md("Blocked: {} on {}: device level {}, allowed {} ({})", who, device, episode.level, episode.maximum,
-              episode.policy_name)
+    return md("{}: {} on {}: device level {}, allowed {} ({})", words_for(episode).line, who, device, episode.level,
+              episode.maximum, episode.policy_name)
 
 
 def alert_card(episode: Episode, portals: Portals) -> list[Block]:
     is_open = episode.state == OPEN
+    words = words_for(episode)
     people = md_join("\n", (person_text(p, portals) for p in episode.user_list)) or Mrkdwn("_unknown user_")
     icon = LEVEL_ICONS.get(episode.level, ":no_entry:") if is_open else ":white_check_mark:"
-    verb = "can't open" if is_open else "could not open"
+    verb = words.verb if is_open else words.verb_past
     level = md("*Device level (Defender)*\n{}", level_text(episode.level))
     blocks: list[Block] = [
-        header(("App blocked: " if is_open else "Resolved: ") + (episode.device_name or "device")),
+        header((words.header + ": " if is_open else "Resolved: ") + (episode.device_name or "device")),
         section(md("{} {}\n{} {} on {}.", Mrkdwn(icon), people, verb, apps_text(episode), device_text(episode))),
         fields_section([
             md("{} ({})", level, episode.risk_score) if episode.risk_score else level,
@@ -150,6 +198,8 @@ def alert_card(episode: Episode, portals: Portals) -> list[Block]:
         ]),
     ]
     status = status_lines(episode)
+    if is_open and (stale := stale_note(episode)) is not None:
+        status.append(stale)
     if status:
         blocks.append(section(md_join("\n", status)))
     blocks.append(context(INFERRED))
@@ -255,21 +305,77 @@ def _iso(moment: datetime | None) -> str:
     return f"{when:%Y-%m-%dT%H:%M:%SZ}" if when else ""
 
 
+FIX_STEPS = ("Open *Microsoft Defender* on the device and follow its steps to remove the threat. I'll tell you when "
+             "the device is back within your organisation's limit: Defender reports changes usually within a few hours")
+
+
 def blocked_dm(episode: Episode) -> Mrkdwn:
+    """The DM to a user, worded by the action: block, wipe (the work data in the app is removed) or warn."""
     many = len(episode.app_list) > 1
-    return md(":warning: Your work app{} {} on {} {} blocked because Microsoft Defender reports a threat on the "
-              "device.\nOpen *Microsoft Defender* on the device and follow its steps to remove the threat. I'll tell "
-              "you when the device is back within your organisation's limit: Defender reports changes usually within "
-              "a few hours, and the app lets you in at its next check.",
-              "s" if many else "", apps_text(episode), device_text(episode), "are" if many else "is")
+    app = md("Your work app{} {} on {}", "s" if many else "", apps_text(episode), device_text(episode))
+    if episode.action == "wipe":
+        return md(":warning: {}: your organisation's policy removes the work data (mail, files, accounts) from {} "
+                  "when the app next checks in, because Microsoft Defender reports a threat on the device. Your "
+                  "personal data is not touched.\n{}; then sign in to the app again to get your work data back.",
+                  app, "them" if many else "it", Mrkdwn(FIX_STEPS))
+    if episode.action == "warn":
+        return md(":warning: {} show{} a warning when opened, because Microsoft Defender reports a threat on the "
+                  "device; you can still use {}.\n{}.", app, "" if many else "s", "them" if many else "it",
+                  Mrkdwn(FIX_STEPS))
+    return md(":warning: {} {} blocked because Microsoft Defender reports a threat on the device.\n{}, and the app "
+              "lets you in at its next check.", app, "are" if many else "is", Mrkdwn(FIX_STEPS))
 
 
 def unblocked_dm(episode: Episode) -> Mrkdwn:
+    if episode.action == "wipe":
+        return md(":white_check_mark: {} on {}: the threat is gone as far as Defender reports ({}); sign in to the "
+                  "app again to get your work data back.", apps_text(episode), device_text(episode),
+                  episode.resolution)
+    if episode.action == "warn":
+        return md(":white_check_mark: {} on {} no longer warns you.", apps_text(episode), device_text(episode))
     if back_within_limit(episode):
         return md(":white_check_mark: Good news: Defender reports {} back within your organisation's limit, so {} "
                   "will let you in again (the app checks when you next open it).",
                   device_text(episode), apps_text(episode))
     return md(":white_check_mark: {} on {} is no longer blocked.", apps_text(episode), device_text(episode))
+
+
+# ---- enforcement: is Intune evaluating Defender's signal at all? (workflows.enforcement) ---------------------
+
+
+def enforcement_text(row: Enforcement) -> Mrkdwn:
+    if row.state == OFF:
+        return md("Threat-level enforcement is OFF in Intune since {}: no managed app is blocked or wiped for a "
+                  "device's threat level now.", slack_date(row.off_since))
+    return md("Threat-level enforcement is back on in Intune since {} (it was off from {}).",
+              slack_date(row.resumed_at), slack_date(row.off_since))
+
+
+def enforcement_off_blocks(row: Enforcement, *, admin_hint: bool = True) -> list[Block]:
+    """Why nobody is blocked, and the fix: for `/mam blocked`, App Home, `/mam status` and the notice."""
+    fix = md("*Fix:* {}", row.fix) if row.fix else Mrkdwn("")
+    if row.fix and row.link:
+        fix = md("{} ({})", fix, link(row.link, "open it"))
+    hint = Mrkdwn("\nAdmins: `/mam connectors` checks the connector and offers the Enable request.") if admin_hint \
+        else Mrkdwn("")
+    would = md("\n{} would be blocked if it were on (not enforced, so nobody was told).",
+               count(row.suppressed, "device")) if row.suppressed else Mrkdwn("")
+    return [section(md(":no_entry_sign: *{}*\n*Why:* {}\n{}{}{}", enforcement_text(row), row.reason or "unknown",
+                       fix, would, hint))]
+
+
+def enforcement_notice(row: Enforcement) -> tuple[Mrkdwn, list[Block]]:
+    """The alert channel's notice: posted once per stretch off, edited in place, and when it comes back."""
+    text = enforcement_text(row)
+    if row.state == OFF:
+        blocks = [header("Threat-level enforcement is off"), *enforcement_off_blocks(row),
+                  context(Mrkdwn("Block cards above this message are not being enforced while this lasts. This "
+                                 "message is updated in place; the watch resumes by itself when enforcement is back."))]
+    else:
+        blocks = [header("Threat-level enforcement is back on"),
+                  section(md(":white_check_mark: {}\nWhat the watch finds now is announced as one digest, not one "
+                             "card per device.", text))]
+    return text, blocks
 
 
 # ---- the card's edits, shared by the buttons and the sweep's sender (commands.adapters.SlackAlerts) ----------
@@ -389,12 +495,17 @@ def _answer_for_mention(req: CommandRequest, slack_id: str) -> None:
 
 
 def _blocked_summary(deps: Deps, who: str | None) -> Mrkdwn:
+    if current_enforcement(deps.store).state == OFF:
+        return md("Nobody is blocked for a device's threat level: enforcement is off in Intune")
     blocked = count(len(active_blocks(deps.store, who)), "blocked device")
     return md("{} for {}", blocked, who) if who else md("{}", blocked)
 
 
 def blocked_blocks(deps: Deps, who: str | None, *, shown: Mrkdwn | None = None) -> list[Block]:
     """`/mam blocked`: from the last sweep's episodes; no Microsoft call, so it answers at once."""
+    enforcement = current_enforcement(deps.store)
+    if enforcement.state == OFF:
+        return [*enforcement_off_blocks(enforcement), *unlicensed_blocks(deps), context(INFERRED)]
     portals = portals_for(watch_settings(deps).cloud)
     episodes = active_blocks(deps.store, who)
     sweep = last_sweep(deps.store)
@@ -411,6 +522,8 @@ def blocked_blocks(deps: Deps, who: str | None, *, shown: Mrkdwn | None = None) 
                                  " · acknowledged" if episode.acknowledged_by else "")))
     if len(episodes) > LIST_LIMIT:
         blocks.append(context(md("…and {} more; name a user to narrow it down.", len(episodes) - LIST_LIMIT)))
+    if not who:
+        blocks.extend(unlicensed_blocks(deps))
     notes = [INFERRED]
     if sweep is not None:
         state = md(" (with errors: {})", cut_plain(sweep.error, 200)) if not sweep.ok else ""
@@ -420,3 +533,20 @@ def blocked_blocks(deps: Deps, who: str | None, *, shown: Mrkdwn | None = None) 
         notes.insert(0, Mrkdwn("No threat sweep has run yet."))
     blocks.append(context(*notes))
     return blocks
+
+
+UNLICENSED_LISTED = 10
+
+
+def unlicensed_blocks(deps: Deps) -> list[Block]:
+    """Users whose app would wait for Defender but who lack a licence to get there: they can't be protected."""
+    cases = unlicensed_users(deps.store)
+    if not cases:
+        return []
+    gaps = licence_gaps(deps.store, (c.user_id for c in cases))
+    lines = [md("• {}: {}", c.user_name or c.user_mail or c.user_id,
+                gap_text(gaps[c.user_id]) if c.user_id in gaps else "can't be protected: no licence")
+             for c in cases[:UNLICENSED_LISTED]]
+    more = md("\n…and {} more", len(cases) - UNLICENSED_LISTED) if len(cases) > UNLICENSED_LISTED else Mrkdwn("")
+    return [section(md("*Can't be protected: {}* (not nudged: they can't onboard without a licence)\n{}{}",
+                       count(len(cases), "user"), md_join("\n", lines), more))]

@@ -4,6 +4,10 @@ With arguments (`/mam assign "<policy>" "<group>" [--exclude] [--why "…"]`) na
 (exact name or id; a pick list when ambiguous; the closest names when there is none) and the
 admin sees the group's member count and the policy's current groups before asking. Without
 arguments a modal with a policy picker and a group picker does the same.
+
+Assigning (including) a group also previews how many of its members lack an Intune or a Defender licence
+and so can't be protected (`workflows.licences`): the summary is answered first, and that line replaces
+its placeholder once the members are read.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from commands.context import CommandRequest, Interaction
 from commands.ids import Action, View
 from commands.listen import Listeners
 from commands.payloads import DraftRef
+from workflows.licences import GROUP_MEMBER_CAP, GroupLicences, group_licences, last_licence_run
 from workflows.policy_changes import ASSIGN
 from workflows.resolve import Ambiguous, Found, NotFound, resolve, resolve_group
 
@@ -37,6 +42,9 @@ UNASSIGN_USAGE = '/mam unassign "<policy>" "<group>" [--why "<reason>"]'
 PICK_MAX = 10
 WHY_MAX = 3000  # what a change request keeps, and what the justification modal takes
 DRAFT_KIND = "assign"
+LICENCES_PENDING = "licences_pending"  # the block the licence line replaces once the members are read
+LICENCES = "licences"
+MEMBER_CAP = GROUP_MEMBER_CAP  # members the licence line reads at most; beyond, it says "at least"
 
 
 @dataclass(frozen=True)
@@ -143,13 +151,36 @@ def confirm_blocks(deps: Deps, ask: Ask, policy: AndroidPolicy, group: Group) ->
             current.append(("exclude " if target.is_exclusion else "include ") + _group_name(deps, target.groupId))
     verb = md(VERB_TEXT[ask.mode], policy=md("*{}*", policy.displayName),
               group=md("*{}*", group.displayName or group.id))
-    return [
+    blocks = [
         section(md("You are about to ask to {}.", verb)),
         section(md("*Group:* {} ({}{})\n*The policy's groups now:* {}", group.displayName or group.id, members,
                    ", dynamic" if group.is_dynamic else "", ", ".join(current) or "none")),
-        context(Mrkdwn("`assign` replaces all of a policy's assignments: the bot writes back every other group as it "
-                       "is.")),
     ]
+    if ask.mode == "include":
+        blocks.append(licence_placeholder(deps))
+    blocks.append(context(Mrkdwn("`assign` replaces all of a policy's assignments: the bot writes back every other "
+                                 "group as it is.")))
+    return blocks
+
+
+def licence_placeholder(deps: Deps) -> Block:
+    """Until a licence refresh has succeeded, the final line (licences not checked yet); else a placeholder
+    that `licence_block` replaces once the group's members are read."""
+    if last_licence_run(deps.store) is None:
+        return section(md(":grey_question: {}", GroupLicences(checked=False).text()), block_id=LICENCES)
+    return section(Mrkdwn(":hourglass_flowing_sand: Checking the licences of the group's members…"),
+                   block_id=LICENCES_PENDING)
+
+
+def licence_block(deps: Deps, group_id: str) -> Block:
+    """How many of the group's members lack a licence and can't be protected (slow: reads the members)."""
+    try:
+        found = group_licences(deps.store, deps.microsoft.graph, group_id, cap=MEMBER_CAP)
+    except MicrosoftError as exc:
+        return section(md(":grey_question: Licences not checked: the group's members couldn't be read: {}",
+                          exc.message), block_id=LICENCES)
+    icon = ":warning:" if found.lacking else ":grey_question:" if not found.checked else ":white_check_mark:"
+    return section(md("{} {}", Mrkdwn(icon), found.text()), block_id=LICENCES)
 
 
 def request_button(deps: Deps, resolved: Ask, user: str) -> Block:
@@ -265,9 +296,14 @@ def _answer(ctx: Interaction, ask: Ask) -> None:
         elif resolved is not None:
             request = file_request(deps, ASSIGN, change_for(resolved.policy, resolved.group, resolved.mode),
                                    user, ask.why, ctx.channel_id)
-            blocks = [*blocks[:2], section(md(":inbox_tray: Filed change request #{}. An approver (not you) has to "
-                                              "approve it; you'll get a DM with the outcome.", request.id))]
+            blocks = [*(b for b in blocks if b["type"] == "section"),
+                      section(md(":inbox_tray: Filed change request #{}. An approver (not you) has to approve it; "
+                                 "you'll get a DM with the outcome.", request.id))]
             text = md("Filed change request #{}", request.id)
         ctx.answer(text, blocks, replace=True)
+        pending = next((i for i, b in enumerate(blocks) if b.get("block_id") == LICENCES_PENDING), None)
+        if resolved is not None and pending is not None:
+            blocks[pending] = licence_block(deps, resolved.group)
+            ctx.answer(text, blocks, replace=True)
 
     ctx.later(work, "assignment lookup")

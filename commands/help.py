@@ -43,7 +43,8 @@ def cached_help_blocks(registry: Registry, roles: frozenset[Role], has_admins: b
 
 def describe_roles(roles: frozenset[Role]) -> Mrkdwn:
     if not roles:
-        return Mrkdwn("You have no mam-bot role yet, so you can only read this help.")
+        return Mrkdwn("You have no mam-bot role yet: you can see your own devices and work apps with `/mam me`, "
+                      "and read this help.")
     return md("You are a mam-bot {}.", " and ".join(sorted(r.value for r in roles)))
 
 

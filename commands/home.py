@@ -9,6 +9,8 @@ from bot.deps import Deps
 from bot.microsoft.errors import MicrosoftError
 from bot.mrkdwn import Mrkdwn, md
 from bot.roles import Role
+from bot.store.index import OFF
+from commands.alerts import enforcement_off_blocks
 from commands.approvals import listed_section, summary_line
 from commands.blocks import Block, context, divider, fields_section, header, section
 from commands.connectors import summary_text
@@ -44,9 +46,12 @@ def publish_home(deps: Deps, client: WebClient, user_id: str) -> None:
 
 def overview_blocks(deps: Deps, roles: frozenset[Role]) -> list[Block]:
     status = gather(deps)
-    blocks: list[Block] = [header("mam-bot"), fields_section([
-        md("*Active blocks*\n{}", status.active_blocks),
-        md("*Pending onboarding*\n{}", status.pending_onboarding),
+    off = status.enforcement.state == OFF
+    unlicensed = md(" ({} can't be protected: no licence)", status.unlicensed) if status.unlicensed else ""
+    blocks: list[Block] = [header("mam-bot"), *(enforcement_off_blocks(status.enforcement) if off else []),
+                           fields_section([
+        md("*Active blocks*\n{}", "none enforced (enforcement off)" if off else status.active_blocks),
+        md("*Pending onboarding*\n{}{}", status.pending_onboarding, unlicensed),
         md("*Open change requests*\n{}", status.open_requests),
         md("*Last threat sweep*\n{}", _sweep_time(status)),
     ])]

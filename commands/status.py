@@ -6,8 +6,10 @@ from bot.clock import as_utc
 from bot.errors import UsageError
 from bot.mrkdwn import Mrkdwn, cut_plain, md, md_join
 from bot.roles import Access, Role
+from bot.store.index import OFF
 from bot.store.job_requests import RUNNING
 from bot.text import count
+from commands.alerts import enforcement_off_blocks
 from commands.blocks import Block, actions, button, context, fields_section, header, section
 from commands.context import CommandRequest
 from commands.ids import Action
@@ -35,6 +37,10 @@ def status_command(req: CommandRequest) -> None:
 
 
 def summary(status: Status) -> Mrkdwn:
+    if status.enforcement.state == OFF:
+        return md("mam-bot status: threat-level enforcement is OFF in Intune (nobody is blocked for it), {}, {}",
+                  count(status.pending_onboarding, "pending onboarding"),
+                  count(status.open_requests, "open change request"))
     return md("mam-bot status: {}, {}, {}", count(status.active_blocks, "active block"),
               count(status.pending_onboarding, "pending onboarding"),
               count(status.open_requests, "open change request"))
@@ -44,9 +50,10 @@ def status_blocks(status: Status, *, can_sweep: bool = False) -> list[Block]:
     sweep = status.last_sweep
     if sweep is not None and sweep.finished_at is not None:
         took = (sweep.finished_at - sweep.started_at).total_seconds()
+        source = f" from the index ({sweep.source})" if sweep.source in ("export", "paged") else ""
         sweep_text = (f"{sweep.finished_at:%Y-%m-%d %H:%M} UTC in {took:.0f} s: "
-                      f"{count(sweep.devices, 'Android device')}, {count(sweep.registrations, 'registration')}, "
-                      f"{count(sweep.requests, 'request')}"
+                      f"{count(sweep.devices, 'Android device')}, {count(sweep.registrations, 'registration')}"
+                      f"{source}, {count(sweep.requests, 'request')}"
                       + (" :x: failed" if not sweep.ok else ""))
     else:
         sweep_text = "none yet"
@@ -57,15 +64,18 @@ def status_blocks(status: Status, *, can_sweep: bool = False) -> list[Block]:
         last = (f"{job.last.started_at:%Y-%m-%d %H:%M} {job.last.outcome}" if job.last else "never")
         upcoming = f"{job.next_run:%Y-%m-%d %H:%M %Z}" if job.next_run else "not scheduled"
         jobs.append(md("`{}`: last {}; next {}{}", job.name, last, upcoming, open_request_text(job)))
+    off = status.enforcement.state == OFF
     blocks: list[Block] = [
         header("mam-bot status"),
+        *(enforcement_off_blocks(status.enforcement) if off else []),
         fields_section([
-            md("*Active blocks*\n{}", status.active_blocks),
+            md("*Active blocks*\n{}", "none enforced (enforcement off)" if off else status.active_blocks),
             md("*Pending onboarding*\n{}", status.pending_onboarding),
             md("*Nudges sent (7 days)*\n{}", status.nudges_sent_7d),
             md("*Open change requests*\n{}", status.open_requests),
         ]),
-        section(md("*Last threat sweep:* {}\n*Leader:* {}", sweep_text, leader)),
+        section(md("*Last threat sweep:* {}\n*Registrations index:* {}\n*Licences:* {}\n*Leader:* {}", sweep_text,
+                   index_text(status), licences_text(status), leader)),
         section(md("*Jobs*\n{}", md_join("\n", jobs))),
         section(md("*Outbox:* {} waiting{}", count(status.outbox_pending, "message"),
                    f"; {len(status.outbox_failed)} failed recently" if status.outbox_failed else "")),
@@ -90,3 +100,37 @@ def open_request_text(job: JobLine) -> Mrkdwn:
         return md("; *running now*, since {:%H:%M:%S} UTC (asked by {})", as_utc(request.started_at),
                   asker(request.requested_by))
     return md("; *queued* for the leader (asked by {})", asker(request.requested_by))
+
+
+def index_text(status: Status) -> Mrkdwn:
+    """Where the registrations came from (Intune's report export, or the paged fallback, and why), how old."""
+    run = status.index
+    if run is None or run.finished_at is None:
+        return Mrkdwn("not built yet (the first threat sweep builds it)")
+    how = ("Intune's report export" if run.source == "export"
+           else md("the paged registrations read (fallback: {})", cut_plain(run.fallback_reason or "", 300)))
+    notes = []
+    if run.no_device_id:
+        notes.append(f"{count(run.no_device_id, 'registration')} without an Entra device id (can't be matched "
+                     "with Defender)")
+    if run.unknown_users:
+        notes.append(f"{count(run.unknown_users, 'mail')} no Entra user has")
+    for name, what in (("unknown_apps", "app names not in any policy"), ("duplicate_policies",
+                                                                       "policy names shared by two policies"),
+                       ("unknown_policies", "unknown policy names")):
+        listed = run.listed(name)
+        if listed:
+            more = f" and {len(listed) - 5} more" if len(listed) > 5 else ""
+            notes.append(f"{what}: {', '.join(listed[:5])}{more}")
+    extra = md(" · {}", cut_plain("; ".join(notes), 600)) if notes else Mrkdwn("")
+    return md("{} registrations from {}, {:%Y-%m-%d %H:%M} UTC{}", run.kept, how, as_utc(run.finished_at), extra)
+
+
+def licences_text(status: Status) -> Mrkdwn:
+    run = status.licences
+    if run is None or run.finished_at is None:
+        return Mrkdwn("not checked yet: nobody is called unlicensed until they are (`/mam sweep licences`)")
+    lacking = md("; {} waiting without one (not nudged)", count(status.unlicensed, "user")) if status.unlicensed \
+        else Mrkdwn("")
+    return md("{} with Intune, {} with Defender for Endpoint, checked {:%Y-%m-%d %H:%M} UTC{}",
+              count(run.intune_users, "user"), count(run.defender_users, "user"), as_utc(run.finished_at), lacking)

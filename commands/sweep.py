@@ -25,7 +25,12 @@ from commands.ids import Action
 from commands.listen import Listeners
 
 JOB = "threat-sweep"
+INDEX_JOB = "registrations-index"
+LICENCE_JOB = "licences"
 WHAT = "run the threat sweep"
+# `/mam sweep [what]`: the job each word asks for, and its name in the answers
+KINDS = {"": (JOB, "threat sweep"), "index": (INDEX_JOB, "registrations index refresh"),
+         "licences": (LICENCE_JOB, "licence check"), "licenses": (LICENCE_JOB, "licence check")}
 # A response_url takes 5 posts in 30 minutes: the answer changes when the sweep starts, at these
 # elapsed times (seconds), and once more with the result.
 PROGRESS_AT = (30, 120)
@@ -34,15 +39,18 @@ RESPONSE_URL_SECONDS = 29 * 60  # after this long the result goes by DM: the res
 listeners = Listeners()
 
 
-@listeners.command("sweep", "/mam sweep",
-                   "Run the threat sweep now (the job the schedule runs) and show what it found.", Access.ADMIN,
-                   group="Watch")
+@listeners.command("sweep", "/mam sweep [index|licences]",
+                   "Run the threat sweep now (or refresh the registrations index from Intune's report export, or "
+                   "re-read licences) and show what it found.", Access.ADMIN, group="Watch")
 def sweep_command(req: CommandRequest) -> None:
-    if req.args:
-        raise UsageError("`/mam sweep` takes no arguments.")
-    req.ack(response_type="ephemeral", text=md(":hourglass_flowing_sand: Asking for a threat sweep…"))
-    req.later(lambda: sweep_now(req, lambda text, blocks: req.answer(text, blocks, replace=True), updates=True),
-              "threat sweep")
+    word = " ".join(str(a) for a in req.args).strip().lower()
+    if word not in KINDS or len(req.args) > 1:
+        raise UsageError("`/mam sweep` runs the threat sweep; `/mam sweep index` refreshes the registrations index "
+                         "from Intune's report export; `/mam sweep licences` re-reads who holds the licences.")
+    job, name = KINDS[word]
+    req.ack(response_type="ephemeral", text=md(":hourglass_flowing_sand: Asking for a {}…", name))
+    req.later(lambda: sweep_now(req, lambda text, blocks: req.answer(text, blocks, replace=True), updates=True,
+                                job=job, name=name), name)
 
 
 @listeners.action(Action.SWEEP_NOW, Access.ADMIN, what=WHAT)
@@ -56,12 +64,12 @@ def sweep_now_clicked(ctx: Interaction) -> None:
 Show = Callable[[Mrkdwn, list[Block]], None]
 
 
-def sweep_now(ctx: Interaction, show: Show, *, updates: bool) -> None:
-    """Ask for the sweep, show it start (and, with `updates`, its progress) and then its result."""
+def sweep_now(ctx: Interaction, show: Show, *, updates: bool, job: str = JOB, name: str = "threat sweep") -> None:
+    """Ask for the job, show it start (and, with `updates`, its progress) and then its result."""
     deps = ctx.deps
     scheduler = deps.scheduler()
     asked = time.monotonic()
-    requested = scheduler.request(JOB, ctx.user_id)
+    requested = scheduler.request(job, ctx.user_id)
     shown: set[object] = set()
 
     def progress(seen: Requested) -> None:
@@ -72,14 +80,14 @@ def sweep_now(ctx: Interaction, show: Show, *, updates: bool) -> None:
         if "started" in shown and (not updates or marks <= shown):
             return
         shown.update({"started", *marks})
-        show(*running_message(seen, elapsed))
+        show(*running_message(seen, elapsed, name))
 
     try:
         done = scheduler.wait(requested, on_progress=progress, poll_seconds=1.0)
     except NotPickedUp as exc:
-        show(md(":warning: The sweep was not started: {}.", str(exc)), [])
+        show(md(":warning: The {} was not started: {}.", name, str(exc)), [])
         return
-    text, blocks = result_message(done)
+    text, blocks = result_message(done, name)
     if time.monotonic() - asked < RESPONSE_URL_SECONDS:
         show(text, blocks)
     else:
@@ -101,26 +109,27 @@ def _elapsed(seen: Requested, now: datetime) -> float:
 # ---- what the person sees ----------------------------------------------------------------------------
 
 
-def running_message(seen: Requested, elapsed: float) -> tuple[Mrkdwn, list[Block]]:
+def running_message(seen: Requested, elapsed: float, name: str = "threat sweep") -> tuple[Mrkdwn, list[Block]]:
     started = seen.started_at
-    text = md(":hourglass_flowing_sand: Sweeping… started {} ({} so far)", clock(started), took_text(elapsed))
+    text = md(":hourglass_flowing_sand: {} running… started {} ({} so far)", name.capitalize(), clock(started),
+              took_text(elapsed))
     return text, [section(text), context(how(seen))]
 
 
-def result_message(done: Requested) -> tuple[Mrkdwn, list[Block]]:
+def result_message(done: Requested, name: str = "threat sweep") -> tuple[Mrkdwn, list[Block]]:
     run = done.run
     summary = cut_plain(run.summary if run else "", 2500)
     took = took_text((as_utc(run.finished_at) - as_utc(run.started_at)).total_seconds()
                      if run and run.finished_at else 0.0)
     if done.outcome == "ok":
-        text = md(":white_check_mark: Threat sweep done in {}: {}", took, summary)
+        text = md(":white_check_mark: {} done in {}: {}", name.capitalize(), took, summary)
         blocks = [section(text),
                   section(Mrkdwn("`/mam blocked` lists who is blocked now; `/mam status` shows the watch."))]
     elif done.outcome == "failed":
-        text = md(":x: The threat sweep failed after {}: {}", took, summary)
+        text = md(":x: The {} failed after {}: {}", name, took, summary)
         blocks = [section(text), section(Mrkdwn("`/mam status` shows the last errors; `/mam sweep` tries again."))]
     else:
-        text = md(":warning: The threat sweep was interrupted: {}. `/mam sweep` asks again.", summary)
+        text = md(":warning: The {} was interrupted: {}. `/mam sweep` asks again.", name, summary)
         blocks = [section(text)]
     return text, [*blocks, context(how(done))]
 

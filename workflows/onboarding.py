@@ -36,6 +36,7 @@ from bot.store.watch import (
     ONBOARDED,
     PENDING,
     STOPPED,
+    UNLICENSED,
     NudgeLog,
     OnboardingCase,
     SlackUserLink,
@@ -236,8 +237,12 @@ class CaseSync:
     pending: int = 0
 
 
-def sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[str], now: datetime) -> CaseSync:
+def sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[str], now: datetime, *,
+               unlicensed: Mapping[str, PendingUser] | None = None) -> CaseSync:
     """Make the onboarding cases match one complete sweep.
+
+    `unlicensed` users wait too but lack an Intune or Defender licence: their cases are kept in the
+    `unlicensed` state (never nudged) and become pending again, in the same round, once licensed.
 
     A pending case that is no longer pending became `onboarded` when the sweep saw one of the user's
     devices onboarded (a thank-you is then due if they were nudged), else `closed` (the app or the
@@ -246,7 +251,7 @@ def sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[
     """
     for attempt in range(2):
         try:
-            return _sync_cases(store, pending, onboarded, now)
+            return _sync_cases(store, pending, onboarded, now, unlicensed or {})
         except IntegrityError:
             if attempt:
                 raise
@@ -254,46 +259,50 @@ def sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[
     raise AssertionError("unreachable")
 
 
-def _sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[str], now: datetime) -> CaseSync:
+def _sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set[str], now: datetime,
+                unlicensed: Mapping[str, PendingUser]) -> CaseSync:
     # Core statements in one transaction, not ORM objects: a first sweep can open 10,000+ cases.
     table = OnboardingCase.__table__  # type: ignore[attr-defined]
     sync = CaseSync(pending=len(pending))
     fresh: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     reopened: list[dict[str, Any]] = []
+    waiting = {**{u: (p, PENDING) for u, p in pending.items()}, **{u: (p, UNLICENSED) for u, p in unlicensed.items()}}
     with store.engine.begin() as conn:
         cases = {row.user_id: row for row in conn.execute(sa_select(
             table.c.user_id, table.c.state, table.c.kind, table.c.devices, table.c.apps, table.c.policies))}
-        for user_id, found in pending.items():
+        for user_id, (found, state) in waiting.items():
             values = {"b_user": user_id, "kind": found.kind, "apps": json.dumps(sorted(found.apps)),
-                      "policies": json.dumps(sorted(found.policies)),
+                      "policies": json.dumps(sorted(found.policies)), "state": state,
                       "devices": json.dumps([{"id": d, "name": n, "model": m}
                                              for d, (n, m) in sorted(found.devices.items())])}
             case = cases.get(user_id)
+            if case is not None and case.state == STOPPED:
+                values["state"] = STOPPED  # a stopped case stays stopped; its details are still kept current
             if case is None:
                 fresh.append(values)
             elif case.state in (ONBOARDED, CLOSED):
                 reopened.append(values)
-            elif (case.devices, case.apps, case.policies, case.kind) != (
-                    values["devices"], values["apps"], values["policies"], found.kind):
+            elif (case.devices, case.apps, case.policies, case.kind, case.state) != (
+                    values["devices"], values["apps"], values["policies"], found.kind, values["state"]):
                 changed.append(values)
-        gone = [u for u, case in cases.items() if case.state == PENDING and u not in pending]
+        gone = [u for u, case in cases.items() if case.state in (PENDING, UNLICENSED) and u not in waiting]
         done = [u for u in gone if u in onboarded]
         closed = [u for u in gone if u not in onboarded]
         for chunk in _chunks(fresh):
             conn.execute(insert(table), [{
-                "user_id": v["b_user"], "kind": v["kind"], "state": PENDING, "round": 1, "user_name": "",
+                "user_id": v["b_user"], "kind": v["kind"], "state": v["state"], "round": 1, "user_name": "",
                 "user_mail": "", "devices": v["devices"], "apps": v["apps"], "policies": v["policies"],
                 "first_pending_at": now, "last_pending_at": now, "nudges_sent": 0, "slack_user_id": "",
             } for v in chunk])
         by_user = table.c.user_id == bindparam("b_user")
         details = {"kind": bindparam("kind"), "devices": bindparam("devices"), "apps": bindparam("apps"),
-                   "policies": bindparam("policies"), "last_pending_at": now}
+                   "policies": bindparam("policies"), "state": bindparam("state"), "last_pending_at": now}
         for chunk in _chunks(changed):
             conn.execute(update(table).where(by_user).values(**details), chunk)
         for chunk in _chunks(reopened):
             conn.execute(update(table).where(by_user).values(
-                **details, state=PENDING, round=table.c.round + 1, nudges_sent=0, first_pending_at=now,
+                **details, round=table.c.round + 1, nudges_sent=0, first_pending_at=now,
                 last_nudge_at=None, paused_until=None, done_at=None, thanked_at=None, onboarded_at=None,
                 closed_at=None), chunk)
         for chunk in _chunks(done):
@@ -312,7 +321,8 @@ def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
 def pending_user_ids(store: Store) -> set[str]:
     """Users the sweep should watch for onboarding (to tell onboarded from gone)."""
     with store.session() as session:
-        return set(session.exec(select(OnboardingCase.user_id).where(OnboardingCase.state == PENDING)))
+        return set(session.exec(select(OnboardingCase.user_id).where(
+            col(OnboardingCase.state).in_((PENDING, UNLICENSED)))))
 
 
 # ---- the nudge run -------------------------------------------------------------------------------------
@@ -340,6 +350,8 @@ class NudgeResult:
     no_slack_account: int = 0
     lookups_done: int = 0
     lookups_deferred: int = 0
+    held: int = 0  # nudges and reminders held (see `held_because`)
+    held_because: str = ""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -347,7 +359,8 @@ class NudgeResult:
         return not self.errors
 
     def summary(self) -> str:
-        return (f"{self.sent} nudges, {self.reminded} reminders, {self.thanked} thank-yous; "
+        held = f"{self.held} held ({self.held_because}); " if self.held_because else ""
+        return (f"{held}{self.sent} nudges, {self.reminded} reminders, {self.thanked} thank-yous; "
                 f"{self.skipped_outside_hours} held outside working hours, {self.no_slack_account} without "
                 f"a Slack account, {self.lookups_done} lookups ({self.lookups_deferred} deferred)")
 
@@ -369,14 +382,22 @@ def run_onboarding_nudges(
     settings: WatchSettings | None = None,
     now: datetime | None = None,
     sleep: Callable[[float], None] = time_module.sleep,
+    hold: str = "",
 ) -> NudgeResult:
     """Send the nudges, reminders and thank-yous due at `now`; every message goes through the notifier
     (the outbox) under a key of its own, so a rerun, a restart or a second leader never sends one twice.
-    Email lookups run outside working hours too: by the time the day starts the cache is warm."""
+    Email lookups run outside working hours too: by the time the day starts the cache is warm.
+
+    `hold` (why, in words) holds every nudge and reminder, thank-yous still go: a nudge promises that
+    the app stops at a setup screen until Defender is set up, which is untrue while Intune isn't
+    evaluating Defender's signal (workflows.enforcement)."""
     settings = settings or WatchSettings()
     now = (now or utcnow()).astimezone(UTC)  # SQLite keeps no zone: everything written is UTC
-    result = NudgeResult(started=now)
+    result = NudgeResult(started=now, held_because=hold)
     cases = _due_cases(store, settings, now)
+    if hold:
+        result.held = sum(1 for c in cases if c.state == PENDING)
+        cases = [c for c in cases if c.state != PENDING]
     result.due = len(cases)
     asked = _fill_mail(store, users, cases, result, limit=2 * settings.lookups_per_run)
     ids = SlackIds(store, directory, settings, now, sleep)

@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING
 from sqlmodel import col, func, select
 
 from bot.scheduler import last_runs
+from bot.store.index import Enforcement, IndexRun, LicenceRun
 from bot.store.job_requests import JobRequest
 from bot.store.models import ChangeRequest, JobRun
-from bot.store.watch import SweepRun, active_blocks, last_sweep, nudges_sent, pending_onboardings
+from bot.store.watch import SweepRun, active_blocks, last_sweep, nudges_sent, pending_onboardings, unlicensed_users
 from workflows.changes import OPEN_STATES
+from workflows.enforcement import current_enforcement
+from workflows.licences import last_licence_run
+from workflows.registrations_index import current_run
 
 if TYPE_CHECKING:
     from bot.deps import Deps
@@ -40,6 +44,10 @@ class Status:
     outbox_pending: int
     outbox_failed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    enforcement: Enforcement = field(default_factory=Enforcement)
+    index: IndexRun | None = None  # the registrations index in use
+    licences: LicenceRun | None = None  # the last good licence read
+    unlicensed: int = 0  # waiting users who lack a licence: can't be protected
 
 
 def gather(deps: Deps) -> Status:
@@ -68,5 +76,9 @@ def gather(deps: Deps) -> Status:
         outbox_pending=deps.outbox.pending_count(),
         outbox_failed=[f"{m.key}: {m.last_error}" for m in deps.outbox.failed(limit=5)],
         errors=errors,
+        enforcement=current_enforcement(deps.store),
+        index=current_run(deps.store),
+        licences=last_licence_run(deps.store),
+        unlicensed=len(unlicensed_users(deps.store)),
     )
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,9 +31,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from bot.clock import as_utc
-from bot.microsoft.errors import MicrosoftError, RequestRejected
-from bot.microsoft.models import AndroidPolicy, Machine, User
+from bot.microsoft.errors import MicrosoftError
 from bot.store.db import Store
+from bot.store.index import Enforcement
 from bot.store.watch import OPEN, RESOLVED, Episode, SweepRun, active_blocks, last_sweep
 from bot.text import count
 from workflows.applicability import (
@@ -50,6 +49,9 @@ from workflows.applicability import (
     guid_key,
     key_text,
 )
+from workflows.connectors import PORTALS
+from workflows.enforcement import OFF, Reading, Transition, reading, record
+from workflows.licences import licence_gaps
 from workflows.onboarding import (
     Found,
     PendingUser,
@@ -59,6 +61,7 @@ from workflows.onboarding import (
     pending_user_ids,
     sync_cases,
 )
+from workflows.tenant_reader import MicrosoftReader, TenantReader
 
 if TYPE_CHECKING:
     from bot.microsoft.defender import DefenderClient
@@ -71,6 +74,7 @@ __all__ = [
     "MicrosoftReader",
     "SweepResult",
     "SweepRun",
+    "TenantReader",
     "WatchSettings",
     "acknowledge",
     "active_blocks",
@@ -81,92 +85,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MEMBERS_PAGE = 999  # the directory's largest page
-
-
-# ---- reading the tenant -----------------------------------------------------------------------------
-
-
-class TenantReader(Protocol):
-    def android_policies(self) -> Iterable[AndroidPolicy]: ...
-
-    def android_machines(self) -> Iterable[Machine]: ...
-
-    def registrations(self) -> Iterable[Registration]: ...
-
-    def group_member_ids(self, group_id: str) -> Iterable[str]: ...
-
-    def get_users(self, ids: Iterable[str]) -> dict[str, User]: ...
-
-
-class MicrosoftReader:
-    """The sweep's reads over the Graph and Defender clients (use their background profile).
-
-    Reads GraphClient has no method for yet go through its session here: registrations with
-    `$expand=appliedPolicies`, a group's transitive user members (ids only, 999 a page), and a
-    listing of the directory's users.
-    """
-
-    def __init__(self, graph: GraphClient, defender: DefenderClient, *, page_size: int = 10_000,
-                 applied_policies: bool = True) -> None:
-        self.graph = graph
-        self.defender = defender
-        self.page_size = page_size
-        self.applied_policies = applied_policies
-
-    def android_policies(self) -> Iterable[AndroidPolicy]:
-        return self.graph.iter_android_policies()
-
-    def android_machines(self) -> Iterable[Machine]:
-        return self.defender.iter_android_machines(self.page_size)
-
-    def registrations(self) -> Iterator[Registration]:
-        items = self.graph.iter_registration_items(applied_policies=self.applied_policies)
-        try:
-            first = next(items, None)
-        except RequestRejected:
-            if not self.applied_policies:
-                raise
-            # A service that won't expand appliedPolicies here: assignments and groups decide instead.
-            log.info("Graph refused $expand=appliedPolicies on registrations; resolving by group membership")
-            self.applied_policies = False
-            items = self.graph.iter_registration_items()
-            first = next(items, None)
-        if first is None:
-            return
-        yield Registration.from_graph(first)
-        for item in items:
-            yield Registration.from_graph(item)
-
-    def group_member_ids(self, group_id: str) -> Iterator[str]:
-        return self.graph.iter_group_member_ids(group_id)
-
-    def get_users(self, ids: Iterable[str]) -> dict[str, User]:
-        """Users by id: 20 to a `$batch`, or one listing of the directory when that takes fewer requests.
-
-        Each request inside a batch also counts against the quota: 10,000 blocked users cost 500
-        batches and 10,000 units, while listing a 100,000-user directory 999 at a time costs 101.
-        """
-        wanted = sorted({i.lower() for i in ids if i})
-        batches = math.ceil(len(wanted) / 20)
-        if batches <= 2 or (pages := self._directory_pages()) is None or pages + 1 >= batches:
-            return self.graph.get_users(wanted)
-        chosen = set(wanted)
-        return {user.id: user for user in self.graph.iter_users() if user.id.lower() in chosen}
-
-    def _directory_pages(self) -> int | None:
-        try:
-            count = self.graph.count_users()
-        except MicrosoftError as exc:
-            log.info("couldn't count the directory's users (%s); reading users in batches", exc)
-            return None
-        return math.ceil(count / MEMBERS_PAGE) if count is not None else None
-
-
-
-
 
 # ---- one pass over the tenant ----------------------------------------------------------------------
+
+
+def open_key(device: str, rule: PolicyRule) -> str:
+    """One open episode per (device, policy); a warning is another story than a block (a policy switched
+    from block to warn resolves the block, and the warning starts afresh with its own words)."""
+    return f"{device}|{rule.id}|warn" if rule.action == "warn" else f"{device}|{rule.id}"
 
 
 @dataclass
@@ -184,7 +110,7 @@ class Block:
 
     @property
     def open_key(self) -> str:
-        return f"{self.device_id}|{self.rule.id}"
+        return open_key(self.device_id, self.rule)
 
 
 @dataclass
@@ -260,11 +186,11 @@ def _take(scan: Scan, reg: Registration, rules: list[PolicyRule]) -> None:
     for rule in rules:
         verdict = decide(level, rule.maximum, rule.action)
         if verdict is Verdict.WARNED:
-            scan.warned += 1
-        if verdict is not Verdict.BLOCKED:
+            scan.warned += 1  # an episode too: the card and the DM say "warns", never "blocked"
+        if verdict not in (Verdict.BLOCKED, Verdict.WARNED):
             continue
         device = key_text(guid_key(reg.device_id) or reg.device_id)
-        block = scan.blocks.get(f"{device}|{rule.id}")
+        block = scan.blocks.get(open_key(device, rule))
         if block is None:
             block = Block(device, rule, level, scan.index.details(reg.device_id),
                           device_name=reg.device_name or "", device_model=_model(reg))
@@ -312,6 +238,9 @@ class AlertNotifier(Protocol):
 
     def user_unblocked(self, key: str, slack_user: str, episode: Episode) -> None: ...
 
+    def enforcement(self, row: Enforcement, channel: str) -> None:
+        """Post the enforcement notice, or edit it in place (workflows.enforcement.notice_key)."""
+
 
 def episode_key(episode: Episode) -> str:
     return f"alert:{episode.device_id}:{episode.policy_id}:{episode.id}"
@@ -356,6 +285,10 @@ class SweepResult:
     requests: int = 0
     policies: int | None = None  # Android app protection policies read (None: the sweep didn't get that far)
     watching_policies: int = 0  # of those, the ones with a maximum device threat level
+    source: str = ""  # where the registrations came from: export or paged (the index), graph (live)
+    enforcement: str = ""  # on or off, as this sweep read the connector
+    suppressed: int = 0  # blocks not claimed because Intune isn't evaluating Defender's signal
+    unlicensed: int = 0  # waiting users without an Intune or Defender licence: not nudged
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -367,9 +300,15 @@ class SweepResult:
             return ("nothing to watch: no Android app protection policy sets a maximum device threat level "
                     f"({count(self.policies, 'policy', 'policies')} read), so no device can block an app; "
                     f"Defender was not read ({count(self.requests, 'request')}). `/mam policy new` creates one.")
-        return (f"{self.devices_scanned} Android devices, {self.registrations_scanned} registrations, "
-                f"{self.active_blocks} blocked ({self.new_episodes} new, {self.updated_episodes} changed, "
-                f"{self.resolved_episodes} resolved), {self.pending_onboarding} pending onboarding, "
+        source = f" ({self.source})" if self.source else ""
+        scanned = f"{self.devices_scanned} Android devices, {self.registrations_scanned} registrations{source}"
+        unlicensed = f", {self.unlicensed} without a licence" if self.unlicensed else ""
+        if self.enforcement == OFF:
+            return (f"threat-level enforcement is OFF in Intune, so nobody is blocked for it: {scanned}, "
+                    f"{self.suppressed} would be blocked if it were on, {self.pending_onboarding} pending "
+                    f"onboarding{unlicensed}, {self.requests} requests")
+        return (f"{scanned}, {self.active_blocks} blocked ({self.new_episodes} new, {self.updated_episodes} changed, "
+                f"{self.resolved_episodes} resolved), {self.pending_onboarding} pending onboarding{unlicensed}, "
                 f"{self.requests} requests")
 
 
@@ -415,24 +354,62 @@ def run_threat_sweep(
     assert run.id is not None
     result = SweepResult(started=started, sweep_id=run.id)
     try:
+        # The connector first: a block is only true while Intune evaluates Defender's signal.
+        seen = reading(reader.mde_connector(), now=started, portals=PORTALS.get(settings.cloud, PORTALS["global"]))
         scan = scan_tenant(reader, settings, pending_user_ids(store))
     except MicrosoftError as exc:
         # A partial read must not resolve what it merely didn't get to: change nothing.
         log.warning("threat sweep %s failed: %s", run.id, exc)
         result.errors.append(str(exc))
         return _finish(store, run, result, clock, counted() - before, audit)
+    result.source = reader.source
     _count(result, scan)
     at = clock()
+    unlicensed = _leave_out_unlicensed(store, scan)
+    result.unlicensed = len(unlicensed)
+    result.enforcement = seen.state
+    if seen.state == OFF:
+        return _while_off(store, notifier, scan, seen, unlicensed, run, result, alert_channel, at,
+                          lambda: _finish(store, run, result, clock, counted() - before, audit))
+    turn = record(store, seen, at=at, channel=alert_channel)
     people = _people(reader, store, scan, result)
     changes = _reconcile(store, scan, people, at)
     result.new_episodes, result.updated_episodes = len(changes.new), len(changes.changed)
     result.resolved_episodes, result.active_blocks = len(changes.resolved), len(scan.blocks)
-    _announce(store, notifier, changes, run, settings, alert_channel, result)
+    _announce(store, notifier, changes, run, settings, alert_channel, result, resumed=turn.came_on)
+    _notice(notifier, turn)
     if settings.dm_blocked_users:
         _dm_users(store, notifier, directory, changes, settings, at, sleep)
-    sync = sync_cases(store, scan.pending, scan.onboarded, at)
+    sync = sync_cases(store, scan.pending, scan.onboarded, at, unlicensed=unlicensed)
     result.pending_onboarding = sync.pending
     return _finish(store, run, result, clock, counted() - before, audit)
+
+
+def _leave_out_unlicensed(store: Store, scan: Scan) -> dict[str, PendingUser]:
+    """Waiting users without an Intune or Defender licence can't onboard: they are kept apart, never nudged."""
+    gaps = licence_gaps(store, scan.pending)
+    return {user: scan.pending.pop(user) for user in list(scan.pending) if user in gaps}
+
+
+def _while_off(store: Store, notifier: AlertNotifier, scan: Scan, seen: Reading, unlicensed: dict[str, PendingUser],
+               run: SweepRun, result: SweepResult, channel: str | None, at: datetime,
+               finish: Callable[[], SweepResult]) -> SweepResult:
+    """Intune isn't evaluating Defender's signal: nobody is blocked for it. Episodes stay as they were
+    (neither new cards nor resolutions: the next sweep with enforcement on picks up from there), the
+    blocks that would be are only counted, and the notice says why and how to fix it."""
+    result.suppressed = len(scan.blocks)
+    turn = record(store, seen, at=at, suppressed=result.suppressed, channel=channel)
+    _notice(notifier, turn)
+    sync = sync_cases(store, scan.pending, scan.onboarded, at, unlicensed=unlicensed)
+    result.pending_onboarding = sync.pending
+    log.info("threat sweep %s: enforcement off (%s); %d blocks not claimed", run.id, seen.reason, result.suppressed)
+    return finish()
+
+
+def _notice(notifier: AlertNotifier, turn: Transition) -> None:
+    row = turn.row
+    if turn.notice_due and row.notice_channel and row.notice_round:
+        notifier.enforcement(row, row.notice_channel)
 
 
 def _clock(now: Clock | datetime | None) -> Clock:
@@ -479,6 +456,8 @@ def _finish(store: Store, run: SweepRun, result: SweepResult, clock: Clock, requ
         row.resolved_episodes, row.pending_onboarding = result.resolved_episodes, result.pending_onboarding
         row.warned, row.unmatched, row.requests = result.warned, result.unmatched, result.requests
         row.digests, row.error = result.digests, "; ".join(result.errors)[:2000]
+        row.source, row.enforcement = result.source[:16], result.enforcement[:16]
+        row.suppressed, row.unlicensed = result.suppressed, result.unlicensed
         session.add(row)
         session.commit()
     if audit is not None:
@@ -618,7 +597,9 @@ def _resolution(episode: Any, scan: Scan) -> str:
     level = scan.index.level(episode.device_id)
     if rule is None:
         return "the policy was deleted"
-    if not rule.blocks:
+    if episode.action == "warn" and rule.action != "warn":
+        return f"the policy no longer warns (maximum {rule.maximum.wire}, action {rule.action})"
+    if episode.action != "warn" and not rule.blocks:
         return f"the policy no longer blocks (maximum {rule.maximum.wire}, action {rule.action})"
     if level is not None and level <= rule.maximum:
         return f"back within the limit (device {level.wire}, allowed up to {rule.maximum.wire})"
@@ -650,13 +631,15 @@ def _snoozes_over(store: Store, at: datetime) -> list[Episode]:
 
 
 def _announce(store: Store, notifier: AlertNotifier, changes: _Changes, run: SweepRun, settings: WatchSettings,
-              channel: str | None, result: SweepResult) -> None:
-    """Cards one by one, or one digest when a sweep brings more than the threshold at once."""
+              channel: str | None, result: SweepResult, *, resumed: bool = False) -> None:
+    """Cards one by one, or one digest when a sweep brings more than the threshold at once, or any
+    number just after enforcement came back on: what was true all along is one message, not a flood."""
     assert run.id is not None
-    if channel and len(changes.new) > settings.digest_threshold:
-        key = digest_key(run.id, "new")
+    if channel and (len(changes.new) > settings.digest_threshold or (resumed and len(changes.new) > 1)):
+        kind = "resumed" if resumed else "new"
+        key = digest_key(run.id, kind)
         _mark(store, changes.new, digest_key=key)
-        notifier.digest(key, channel, "new", changes.new, run)
+        notifier.digest(key, channel, kind, changes.new, run)
         result.digests += 1
     elif channel:
         for episode in changes.new:

@@ -155,15 +155,15 @@ def build_clients(
     if budget is None:
         # The sandbox has no quotas to protect; a real tenant does.
         budget = UnlimitedBudget() if isinstance(token_source, StaticTokenSource) else default_budget(clock)
-    http = httpx.Client(
-        transport=transport or httpx.HTTPTransport(limits=POOL_LIMITS, retries=0),
-        timeout=profile.timeout,
-        follow_redirects=False,
-    )
+    shared = transport or httpx.HTTPTransport(limits=POOL_LIMITS, retries=0)
+    http = httpx.Client(transport=shared, timeout=profile.timeout, follow_redirects=False)
     rng = rng or random.Random()
 
     def session(api: Api) -> ApiSession:
-        return ApiSession(api, http, token_source, budget, clock=clock, sleep=sleep, rng=rng, profile=profile)
+        # Signed download links (report exports) go to `shared` directly: the same pool (and the
+        # in-process sandbox), but not `http`'s hooks (`counting_requests`) or its URL logging.
+        return ApiSession(api, http, token_source, budget, clock=clock, sleep=sleep, rng=rng, profile=profile,
+                          downloads=shared)
 
     return MicrosoftClients(
         graph=GraphClient(session(apis[GRAPH])),

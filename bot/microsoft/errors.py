@@ -107,6 +107,12 @@ class RequestRejected(MicrosoftError):
     """Any other 4xx (400 bad request, 409 conflict, …): Graph's own message says why."""
 
 
+class DownloadFailed(MicrosoftError):
+    """A signed download link (an Intune report export) couldn't be read: refused, expired, too big,
+    unreachable after retries, or not an https link. The message names the host and path only: the
+    link's query string is its credential."""
+
+
 class IncompleteOperation(MicrosoftError):
     """A multi-call operation stopped part way; `done` says what already happened."""
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -19,6 +20,7 @@ from bot.microsoft.models import (
     AndroidPolicyDraft,
     AppGroupType,
     AssignmentTarget,
+    ExportJob,
     Group,
     ManagedAppRegistration,
     MtdConnector,
@@ -50,6 +52,10 @@ M = TypeVar("M", bound=BaseModel)
 CONNECTORS = "/beta/deviceManagement/mobileThreatDefenseConnectors"
 POLICIES = "/beta/deviceAppManagement/androidManagedAppProtections"
 REGISTRATIONS = "/beta/deviceAppManagement/managedAppRegistrations"
+EXPORT_JOBS = "/beta/deviceManagement/reports/exportJobs"
+MAX_DOWNLOAD_BYTES = 2_000_000_000
+MAX_EMAIL_LENGTH = 320  # 64 for the local part, @, 255 for the domain
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 GROUP_FIELDS = "id,displayName,description,mail,mailEnabled,securityEnabled,groupTypes,membershipRule"
 USER_FIELDS = "id,displayName,mail,userPrincipalName"
 EVENTUAL = {"ConsistencyLevel": "eventual"}
@@ -62,6 +68,11 @@ def _seg(value: str) -> str:
 
 def _odata_string(value: str) -> str:
     return value.replace("'", "''")
+
+
+def _odata_key(value: str) -> str:
+    """A string key in parentheses, `('…')`: quotes doubled, the rest percent-encoded as a path."""
+    return "('" + quote(_odata_string(value.strip()), safe="'@") + "')"
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,80 @@ class GraphClient:
             path = REGISTRATIONS
             op = Operation("list app protection registrations", APPS_READ)
         return _parse_each(ManagedAppRegistration, self._s.iter_values(path, op=op))
+
+    # ---- Intune report export ----------------------------------------------------------------
+
+    def create_export_job(self, report_name: str, select: Sequence[str]) -> ExportJob:
+        """Ask Intune to write a report (e.g. `MAMAppProtectionStatus`) as CSV; poll `get_export_job`.
+
+        Microsoft allows this POST only with a ReadWrite permission, though it changes nothing.
+        """
+        name = report_name.strip()
+        if not name:
+            raise ValueError("an export job needs a report name")
+        columns = [str(c) for c in select]
+        body = {"reportName": name, "format": "csv", "localizationType": "ReplaceLocalizableValues",
+                "select": columns}
+        op = Operation(f"start an export of the Intune report {name}", APPS_WRITE)
+        # A second job after a lost answer is harmless: the caller polls the one it was given.
+        data = self._s.json("POST", EXPORT_JOBS, op=op, json_body=body, idempotent=True, write=True)
+        return self._export_job(data, op)
+
+    def get_export_job(self, job_id: str) -> ExportJob:
+        op = Operation("check the Intune report export", APPS_READ, f"Intune report export job {job_id}")
+        return self._export_job(self._s.json("GET", f"{EXPORT_JOBS}{_odata_key(job_id)}", op=op), op)
+
+    def _export_job(self, data: Any, op: Operation) -> ExportJob:
+        try:
+            return ExportJob.model_validate(data)
+        except ValidationError as exc:
+            # Not `str(exc)`: it quotes the input, and a finished job's input has the signed link.
+            raise MicrosoftError(f"Microsoft Graph answered the request to {op.action} with something the "
+                                 f"bot can't read ({exc.errors()[0].get('msg')})", api=self._s.api.name) from None
+
+    def download(self, url: str, into: BinaryIO, *, max_bytes: int = MAX_DOWNLOAD_BYTES) -> int:
+        """Stream a finished export's signed link (`ExportJob.url`) into `into`; returns the bytes written.
+
+        Not a Graph call: no token, no quota, not counted by `counting_requests` (see ApiSession.download).
+        """
+        return self._s.download(url, into, max_bytes=max_bytes, what="the Intune report")
+
+    # ---- licences ----------------------------------------------------------------------------
+
+    def iter_user_ids_with_plan(self, service_plan_id: str) -> Iterator[str]:
+        """Ids of users with the service plan enabled (e.g. Intune's INTUNE_A), 999 a page.
+
+        `assignedPlans` and not `licenseDetails`: the latter isn't allowed with application permissions.
+        """
+        plan = service_plan_id.strip()
+        if not _GUID.match(plan):  # checked now, not at the first next(): it goes into a $filter unquoted
+            raise ValueError(f"a service plan id is a GUID, not {service_plan_id[:60]!r}")
+        op = Operation("find the users licensed for a service plan", USER_READ, f"service plan {plan}")
+        params: dict[str, str | int] = {
+            "$filter": f"assignedPlans/any(a:a/servicePlanId eq {plan.lower()} and a/capabilityStatus eq 'Enabled')",
+            "$count": "true",
+            "$select": "id",
+            "$top": 999,
+        }
+        items = self._s.iter_values("/v1.0/users", op=op, params=params, headers=EVENTUAL)
+        return (str(item["id"]) for item in items if item.get("id"))
+
+    def find_users_by_email(self, email: str) -> list[User]:
+        """Users whose mail or UPN is `email` (up to 5): callers tell one from none and several."""
+        address = email.strip()
+        if not address:
+            raise ValueError("an email address is needed to look a user up")
+        if len(address) > MAX_EMAIL_LENGTH or any(ch.isspace() or not ch.isprintable() for ch in address):
+            raise ValueError(f"{address[:60]!r} is not an email address")
+        quoted = _odata_string(address)
+        op = Operation("look up users by email", USER_READ)
+        params: dict[str, str | int] = {
+            "$filter": f"mail eq '{quoted}' or userPrincipalName eq '{quoted}'",
+            "$select": USER_FIELDS,
+            "$top": 5,
+        }
+        found = self._first_page(User, "/v1.0/users", op, params)
+        return list({user.id: user for user in found}.values())
 
     # ---- groups and users --------------------------------------------------------------------
 

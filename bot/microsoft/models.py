@@ -92,6 +92,15 @@ class PartnerState(StrEnum):
     UNKNOWN_FUTURE_VALUE = "unknownFutureValue"
 
 
+class ExportJobStatus(StrEnum):
+    """deviceManagementReportStatus: where an Intune report export job is (models keep the raw string)."""
+
+    NOT_STARTED = "notStarted"
+    IN_PROGRESS = "inProgress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
 class TargetKind(StrEnum):
     """The `@odata.type` of an assignment target."""
 
@@ -292,6 +301,40 @@ class User(GraphModel):
     displayName: str | None = None
     mail: str | None = None
     userPrincipalName: str | None = None
+
+
+class ExportJob(GraphModel):
+    """deviceManagementExportJob (beta): an Intune report being written to a CSV (in a zip).
+
+    `url` is a signed download link (its query string is the credential), so it is left out of the
+    model's repr and must never be logged whole.
+    """
+
+    id: str
+    reportName: str | None = None
+    status: str | None = None  # ExportJobStatus, or a value Microsoft adds later
+    url: str | None = Field(default=None, repr=False)
+    requestDateTime: datetime | None = None
+    expirationDateTime: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        """Completed, with a link to download."""
+        return _same(self.status, ExportJobStatus.COMPLETED) and bool(self.url)
+
+    @property
+    def failed(self) -> bool:
+        """Intune gave up on this job; a new one has to be created."""
+        return _same(self.status, ExportJobStatus.FAILED)
+
+    @property
+    def pending(self) -> bool:
+        """Neither done nor failed yet (notStarted, inProgress, completed without a link, or unknown)."""
+        return not (self.done or self.failed)
+
+
+def _same(value: str | None, member: StrEnum) -> bool:
+    return (value or "").strip().lower() == member.value.lower()
 
 
 class Machine(GraphModel):

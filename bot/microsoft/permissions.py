@@ -23,6 +23,8 @@ SERVICE_CONFIG_READ = "DeviceManagementServiceConfig.Read.All"
 SERVICE_CONFIG_WRITE = "DeviceManagementServiceConfig.ReadWrite.All"
 APPS_READ = "DeviceManagementApps.Read.All"
 APPS_WRITE = "DeviceManagementApps.ReadWrite.All"
+CONFIG_WRITE = "DeviceManagementConfiguration.ReadWrite.All"
+DEVICES_WRITE = "DeviceManagementManagedDevices.ReadWrite.All"
 GROUP_READ = "Group.Read.All"
 USER_READ = "User.Read.All"
 # Defender for Endpoint (WindowsDefenderATP) application permission (§5).
@@ -44,15 +46,25 @@ API_SHORT = {GRAPH: "Microsoft Graph", DEFENDER: "WindowsDefenderATP"}
 class Requirement:
     api: str
     permission: str
+    # Other permissions Microsoft documents for the same calls (any one of them will do).
+    alternatives: tuple[str, ...] = ()
+    # A lesser permission with which the feature still works, another (slower) way.
+    fallback: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.permission} ({API_SHORT[self.api]})"
+        either = " or ".join((self.permission, *self.alternatives))
+        return f"{either} ({API_SHORT[self.api]})"
 
     def satisfied_by(self, roles: Iterable[str]) -> bool:
         granted = set(roles)
-        broader = _ALSO_SATISFIED_BY.get(self.permission, frozenset())
-        return self.permission in granted or bool(granted & broader)
+        return any(
+            permission in granted or bool(granted & _ALSO_SATISFIED_BY.get(permission, frozenset()))
+            for permission in (self.permission, *self.alternatives)
+        )
+
+    def fallback_satisfied_by(self, roles: Iterable[str]) -> bool:
+        return self.fallback is not None and Requirement(self.api, self.fallback).satisfied_by(roles)
 
 
 @dataclass(frozen=True)
@@ -60,15 +72,28 @@ class Feature:
     key: str
     name: str
     requirements: tuple[Requirement, ...]
+    note: str = ""  # why a permission is needed, when the name doesn't say
 
 
-def _g(permission: str) -> Requirement:
-    return Requirement(GRAPH, permission)
+def _g(permission: str, *alternatives: str, fallback: str | None = None) -> Requirement:
+    return Requirement(GRAPH, permission, alternatives, fallback)
 
 
 def _d(permission: str) -> Requirement:
     return Requirement(DEFENDER, permission)
 
+
+# The watch reads the tenant's app protection registrations through Intune's report export
+# (POST deviceManagement/reports/exportJobs), which Microsoft allows only with a ReadWrite permission
+# (microsoft-graph.md §10). Without one it falls back to the paged registrations read, which
+# DeviceManagementApps.Read.All allows, one page after another: slower in a large tenant.
+_WATCH_EXPORT = _g(APPS_WRITE, CONFIG_WRITE, DEVICES_WRITE, fallback=APPS_READ)
+_WATCH_NOTE = (
+    f"Reads app protection status through Intune's report export, which needs {APPS_WRITE} (or "
+    f"{CONFIG_WRITE} or {DEVICES_WRITE}); the bot writes nothing with it. Without it the watch falls back "
+    f"to the slower paged read of registrations ({APPS_READ} only) and /mam status says so. "
+    f"{USER_READ}: users' mail and licences."
+)
 
 FEATURES: tuple[Feature, ...] = (
     Feature("connector-status", "Check the Defender for Endpoint connector", (_g(SERVICE_CONFIG_READ),)),
@@ -79,9 +104,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("assignments", "Assign policies to groups", (_g(APPS_WRITE), _g(GROUP_READ))),
     Feature("group-lookup", "Find groups and count their members", (_g(GROUP_READ),)),
     Feature("threat-alerts", "Alert admins when a device's threat level blocks apps",
-            (_d(MACHINE_READ), _g(APPS_READ), _g(USER_READ))),
+            (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ)), note=_WATCH_NOTE),
     Feature("onboarding-nudges", "Nudge users to install and activate Defender",
-            (_d(MACHINE_READ), _g(APPS_READ), _g(USER_READ))),
+            (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ)), note=_WATCH_NOTE),
 )
 
 ALL_ROLES: dict[str, frozenset[str]] = {
@@ -97,6 +122,10 @@ class PermissionRow:
     needed: tuple[str, ...]  # "DeviceManagementApps.Read.All (Microsoft Graph)", …
     missing: tuple[str, ...]  # not in the token, or unverifiable because the token couldn't be had
     problems: tuple[str, ...] = ()  # why a token could not be read (sign-in failed, no API host)
+    # Of `missing`, those whose lesser fallback permission is granted: the feature works, another
+    # (slower) way, e.g. the watch's paged registrations read instead of the report export.
+    degraded: tuple[str, ...] = ()
+    note: str = ""  # the feature's explanation of its permissions
 
     @property
     def ok(self) -> bool:
@@ -130,12 +159,18 @@ def permission_rows(
             r.label for r in feature.requirements if r.api not in roles or not r.satisfied_by(roles[r.api])
         )
         reasons = tuple(dict.fromkeys(str(problems[r.api]) for r in feature.requirements if r.api in problems))
+        degraded = tuple(
+            r.label for r in feature.requirements
+            if r.api in roles and not r.satisfied_by(roles[r.api]) and r.fallback_satisfied_by(roles[r.api])
+        )
         rows.append(PermissionRow(
             key=feature.key,
             feature=feature.name,
             needed=tuple(r.label for r in feature.requirements),
             missing=missing,
             problems=reasons,
+            degraded=degraded,
+            note=feature.note,
         ))
     return rows
 

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,6 +28,7 @@ from bot.microsoft.errors import (
     GRANT_LOCATIONS,
     ApiUnavailable,
     ConnectionFailed,
+    DownloadFailed,
     MicrosoftError,
     NotFound,
     PermissionDenied,
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 503, 504})
 USER_AGENT = "mam-bot/0.1"
+DOWNLOAD_ATTEMPTS = 3  # a signed link's 5xx or dropped connection is tried this many times in all
+DOWNLOAD_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,14 @@ class ApiSession:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         profile: CallProfile = INTERACTIVE,
+        downloads: httpx.BaseTransport | None = None,
     ) -> None:
+        """`downloads`: the transport under `http`, used directly for signed links that are not API
+        calls (build_clients passes it): no event hooks (`counting_requests`), and no httpx client
+        logging the link, signature and all."""
         self.api = api
         self._http = http
+        self._downloads = downloads
         self._tokens = tokens
         self._budget = budget
         self._clock = clock
@@ -292,6 +300,90 @@ class ApiSession:
             )
         return link
 
+    # ---- signed download links -------------------------------------------------------------
+
+    def download(self, url: str, into: BinaryIO, *, max_bytes: int, what: str = "the file") -> int:
+        """Stream a signed link's bytes into `into`; returns how many were written.
+
+        The link is not an API call: no bearer token goes with it, and neither the request budget
+        nor `counting_requests` sees it (it goes straight to the transport the API client uses, so
+        the connection pool and the in-process sandbox serve it too, but no client hook or client
+        log sees it). Only https, unless this API's own base is http (the sandbox). Redirects are
+        not followed.
+        A 5xx or a dropped connection is tried again, up to DOWNLOAD_ATTEMPTS in all, after
+        rewinding `into` to where it was. Logs and errors name the link's host and path, never its
+        query string (the signature).
+        """
+        where = self._download_target(url, what)
+        transport = self._downloads
+        if transport is None:
+            raise DownloadFailed(f"The bot can't download {what}: this session has no download transport "
+                                 "(build the clients with build_clients)", api=self.api.name)
+        start = into.tell() if into.seekable() else None
+        attempt = 0
+        while True:
+            attempt += 1
+            sink = _Sink(into, max_bytes, what, where, self.api.name)
+            try:
+                reason = self._download_once(transport, url.strip(), sink, what, where)
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}: {_scrub(str(exc), url)}"
+            if reason is None:
+                into.flush()
+                return sink.written
+            if attempt >= DOWNLOAD_ATTEMPTS or (sink.written and start is None):
+                raise DownloadFailed(
+                    f"Couldn't download {what} from {where} after {attempt} "
+                    f"{'try' if attempt == 1 else 'tries'} ({reason}); try again in a few minutes",
+                    api=self.api.name)
+            if start is not None:
+                into.seek(start)
+                into.truncate()
+            delay = self._backoff(attempt)
+            log.warning("download of %s from %s failed (%s); retry %d in %.1f s", what, where, reason, attempt, delay)
+            self._sleep(delay)
+
+    def _download_target(self, url: str, what: str) -> str:
+        """`scheme://host/path` of an acceptable download link, for logs and messages."""
+        parts = urlsplit(url.strip())
+        allowed = {"https"}
+        if urlsplit(self.api.base_url or "").scheme.lower() == "http":
+            allowed.add("http")  # the sandbox serves its downloads over plain http, like its API
+        scheme = parts.scheme.lower()
+        if scheme not in allowed or not parts.hostname:
+            shown = f"{scheme}://{parts.hostname}" if scheme and parts.hostname else "a link without a host"
+            raise DownloadFailed(f"The bot only downloads {what} over https; Microsoft sent {shown}",
+                                 api=self.api.name)
+        return f"{scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+    def _download_once(
+        self, transport: httpx.BaseTransport, url: str, sink: _Sink, what: str, where: str
+    ) -> str | None:
+        """Stream one answer into `sink`; None when done, else why trying again may help (a 5xx)."""
+        request = httpx.Request("GET", url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
+                                extensions={"timeout": self.profile.timeout.as_dict()})
+        started = self._clock()
+        response = transport.handle_request(request)
+        response.request = request
+        try:
+            status = response.status_code
+            log.log(logging.DEBUG if status < 400 else logging.WARNING, "download %s -> %d in %.0f ms",
+                    where, status, (self._clock() - started) * 1000)
+            if status >= 500:
+                return f"HTTP {status}"
+            if not 200 <= status < 300:
+                hint = " (the link may have expired: start a new export)" if status in (401, 403, 404) else ""
+                raise DownloadFailed(f"The server refused the download of {what} from {where} ({status}){hint}",
+                                     api=self.api.name, status=status)
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit():
+                sink.expect(int(declared))
+            for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                sink.write(chunk)
+        finally:
+            response.close()
+        return None
+
     # ---- waiting ---------------------------------------------------------------------------
 
     def pause(self, seconds: float) -> None:
@@ -327,6 +419,36 @@ def _path(url: str) -> str:
     return urlsplit(url).path
 
 
+def _scrub(text: str, url: str) -> str:
+    """`text` without the link's query string (a signed link's credential)."""
+    query = urlsplit(url).query
+    return text.replace(query, "…") if query else text
+
+
+class _Sink:
+    """Where a download's bytes go, refusing more than `limit` of them."""
+
+    def __init__(self, into: BinaryIO, limit: int, what: str, where: str, api: str) -> None:
+        self.into = into
+        self.limit = limit
+        self.written = 0
+        self._what, self._where, self._api = what, where, api
+
+    def expect(self, size: int) -> None:
+        if size > self.limit:
+            raise self._too_big(f"{size:,} bytes")
+
+    def write(self, chunk: bytes) -> None:
+        if self.written + len(chunk) > self.limit:
+            raise self._too_big(f"at least {self.written + len(chunk):,} bytes")
+        self.into.write(chunk)
+        self.written += len(chunk)
+
+    def _too_big(self, size: str) -> DownloadFailed:
+        return DownloadFailed(f"{_capitalize(self._what)} at {self._where} is {size}, more than the "
+                              f"{self.limit:,} the bot accepts", api=self._api)
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
@@ -334,7 +456,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        pass
+        log.debug("Retry-After %r is not a number of seconds; reading it as an HTTP date", value)
     try:
         # HTTP-date form: measure against the response's own Date header, not our clock.
         when = parsedate_to_datetime(value)

@@ -5,24 +5,38 @@
     server = serve_sandbox(tenant, port=0)   # or over a real local port: server.url
     with tenant.hold_writes() as hold:       # writes wait (a change in flight) until the block ends
         hold.wait_for_writes(1)
+    SandboxConfig().with_latency(os.environ.get(LATENCY_ENV))   # "300", "300:100" or "300±100" ms
 """
 
-from bot.sandbox.config import ConnectorConfig, SandboxConfig, ThrottleConfig
+from bot.sandbox.cast import SEED_POLICY_ID, SEED_POLICY_NAME
+from bot.sandbox.config import LATENCY_ENV, ConnectorConfig, SandboxConfig, ThrottleConfig, latency_from_env
+from bot.sandbox.control import RiskChange, SandboxStats, WriteHold
+from bot.sandbox.exports import MAM_COLUMNS, MAM_REPORT
+from bot.sandbox.licences import DEFENDER_PLANS, INTUNE_A, INTUNE_PLANS, MDE_LITE, WINDEFATP
 from bot.sandbox.schema import MDE_CONNECTOR_ID
-from bot.sandbox.seed import SEED_POLICY_ID, SEED_POLICY_NAME
 from bot.sandbox.server import SandboxServer, serve_sandbox
-from bot.sandbox.tenant import SandboxStats, SandboxTenant, WriteHold
+from bot.sandbox.tenant import SandboxTenant
 
 __all__ = [
+    "DEFENDER_PLANS",
+    "INTUNE_A",
+    "INTUNE_PLANS",
+    "LATENCY_ENV",
+    "MAM_COLUMNS",
+    "MAM_REPORT",
     "MDE_CONNECTOR_ID",
+    "MDE_LITE",
     "SEED_POLICY_ID",
     "SEED_POLICY_NAME",
+    "WINDEFATP",
     "ConnectorConfig",
+    "RiskChange",
     "SandboxConfig",
     "SandboxServer",
     "SandboxStats",
     "SandboxTenant",
     "ThrottleConfig",
     "WriteHold",
+    "latency_from_env",
     "serve_sandbox",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,7 +64,17 @@ class SandboxConfig:
     `fail` maps a route prefix (optionally "METHOD /prefix") to statuses answered by successive
     matching requests (a status below 400 lets that request through); `forbid` holds prefixes
     answered 403. A prefix without /beta, /v1.0 or /api matches Graph paths of either version.
+    Report export jobs (`POST /deviceManagement/reports/exportJobs`) answer 403 with
+    `forbid={"POST /deviceManagement/reports/exportJobs"}` (or the versioned "/beta/..." form) and fail
+    with `fail={"POST /deviceManagement/reports/exportJobs": [500]}`; their GET is "GET /deviceManagement/
+    reports/exportJobs". Downloads (`/sandbox-downloads/...`) honour only rules whose prefix starts with
+    "/sandbox-downloads", e.g. `fail={"GET /sandbox-downloads": [503]}`.
     `connector` None means no MDE connector; a string is a partnerState.
+
+    `export_seconds`: how long an export job stays inProgress after it was created, on the `monotonic`
+    clock (default: the throttle's clock, else time.monotonic); `export_fail` makes every job end
+    `failed`. `latency_ms` ± `latency_jitter_ms` (uniform, seeded) is slept before answering each Graph
+    and Defender request (a `$batch` once; downloads never); see `latency_from_env`.
     """
 
     seed: int = 7
@@ -81,16 +94,61 @@ class SandboxConfig:
     clock: Callable[[], datetime] | None = None
     require_auth: bool = True
     policy_patch_status: Literal[200, 204] = 200
+    export_seconds: float = 0.0
+    export_fail: bool = False
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    monotonic: Callable[[], float] | None = None
 
     @classmethod
     def large(cls, devices: int = 100_000, registrations: int = 250_000, **overrides: Any) -> SandboxConfig:
         """A benchmark-sized tenant; rows are generated on demand, never all held in memory."""
         return cls(android_devices=devices, registrations=registrations, **overrides)
 
+    def __post_init__(self) -> None:
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0:
+            raise ValueError("latency_ms and latency_jitter_ms must not be negative")
+        if self.export_seconds < 0:
+            raise ValueError("export_seconds must not be negative")
+
     def replace(self, **changes: Any) -> SandboxConfig:
         return dataclasses.replace(self, **changes)
+
+    def with_latency(self, text: str | None) -> SandboxConfig:
+        """This config with the latency a `MAM_SANDBOX_LATENCY_MS` value asks for (see latency_from_env)."""
+        latency, jitter = latency_from_env(text)
+        return self.replace(latency_ms=latency, latency_jitter_ms=jitter)
+
+    def monotonic_clock(self) -> Callable[[], float]:
+        if self.monotonic is not None:
+            return self.monotonic
+        if self.throttle is not None and self.throttle.clock is not None:
+            return self.throttle.clock
+        return time.monotonic
 
     def connector_config(self) -> ConnectorConfig | None:
         if self.connector is None or isinstance(self.connector, ConnectorConfig):
             return self.connector
         return ConnectorConfig(partner_state=self.connector)
+
+
+LATENCY_ENV = "MAM_SANDBOX_LATENCY_MS"
+_NUMBER = r"[0-9]+(?:\.[0-9]*)?"
+_LATENCY = re.compile(rf"^\s*(?P<latency>{_NUMBER})\s*(?:(?::|±|\+/?-)\s*(?P<jitter>{_NUMBER})\s*)?$")
+
+
+def latency_from_env(text: str | None) -> tuple[float, float]:
+    """(latency_ms, jitter_ms) from a `MAM_SANDBOX_LATENCY_MS` value: "300", "300:100" or "300±100"
+    ("300+-100" too). None or blank means no latency. Anything else raises ValueError saying what is
+    accepted."""
+    if text is None or not text.strip():
+        return 0.0, 0.0
+    found = _LATENCY.match(text)
+    if found is None:
+        raise ValueError(f"{LATENCY_ENV}={text!r} is not a latency: give milliseconds as LATENCY, "
+                         "LATENCY:JITTER or LATENCY±JITTER, e.g. 300, 300:100 or 300±100")
+    latency = float(found.group("latency"))
+    jitter = float(found.group("jitter") or 0.0)
+    if not (math.isfinite(latency) and math.isfinite(jitter)):
+        raise ValueError(f"{LATENCY_ENV}={text!r}: latency and jitter must be finite")
+    return latency, jitter

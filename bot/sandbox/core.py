@@ -107,8 +107,10 @@ def graph_page(
     predicate: Predicate | None = None,
     render: Callable[[Entity], Entity] | None = None,
     count: bool = False,
+    total: Callable[[], int] | None = None,
 ) -> Reply:
-    """One page of a collection, scanning rows lazily from the $skiptoken position."""
+    """One page of a collection, scanning rows lazily from the $skiptoken position. With `count`,
+    `@odata.count` is `total()` when given (a cached count), else a scan of every row."""
     top = parse_top(call, max_top, strict_top) or page_size
     token = call.param("$skiptoken")
     try:
@@ -134,8 +136,22 @@ def graph_page(
         raw += 1
     body: dict[str, Any] = {"@odata.context": context}
     if count:
-        body["@odata.count"] = sum(1 for r in range(size) if matches(at(r)))
+        body["@odata.count"] = total() if total is not None else sum(1 for r in range(size) if matches(at(r)))
     if next_raw is not None:
         body["@odata.nextLink"] = call.link({"$skiptoken": encode_skiptoken(next_raw)})
     body["value"] = items
     return Reply(200, body)
+
+
+def order_ids(call: Call, ids: list[str], props: Callable[[str], Entity]) -> list[str]:
+    """`ids` in the $orderby order of the request (displayName, createdDateTime, lastModifiedDateTime)."""
+    order = call.param("$orderby")
+    if not order:
+        return ids
+    parts = order.split()
+    name = parts[0]
+    descending = len(parts) > 1 and parts[1].lower() == "desc"
+    if name not in ("displayName", "createdDateTime", "lastModifiedDateTime"):
+        raise bad_request(f"The sandbox orders this collection only by displayName, createdDateTime or "
+                          f"lastModifiedDateTime, not '{name}'.")
+    return sorted(ids, key=lambda i: str(props(i).get(name) or "").casefold(), reverse=descending)

@@ -1,5 +1,6 @@
-"""Microsoft Graph (beta and v1.0) endpoints the bot uses: MTD connector, app protection policies,
-app registrations, users and groups."""
+"""Microsoft Graph (beta and v1.0) endpoints the bot uses: MTD connector, app protection policies and
+app registrations here; users and groups in bot.sandbox.directory, report export jobs in
+bot.sandbox.exports."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.sandbox.core import ApiError, Call, Reply, bad_request, graph_page
-from bot.sandbox.odata import (
-    Entity,
-    Filter,
-    QueryError,
-    apply_select,
-    compile_filter,
-    compile_search,
-    parse_expand,
-    parse_select,
-)
+from bot.sandbox.core import ApiError, Call, Reply, bad_request, graph_page, order_ids
+from bot.sandbox.directory import DirectoryApi
+from bot.sandbox.odata import Entity, Filter, QueryError, apply_select, compile_filter, parse_expand, parse_select
 from bot.sandbox.schema import (
     CONNECTOR_BETA_ONLY,
     CONNECTOR_PROPERTIES,
@@ -32,20 +25,10 @@ from bot.sandbox.schema import (
 if TYPE_CHECKING:
     from bot.sandbox.state import TenantState
 
-USER_DEFAULT = ("businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
-                "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id")
-USER_PROPERTIES = (*USER_DEFAULT, "accountEnabled", "department", "companyName", "usageLocation",
-                   "createdDateTime", "userType")
-GROUP_PROPERTIES = ("id", "deletedDateTime", "classification", "createdDateTime", "description",
-                    "displayName", "groupTypes", "isAssignableToRole", "mail", "mailEnabled", "mailNickname",
-                    "membershipRule", "membershipRuleProcessingState", "onPremisesSyncEnabled",
-                    "securityEnabled", "securityIdentifier", "visibility")
 REGISTRATION_PROPERTIES = ("id", "createdDateTime", "lastSyncDateTime", "applicationVersion",
                            "managementSdkVersion", "platformVersion", "deviceType", "deviceTag", "deviceName",
                            "managedDeviceId", "azureADDeviceId", "deviceModel", "deviceManufacturer",
                            "flaggedReasons", "userId", "version", "patchVersion", "appIdentifier")
-_USER_TYPE = "#microsoft.graph.user"
-_GROUP_TYPE = "#microsoft.graph.group"
 
 
 @dataclass(frozen=True)
@@ -87,6 +70,8 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "users/{id}/{relation}", "member_of", "directory",
            r"users/(?P<id>[^/]+)/(?P<relation>memberOf|transitiveMemberOf)" + _CAST),
     _route("GET", "users/{id}", "user", "directory"),
+    _route("GET POST", "deviceManagement/reports/exportJobs", "export_jobs", "intune"),
+    _route("GET", "deviceManagement/reports/exportJobs/{id}", "export_job", "intune"),
     _route("POST", "$batch", "batch", "batch"),
 )
 # OData action casts (".../microsoft.graph.targetedManagedAppProtection/microsoft.graph.assign").
@@ -101,27 +86,19 @@ def normalize_graph_path(path: str) -> str:
     return _ACTION_NAME.sub(r"/\1", path)
 
 
-def _not_found(ref: str) -> ApiError:
-    return ApiError(404, "Request_ResourceNotFound", f"Resource '{ref}' does not exist or one of its queried "
-                    "reference-property objects are not present.")
-
-
-def _query_error(exc: QueryError, resource: str, directory: bool) -> ApiError:
-    if directory and exc.property_name:
-        return bad_request(f"Unsupported or invalid query filter clause specified for property "
-                           f"'{exc.property_name}' of resource '{resource}'.", "Request_UnsupportedQuery")
-    return bad_request(str(exc), "Request_UnsupportedQuery" if directory else "BadRequest")
-
-
 class GraphApi:
     def __init__(self, tenant: TenantState) -> None:
         self.tenant = tenant
         self.world = tenant.world
         self.config = tenant.config
+        self._directory = DirectoryApi(tenant)
 
     def dispatch(self, handler: str, call: Call) -> Reply:
-        method: Callable[[Call], Reply] = getattr(self, "h_" + handler)
-        return method(call)
+        for api in (self, self._directory, self.tenant.exports):
+            method: Callable[[Call], Reply] | None = getattr(api, "h_" + handler, None)
+            if method is not None:
+                return method(call)
+        raise ApiError(500, "InternalServerError", f"The sandbox has no handler '{handler}'.")
 
     # ---- MTD connector ---------------------------------------------------------------------------
 
@@ -221,7 +198,7 @@ class GraphApi:
             except QueryError as exc:
                 raise bad_request(str(exc)) from None
         ids = list(store.items)
-        ids = self._ordered(call, ids, lambda i: store.items[i].props)
+        ids = order_ids(call, ids, lambda i: store.items[i].props)
 
         def at(index: int) -> Entity | None:
             return store.render(store.items[ids[index]], call.beta, expand)
@@ -230,18 +207,6 @@ class GraphApi:
                           page_size=self.config.graph_page_size, max_top=self.config.graph_max_top,
                           strict_top=False, predicate=predicate,
                           render=(lambda e: apply_select(e, [*select, *sorted(expand)])) if select else None)
-
-    def _ordered(self, call: Call, ids: list[str], props: Callable[[str], Entity]) -> list[str]:
-        order = call.param("$orderby")
-        if not order:
-            return ids
-        parts = order.split()
-        name = parts[0]
-        descending = len(parts) > 1 and parts[1].lower() == "desc"
-        if name not in ("displayName", "createdDateTime", "lastModifiedDateTime"):
-            raise bad_request(f"The sandbox orders this collection only by displayName, createdDateTime or "
-                              f"lastModifiedDateTime, not '{name}'.")
-        return sorted(ids, key=lambda i: str(props(i).get(name) or "").casefold(), reverse=descending)
 
     def h_policy(self, call: Call) -> Reply:
         store = self.tenant.policies_store
@@ -356,7 +321,7 @@ class GraphApi:
         return Reply(200, {"@odata.context": context, **self._registration_renderer(call)(index)})
 
     def h_user_registrations(self, call: Call) -> Reply:
-        user = self._user_index(call.args["id"])
+        user = self._directory.user_index(call.args["id"])
         indexes = self.world.registrations_of(user)
         render = self._registration_renderer(call)
         flt = self._registration_filter(call)
@@ -364,182 +329,3 @@ class GraphApi:
                           context=f"{call.root()}/$metadata#users('{call.args['id']}')/managedAppRegistrations",
                           page_size=self.config.registrations_page_size, max_top=self.config.graph_max_top,
                           strict_top=False, predicate=flt.predicate if flt else None)
-
-    # ---- directory -------------------------------------------------------------------------------
-
-    def _user_index(self, ref: str) -> int:
-        index = self.world.find_user(ref)
-        if index is None:
-            raise _not_found(ref)
-        return index
-
-    def _group_index(self, ref: str) -> int:
-        index = self.world.find_group(ref)
-        if index is None:
-            raise _not_found(ref)
-        return index
-
-    def _render_user(self, index: int, select: list[str] | None, typed: bool) -> Entity:
-        user = self.world.user(index)
-        fields = select if select is not None else USER_DEFAULT
-        out: Entity = {"@odata.type": _USER_TYPE} if typed else {}
-        out.update({name: user.get(name) for name in fields})
-        return out
-
-    def _render_group(self, index: int, select: list[str] | None, typed: bool) -> Entity:
-        group = copy.deepcopy(self.world.groups[index])
-        out: Entity = {"@odata.type": _GROUP_TYPE} if typed else {}
-        out.update(group if select is None else {name: group.get(name) for name in select})
-        return out
-
-    def _directory_query(self, call: Call, properties: tuple[str, ...], resource: str,
-                         type_name: str) -> tuple[Filter | None, Callable[[Entity], bool] | None,
-                                                  list[str] | None, bool]:
-        """Parse $filter, $search, $select and $count under the directory's advanced-query rules."""
-        flt = None
-        search = None
-        try:
-            if call.param("$filter"):
-                flt = compile_filter(call.param("$filter") or "", properties)
-            if call.param("$search") is not None:
-                if not call.eventual:
-                    raise bad_request("Request with $search query parameter only works through MSGraph "
-                                      "with a special request header: 'ConsistencyLevel: eventual'",
-                                      "Request_UnsupportedQuery")
-                search = compile_search(call.param("$search") or "", ("displayName", "description", "mail",
-                                                                      "mailNickname", "userPrincipalName"))
-            select = parse_select(call.param("$select"), properties, type_name)
-        except QueryError as exc:
-            raise _query_error(exc, resource, directory=True) from None
-        count = (call.param("$count") or "").lower() == "true"
-        if (count or (flt is not None and flt.advanced)) and not call.eventual:
-            raise bad_request("Operator or option requires advanced query capabilities: add the header "
-                              "'ConsistencyLevel: eventual' and $count=true.", "Request_UnsupportedQuery")
-        if call.param("$orderby") and (search is not None or flt is not None) and not call.eventual:
-            raise bad_request("Sorting with $filter or $search requires 'ConsistencyLevel: eventual'.",
-                              "Request_UnsupportedQuery")
-        return flt, search, select, count
-
-    @staticmethod
-    def _both(flt: Filter | None, search: Callable[[Entity], bool] | None) -> Callable[[Entity], bool] | None:
-        if flt is None:
-            return search
-        if search is None:
-            return flt.predicate
-        predicate = flt.predicate
-        return lambda e: predicate(e) and search(e)
-
-    def h_groups(self, call: Call) -> Reply:
-        flt, search, select, count = self._directory_query(call, GROUP_PROPERTIES, "Group",
-                                                           "microsoft.graph.group")
-        world = self.world
-        order = list(range(len(world.groups)))
-        if call.param("$orderby"):
-            ids = self._ordered(call, [str(i) for i in order], lambda i: world.groups[int(i)])
-            order = [int(i) for i in ids]
-        predicate = self._both(flt, search)
-        return graph_page(call, size=len(order), at=lambda i: copy.deepcopy(world.groups[order[i]]),
-                          context=f"{call.root()}/$metadata#groups", page_size=self.config.graph_page_size,
-                          max_top=self.config.graph_max_top, strict_top=True, predicate=predicate,
-                          render=(lambda e: apply_select(e, select)) if select else None, count=count)
-
-    def h_group(self, call: Call) -> Reply:
-        index = self._group_index(call.args["id"])
-        try:
-            select = parse_select(call.param("$select"), GROUP_PROPERTIES, "microsoft.graph.group")
-        except QueryError as exc:
-            raise _query_error(exc, "Group", directory=True) from None
-        return Reply(200, {"@odata.context": f"{call.root()}/$metadata#groups/$entity",
-                           **self._render_group(index, select, typed=False)})
-
-    def _member_cast(self, call: Call) -> str | None:
-        cast = (call.args.get("cast") or "").lower()
-        return None if not cast else _USER_TYPE if cast.endswith(".user") else _GROUP_TYPE
-
-    def h_members(self, call: Call) -> Reply:
-        group = self._group_index(call.args["id"])
-        transitive = call.args["relation"].lower() == "transitivemembers"
-        members = self.world.member_refs(group, transitive)
-        cast = self._member_cast(call)
-        properties = tuple(dict.fromkeys((*USER_PROPERTIES, *GROUP_PROPERTIES)))
-        flt, search, select, count = self._directory_query(call, properties, "DirectoryObject",
-                                                           "microsoft.graph.directoryObject")
-
-        def at(position: int) -> Entity | None:
-            kind, index = members[position]
-            if cast == _USER_TYPE and kind != "user":
-                return None
-            if cast == _GROUP_TYPE and kind != "group":
-                return None
-            if kind == "user":
-                user = self.world.user(index)
-                return {"@odata.type": _USER_TYPE, **user}
-            return {"@odata.type": _GROUP_TYPE, **copy.deepcopy(self.world.groups[index])}
-
-        def render(entity: Entity) -> Entity:
-            fields = select
-            if fields is None:
-                fields = list(USER_DEFAULT) if entity["@odata.type"] == _USER_TYPE else list(GROUP_PROPERTIES)
-            return {"@odata.type": entity["@odata.type"], **{f: entity.get(f) for f in fields}}
-
-        suffix = f"/{call.args['cast']}" if call.args.get("cast") else ""
-        return graph_page(call, size=len(members), at=at,
-                          context=f"{call.root()}/$metadata#directoryObjects{suffix}",
-                          page_size=self.config.graph_page_size, max_top=self.config.graph_max_top,
-                          strict_top=True, predicate=self._both(flt, search), render=render, count=count)
-
-    def h_members_count(self, call: Call) -> Reply:
-        if not call.eventual:
-            raise bad_request("Count is not currently supported without the header "
-                              "'ConsistencyLevel: eventual'.", "Request_BadRequest")
-        group = self._group_index(call.args["id"])
-        transitive = call.args["relation"].lower() == "transitivemembers"
-        members = self.world.member_refs(group, transitive)
-        cast = self._member_cast(call)
-        groups = sum(1 for kind, _ in members.cast if kind == "group")
-        total = len(members)
-        value = total if cast is None else groups if cast == _GROUP_TYPE else total - groups
-        return Reply(200, str(value))
-
-    def h_users(self, call: Call) -> Reply:
-        flt, search, select, count = self._directory_query(call, USER_PROPERTIES, "User",
-                                                           "microsoft.graph.user")
-        world = self.world
-        if flt is not None and flt.equals and flt.equals[0] in ("id", "mail", "userPrincipalName") \
-                and search is None:
-            index = world.find_user(flt.equals[1])
-            rows = [index] if index is not None else []
-            size, at = len(rows), (lambda i: world.user(rows[i]))
-        else:
-            size, at = world.user_count, world.user
-        return graph_page(call, size=size, at=at, context=f"{call.root()}/$metadata#users",
-                          page_size=self.config.graph_page_size, max_top=self.config.graph_max_top,
-                          strict_top=True, predicate=self._both(flt, search),
-                          render=lambda e: {f: e.get(f) for f in (select or USER_DEFAULT)}, count=count)
-
-    def h_user(self, call: Call) -> Reply:
-        index = self._user_index(call.args["id"])
-        try:
-            select = parse_select(call.param("$select"), USER_PROPERTIES, "microsoft.graph.user")
-        except QueryError as exc:
-            raise _query_error(exc, "User", directory=True) from None
-        context = f"{call.root()}/$metadata#users/$entity"
-        if select:
-            context = f"{call.root()}/$metadata#users({','.join(select)})/$entity"
-        return Reply(200, {"@odata.context": context, **self._render_user(index, select, typed=False)})
-
-    def h_member_of(self, call: Call) -> Reply:
-        user = self._user_index(call.args["id"])
-        transitive = call.args["relation"].lower() == "transitivememberof"
-        world = self.world
-        groups = world.transitive_groups_of(user) if transitive else sorted(world.direct_groups_of(user))
-        if call.args.get("cast") and call.args["cast"].lower().endswith(".user"):
-            groups = []
-        flt, search, select, count = self._directory_query(call, GROUP_PROPERTIES, "Group",
-                                                           "microsoft.graph.group")
-        return graph_page(call, size=len(groups),
-                          at=lambda i: self._render_group(groups[i], None, typed=True),
-                          context=f"{call.root()}/$metadata#directoryObjects",
-                          page_size=self.config.graph_page_size, max_top=self.config.graph_max_top,
-                          strict_top=True, predicate=self._both(flt, search),
-                          render=(lambda e: apply_select(e, select)) if select else None, count=count)

@@ -24,6 +24,7 @@ class QueryError(ValueError):
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>'(?:[^']|'')*')
+      | (?P<guid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Za-z_]))
       | (?P<datetime>\d{4}-\d{2}-\d{2}(?:T[0-9:.]+)?Z?)
       | (?P<number>-?\d+(?:\.\d+)?)
       | (?P<punct>[(),/:])
@@ -43,6 +44,9 @@ class Filter:
     properties: set[str] = field(default_factory=set)
     advanced: bool = False
     equals: tuple[str, str] | None = None   # set when the whole filter is `prop eq 'literal'`
+    # set when the whole filter is `prop eq 'literal' or prop eq 'literal' ...` (props may differ)
+    lookups: list[tuple[str, str]] | None = None
+    lambdas: bool = False                   # uses any()/all() on a collection
 
 
 @dataclass
@@ -122,6 +126,8 @@ class _Parser:
         self.allowed = None if allowed is None else {a.lower(): a for a in allowed}
         self.properties: set[str] = set()
         self.advanced = False
+        self.lambdas = False
+        self.scopes: list[str] = []        # range variables of the lambdas being parsed
         self.text = text
 
     def peek(self) -> tuple[str, str] | None:
@@ -204,6 +210,8 @@ class _Parser:
         return check
 
     def property_path(self) -> list[str]:
+        """A property path; inside a lambda, one rooted at its range variable comes back without it
+        (relative to the collection item, [] for the item itself)."""
         kind, text = self.take()
         if kind != "name":
             raise QueryError(f"Expected a property name but found '{text}' in '{self.text}'.")
@@ -212,6 +220,11 @@ class _Parser:
             self.take()
             path.append(self.take()[1])
         head = path[0]
+        if self.scopes:
+            if head != self.scopes[-1]:
+                raise QueryError(f"Inside a lambda the sandbox reads only paths of its range variable "
+                                 f"'{self.scopes[-1]}', not '{head}', in '{self.text}'.")
+            return path[1:]
         if self.allowed is not None:
             canonical = self.allowed.get(head.lower())
             if canonical is None:
@@ -224,6 +237,8 @@ class _Parser:
         kind, text = self.take()
         if kind == "string":
             return _Literal(text[1:-1].replace("''", "'"), "string")
+        if kind == "guid":
+            return _Literal(text.lower(), "guid")
         if kind == "datetime":
             return _Literal(text, "datetime")
         if kind == "number":
@@ -234,8 +249,32 @@ class _Parser:
             return _Literal(None, "null")
         raise QueryError(f"Expected a literal but found '{text}' in '{self.text}'.")
 
+    def lambda_expr(self, collection: list[str], operator: str) -> Predicate:
+        """`collection/any(v:v/prop eq 'x' and ...)`, `.../all(...)` or `.../any()` (not empty)."""
+        self.advanced = True
+        self.lambdas = True
+        self.expect("(")
+        if self.peek() == ("punct", ")"):
+            self.take()
+            if operator != "any":
+                raise QueryError(f"all() needs a lambda expression in '{self.text}'.")
+            return lambda e: bool(_items(e, collection))
+        kind, variable = self.take()
+        if kind != "name":
+            raise QueryError(f"Expected a range variable but found '{variable}' in '{self.text}'.")
+        self.expect(":")
+        self.scopes.append(variable)
+        inner = self.or_expr()
+        self.scopes.pop()
+        self.expect(")")
+        if operator == "any":
+            return lambda e: any(inner(item) for item in _items(e, collection))
+        return lambda e: all(inner(item) for item in _items(e, collection))
+
     def comparison(self) -> Predicate:
         path = self.property_path()
+        if len(path) > 1 and path[-1].lower() in ("any", "all") and self.peek() == ("punct", "("):
+            return self.lambda_expr(path[:-1], path[-1].lower())
         _op_kind, op = self.take()
         op = op.lower()
         if op == "in":
@@ -257,6 +296,26 @@ class _Parser:
         return lambda e: _compare(op, _lookup(e, path), value, is_datetime)
 
 
+def _items(entity: Entity, path: list[str]) -> list[Any]:
+    value = _lookup(entity, path)
+    return value if isinstance(value, list) else []
+
+
+def _lookups(toks: list[tuple[str, str]], allowed: dict[str, str] | None) -> list[tuple[str, str]] | None:
+    """[(prop, literal), ...] when the tokens are `prop eq 'literal' (or prop eq 'literal')*`."""
+    if len(toks) % 4 != 3:
+        return None
+    out: list[tuple[str, str]] = []
+    for at in range(0, len(toks), 4):
+        (kind, name), (_k, op), (literal_kind, literal) = toks[at:at + 3]
+        joined = at + 3 == len(toks) or (toks[at + 3][0] == "name" and toks[at + 3][1].lower() == "or")
+        if kind != "name" or "/" in name or op.lower() != "eq" or literal_kind != "string" or not joined:
+            return None
+        canonical = name if allowed is None else allowed.get(name.lower(), name)
+        out.append((canonical, literal[1:-1].replace("''", "'")))
+    return out
+
+
 def compile_filter(text: str, allowed: Iterable[str] | None = None) -> Filter:
     parser = _Parser(text, allowed)
     predicate = parser.parse()
@@ -264,7 +323,8 @@ def compile_filter(text: str, allowed: Iterable[str] | None = None) -> Filter:
     toks = parser.toks
     if len(toks) == 3 and toks[0][0] == "name" and toks[1][1].lower() == "eq" and toks[2][0] == "string":
         equals = (next(iter(parser.properties)), toks[2][1][1:-1].replace("''", "'"))
-    return Filter(predicate, parser.properties, parser.advanced, equals)
+    return Filter(predicate, parser.properties, parser.advanced, equals, _lookups(toks, parser.allowed),
+                  parser.lambdas)
 
 
 _SEARCH_CLAUSE = re.compile(r'"([A-Za-z]+):([^"]*)"')

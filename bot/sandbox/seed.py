@@ -8,24 +8,48 @@ page is asked for. Only changes made through the mutators are stored (an overlay
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.sandbox.cast import (
+    CAST_ANDROID,
+    CAST_PENDING,
+    CAST_REGISTRATIONS,
+    CAST_USERS,
+    CAST_WINDOWS,
+    DOMAIN,
+    EDGE,
+    LEE,
+    OUTLOOK,
+    PATTI,
+    TEAMS,
+    CastDevice,
+    CastRegistration,
+)
+from bot.sandbox.cast import CAST_GROUPS as CAST_GROUPS
+from bot.sandbox.cast import SEED_POLICY_ID as SEED_POLICY_ID
+from bot.sandbox.cast import SEED_POLICY_NAME as SEED_POLICY_NAME
 from bot.sandbox.config import CURATED_ANDROID_DEVICES, CURATED_USERS, SandboxConfig
-from bot.sandbox.ids import ReversibleIds, stable_guid, stable_hex
+from bot.sandbox.groups import GroupsMixin
+from bot.sandbox.ids import ReversibleIds, stable_guid
+from bot.sandbox.licences import Licences
 from bot.sandbox.schema import ANDROID_APP_ID_TYPE
 
-DOMAIN = "contoso.example"
-OUTLOOK = "com.microsoft.office.outlook"
-TEAMS = "com.microsoft.teams"
-EDGE = "com.microsoft.emmx"
 GENERATED_APPS = (OUTLOOK, TEAMS, EDGE, "com.microsoft.office.word", "com.microsoft.office.excel",
                   "com.microsoft.skydrive")
 APP_VERSIONS = {OUTLOOK: "4.2420.1", TEAMS: "1416/1.0.0.2024143402", EDGE: "125.0.2535.60",
                 "com.microsoft.office.word": "16.0.17628.20070", "com.microsoft.office.excel":
                 "16.0.17628.20070", "com.microsoft.skydrive": "7.8.2"}
+# Generated registration r is an iPhone's when r % IOS_EVERY == IOS_EVERY // 5, and of the line-of-business
+# LOB_APP when r % LOB_EVERY == LOB_EVERY // 5 (both rare, both present in any tenant past a few dozen rows).
+IOS_EVERY = 53
+LOB_EVERY = 41
+LOB_APP = "com.contoso.expenses"
+IOS_BUNDLES = {OUTLOOK: "com.microsoft.Office.Outlook", TEAMS: "com.microsoft.skype.teams",
+               EDGE: "com.microsoft.msedge", "com.microsoft.office.word": "com.microsoft.Office.Word",
+               "com.microsoft.office.excel": "com.microsoft.Office.Excel",
+               "com.microsoft.skydrive": "com.microsoft.skydrive"}
 RISK_LEVELS = ("None", "Informational", "Low", "Medium", "High")
 ONBOARDING_STATES = ("Onboarded", "CanBeOnboarded", "Unsupported", "InsufficientInfo")
 
@@ -44,175 +68,6 @@ def stamp(moment: datetime, tick: int = 0) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%S}.{fraction:07d}Z"
 
 
-# ---- the hand-written cast -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CastUser:
-    given: str
-    surname: str
-    job: str
-    department: str
-    office: str
-
-    @property
-    def nick(self) -> str:
-        return f"{self.given}.{self.surname}".lower()
-
-    @property
-    def mail(self) -> str:
-        return f"{self.nick}@{DOMAIN}"
-
-    @property
-    def id(self) -> str:
-        return stable_guid("user:" + self.nick)
-
-
-CAST_USERS: tuple[CastUser, ...] = (
-    CastUser("Adele", "Vance", "Retail Manager", "Sales", "Dublin"),
-    CastUser("Alex", "Wilber", "Marketing Assistant", "Sales", "Seattle"),
-    CastUser("Megan", "Bowen", "Marketing Manager", "Marketing", "Seattle"),
-    CastUser("Lee", "Gu", "Director", "Finance", "Seattle"),
-    CastUser("Nestor", "Wilke", "Director", "Operations", "Dublin"),
-    CastUser("Isaiah", "Langer", "Sales Rep", "Sales", "Tulsa"),
-    CastUser("Diego", "Siciliani", "HR Manager", "HR", "Birmingham"),
-    CastUser("Johanna", "Lorenz", "Senior Engineer", "Engineering", "Berlin"),
-    CastUser("Grady", "Archie", "Designer", "R&D", "Bellevue"),
-    CastUser("Patti", "Fernandez", "President", "Executive Management", "Seattle"),
-)
-ADELE, ALEX, MEGAN, LEE, NESTOR, ISAIAH, DIEGO, JOHANNA, GRADY, PATTI = range(CURATED_USERS)
-
-
-@dataclass(frozen=True)
-class CastGroup:
-    name: str
-    description: str
-    users: tuple[int, ...] = ()
-    nested: tuple[str, ...] = ()          # keys of member groups
-    generated: tuple[int, int] | str | None = None   # ("all") or (modulus, remainder) of generated users
-    unified: bool = False
-    key: str = ""
-
-    @property
-    def id(self) -> str:
-        return stable_guid("group:" + (self.key or self.name))
-
-
-CAST_GROUPS: tuple[CastGroup, ...] = (
-    CastGroup("MAM Pilot", "Pilot ring for app protection with Defender risk", (ADELE, ALEX, MEGAN, ISAIAH),
-              generated=(100, 0)),
-    CastGroup("MAM Pilot Users", "Second pilot ring (legacy name)", (LEE, NESTOR)),
-    CastGroup("Sales", "All of Sales", (ISAIAH,), nested=("Sales EMEA", "Sales AMER")),
-    CastGroup("Sales EMEA", "Sales, Europe and Middle East", (ADELE,), generated=(5, 0)),
-    CastGroup("Sales AMER", "Sales, Americas", (ALEX, GRADY), generated=(5, 1)),
-    CastGroup("Finance", "Finance department", (LEE, NESTOR), generated=(5, 2)),
-    CastGroup("All Android Users", "Everyone with a corporate app on Android",
-              (ADELE, ALEX, MEGAN, LEE, NESTOR, ISAIAH, DIEGO, JOHANNA, GRADY), generated="all"),
-    CastGroup("Executives", "Leadership team", (MEGAN, PATTI)),
-    CastGroup("Contractors", "External contractors (security group)", (DIEGO, GRADY), generated=(5, 3)),
-    CastGroup("Contractors", "Contractors collaboration space", (JOHANNA,), unified=True,
-              key="Contractors (Microsoft 365)"),
-    CastGroup("IT Helpdesk", "Service desk staff", ()),
-    CastGroup("Contoso Marketing", "Marketing team site and mailbox", (MEGAN, ALEX), unified=True),
-)
-
-
-@dataclass(frozen=True)
-class CastDevice:
-    key: str
-    owner: int | None
-    manufacturer: str
-    model: str
-    name: str
-    os_version: str
-    risk: str = "None"
-    onboarding: str = "Onboarded"
-    health: str = "Active"
-    last_seen_hours: float = 2.0
-    in_defender: bool = True
-    entra_registered: bool = True
-    platform: str = "Android"
-    tags: tuple[str, ...] = ()
-    value: str = "Normal"
-
-    @property
-    def machine_id(self) -> str:
-        return stable_hex("machine:" + self.key)
-
-    @property
-    def aad_device_id(self) -> str | None:
-        return stable_guid("aad-device:" + self.key) if self.entra_registered else None
-
-
-CAST_ANDROID: tuple[CastDevice, ...] = (
-    CastDevice("adele-pixel8", ADELE, "Google", "Pixel 8", "Pixel 8", "14", tags=("BYOD",)),
-    CastDevice("alex-s23", ALEX, "samsung", "SM-S911B", "Galaxy S23", "14", risk="High", tags=("BYOD",)),
-    CastDevice("megan-s24", MEGAN, "samsung", "SM-S921B", "Galaxy S24", "14", risk="Medium"),
-    CastDevice("lee-pixel7a", LEE, "Google", "Pixel 7a", "Pixel 7a", "14", risk="Low"),
-    CastDevice("nestor-motog84", NESTOR, "motorola", "moto g84 5G", "moto g84", "13", risk="Informational"),
-    CastDevice("johanna-pixel8pro", JOHANNA, "Google", "Pixel 8 Pro", "Pixel 8 Pro", "14"),
-    CastDevice("johanna-tabs9", JOHANNA, "samsung", "SM-X710", "Galaxy Tab S9", "14", risk="Medium",
-               tags=("Shared",)),
-    CastDevice("grady-oneplus11", GRADY, "OnePlus", "CPH2449", "OnePlus 11", "13", risk="High",
-               health="Inactive", last_seen_hours=9 * 24),
-    CastDevice("patti-a54", PATTI, "samsung", "SM-A546B", "Galaxy A54", "14", risk="Low", value="High"),
-    CastDevice("diego-xiaomi13t", DIEGO, "Xiaomi", "2306EPN60G", "Xiaomi 13T", "13", entra_registered=False),
-    CastDevice("android-discovered", None, "unknown", "unknown", "android-5f2c1a", "12",
-               onboarding="CanBeOnboarded", health="Inactive", entra_registered=False, last_seen_hours=30),
-    CastDevice("android-legacy", None, "LGE", "LM-G710", "lm-g710", "8.0", onboarding="Unsupported",
-               health="Inactive", entra_registered=False, last_seen_hours=50),
-)
-# Isaiah's phone has the apps but no Defender yet: it appears in Defender once set_onboarded().
-CAST_PENDING: tuple[CastDevice, ...] = (
-    CastDevice("isaiah-s22", ISAIAH, "samsung", "SM-S901B", "Galaxy S22", "14", in_defender=False),
-)
-CAST_WINDOWS: tuple[CastDevice, ...] = (
-    CastDevice("adele-laptop", ADELE, "Microsoft", "Surface Laptop 5", "adele-laptop", "22H2", risk="High",
-               platform="Windows11"),
-    CastDevice("patti-laptop", PATTI, "Microsoft", "Surface Pro 9", "patti-laptop", "23H2",
-               platform="Windows11", value="High"),
-    CastDevice("lee-desktop", LEE, "Dell", "OptiPlex 7010", "lee-desktop", "22H2", risk="Medium",
-               platform="Windows10"),
-)
-
-
-@dataclass(frozen=True)
-class CastRegistration:
-    user: int
-    device: str | None    # CastDevice key; None: the device is not Entra-registered
-    package: str
-    ios: bool = False
-
-    @property
-    def id(self) -> str:
-        return stable_guid(f"registration:{self.user}:{self.device}:{self.package}:{self.ios}")
-
-
-CAST_REGISTRATIONS: tuple[CastRegistration, ...] = (
-    CastRegistration(ADELE, "adele-pixel8", OUTLOOK),
-    CastRegistration(ADELE, "adele-pixel8", TEAMS),
-    CastRegistration(ADELE, "adele-pixel8", EDGE),
-    CastRegistration(ALEX, "alex-s23", OUTLOOK),
-    CastRegistration(ALEX, "alex-s23", TEAMS),
-    CastRegistration(MEGAN, "megan-s24", OUTLOOK),
-    CastRegistration(MEGAN, "megan-s24", TEAMS),
-    CastRegistration(MEGAN, "megan-s24", EDGE),
-    CastRegistration(MEGAN, None, "com.microsoft.Office.Outlook", ios=True),
-    CastRegistration(LEE, "lee-pixel7a", OUTLOOK),
-    CastRegistration(NESTOR, "nestor-motog84", OUTLOOK),
-    CastRegistration(NESTOR, "nestor-motog84", TEAMS),
-    CastRegistration(JOHANNA, "johanna-pixel8pro", OUTLOOK),
-    CastRegistration(JOHANNA, "johanna-pixel8pro", TEAMS),
-    CastRegistration(JOHANNA, "johanna-tabs9", OUTLOOK),
-    CastRegistration(GRADY, "grady-oneplus11", OUTLOOK),
-    CastRegistration(GRADY, "grady-oneplus11", EDGE),
-    CastRegistration(ISAIAH, "isaiah-s22", OUTLOOK),
-    CastRegistration(ISAIAH, "isaiah-s22", TEAMS),
-    CastRegistration(DIEGO, "diego-xiaomi13t", OUTLOOK),
-)
-
-SEED_POLICY_ID = "T_" + stable_guid("policy:android-byod")
-SEED_POLICY_NAME = "Android BYOD App Protection"
-
 # ---- generated rows --------------------------------------------------------------------------------
 
 _FIRST = ("Avery", "Blake", "Casey", "Dana", "Elliot", "Frankie", "Gabriel", "Harper", "Indira", "Jonas",
@@ -229,6 +84,30 @@ _MODELS = (("samsung", "SM-S911B", "Galaxy S23", "14"), ("samsung", "SM-A546B", 
 _RISK_WEIGHTS = (("None", 70), ("Informational", 10), ("Low", 10), ("Medium", 6), ("High", 4))
 _CLOCK_FACE = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(24 * 60))
 _EXPOSURE = {"None": "Low", "Informational": "Low", "Low": "Low", "Medium": "Medium", "High": "High"}
+
+
+def _ios_registration(rid: str, user_id: str, bundle: str, aad: str | None, created: str,
+                      synced: str) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.iosManagedAppRegistration",
+        "createdDateTime": created,
+        "lastSyncDateTime": synced,
+        "applicationVersion": "4.2421.0",
+        "managementSdkVersion": "19.4.1",
+        "platformVersion": "17.5",
+        "deviceType": "iPhone",
+        "deviceTag": None,
+        "deviceName": "iPhone",
+        "managedDeviceId": None,
+        "azureADDeviceId": aad,
+        "deviceModel": "iPhone15,2",
+        "deviceManufacturer": "Apple",
+        "flaggedReasons": [],
+        "userId": user_id,
+        "version": "3",
+        "id": rid,
+        "appIdentifier": {"@odata.type": "#microsoft.graph.iosMobileAppIdentifier", "bundleId": bundle},
+    }
 
 
 def _weighted(byte: int, table: tuple[tuple[str, int], ...]) -> str:
@@ -252,7 +131,7 @@ class DeviceMeta:
     aad_device_id: str | None
 
 
-class World:
+class World(GroupsMixin):
     """Users, groups, Defender machines and app registrations of one sandbox tenant."""
 
     def __init__(self, config: SandboxConfig, anchor: datetime) -> None:
@@ -284,8 +163,10 @@ class World:
         self._machine_ids = ReversibleIds(seed, "machine")
         self._aad_ids = ReversibleIds(seed, "aad-device")
         self._pending_aad_ids = ReversibleIds(seed, "aad-pending")
+        self._ios_aad_ids = ReversibleIds(seed, "aad-ios")
         self._reg_ids = ReversibleIds(seed, "registration")
         self._seed = seed
+        self.licences = Licences(seed, self.anchor)
 
         self._build_users()
         self._build_groups()
@@ -336,21 +217,37 @@ class World:
             "userType": "Member",
         }
 
-    @property
-    def user_count(self) -> int:
-        return CURATED_USERS + self.users_generated
-
     def user(self, index: int) -> dict[str, Any]:
         if index < CURATED_USERS:
-            return dict(self._cast_users[index])
-        g = index - CURATED_USERS
+            user = dict(self._cast_users[index])
+        else:
+            g = index - CURATED_USERS
+            given, surname, mail = self._generated_name(g)
+            digest = _row_hash(self._seed, "user", g)
+            created = self.anchor - timedelta(days=30 + digest[2] * 3, seconds=digest[3] * 97)
+            user = self._user_dict(self._user_ids.guid(g), given, surname, mail, "Associate",
+                                   _DEPARTMENTS[g % len(_DEPARTMENTS)], "Remote", created)
+        user["assignedPlans"] = self.licences.assigned_plans(index)
+        return user
+
+    def _generated_name(self, g: int) -> tuple[str, str, str]:
         digest = _row_hash(self._seed, "user", g)
         given = _FIRST[digest[0] % len(_FIRST)]
         surname = _LAST[digest[1] % len(_LAST)]
-        mail = f"{given}.{surname}{g}@{DOMAIN}".lower()
-        created = self.anchor - timedelta(days=30 + digest[2] * 3, seconds=digest[3] * 97)
-        return self._user_dict(self._user_ids.guid(g), given, surname, mail, "Associate",
-                               _DEPARTMENTS[g % len(_DEPARTMENTS)], "Remote", created)
+        return given, surname, f"{given}.{surname}{g}@{DOMAIN}".lower()
+
+    def user_id(self, index: int) -> str:
+        if index < CURATED_USERS:
+            return str(self._cast_users[index]["id"])
+        return self._user_ids.guid(index - CURATED_USERS)
+
+    def user_name_mail(self, index: int) -> tuple[str, str]:
+        """(displayName, mail) without building the whole user."""
+        if index < CURATED_USERS:
+            user = self._cast_users[index]
+            return str(user["displayName"]), str(user["mail"])
+        given, surname, mail = self._generated_name(index - CURATED_USERS)
+        return f"{given} {surname}", mail
 
     def find_user(self, ref: str) -> int | None:
         """Index of the user with this id, mail or UPN (case-insensitive)."""
@@ -374,117 +271,6 @@ class World:
         index = CURATED_USERS + g
         user = self.user(index)
         return index if ref in (user["id"].lower(), user["mail"].lower()) else None
-
-    # ---- groups ----------------------------------------------------------------------------------
-
-    def _build_groups(self) -> None:
-        self.groups: list[dict[str, Any]] = []
-        self._group_specs = CAST_GROUPS
-        by_key = {spec.key or spec.name: i for i, spec in enumerate(CAST_GROUPS)}
-        self._nested: list[list[int]] = [[by_key[k] for k in spec.nested] for spec in CAST_GROUPS]
-        self._parents: list[list[int]] = [[] for _ in CAST_GROUPS]
-        for parent, children in enumerate(self._nested):
-            for child in children:
-                self._parents[child].append(parent)
-        self._group_lookup: dict[str, int] = {}
-        for index, spec in enumerate(CAST_GROUPS):
-            nick = "".join(ch for ch in spec.name if ch.isalnum())
-            created = self.anchor - timedelta(days=700 - 31 * index, minutes=7 * index)
-            self.groups.append({
-                "id": spec.id,
-                "deletedDateTime": None,
-                "classification": None,
-                "createdDateTime": f"{created:%Y-%m-%dT%H:%M:%SZ}",
-                "description": spec.description,
-                "displayName": spec.name,
-                "groupTypes": ["Unified"] if spec.unified else [],
-                "isAssignableToRole": None,
-                "mail": f"{nick}@{DOMAIN}" if spec.unified else None,
-                "mailEnabled": spec.unified,
-                "mailNickname": nick if spec.unified else stable_hex("nick:" + spec.id, 10),
-                "membershipRule": None,
-                "membershipRuleProcessingState": None,
-                "onPremisesSyncEnabled": None,
-                "securityEnabled": not spec.unified,
-                "securityIdentifier": "S-1-12-1-" + "-".join(
-                    str(int.from_bytes(_h("sid", spec.id)[i:i + 4], "big")) for i in (0, 4, 8, 12)),
-                "visibility": "Private" if spec.unified else None,
-            })
-            self._group_lookup[spec.id] = index
-
-        self._user_groups: list[set[int]] = [set() for _ in range(CURATED_USERS)]
-        for index, spec in enumerate(CAST_GROUPS):
-            for user in spec.users:
-                self._user_groups[user].add(index)
-
-    def find_group(self, ref: str) -> int | None:
-        return self._group_lookup.get(ref.strip().lower())
-
-    def _generated_in(self, group: int, g: int) -> bool:
-        rule = self._group_specs[group].generated
-        if rule is None:
-            return False
-        if rule == "all":
-            return True
-        assert isinstance(rule, tuple)
-        return g % rule[0] == rule[1]
-
-    def _generated_count(self, group: int) -> int:
-        rule = self._group_specs[group].generated
-        if rule is None:
-            return 0
-        if rule == "all":
-            return self.users_generated
-        assert isinstance(rule, tuple)
-        modulus, rest = rule
-        return len(range(rest, self.users_generated, modulus))
-
-    def _generated_member(self, group: int, k: int) -> int:
-        rule = self._group_specs[group].generated
-        if isinstance(rule, tuple):
-            return CURATED_USERS + rule[1] + k * rule[0]
-        return CURATED_USERS + k
-
-    def direct_groups_of(self, user: int) -> set[int]:
-        if user < CURATED_USERS:
-            return set(self._user_groups[user])
-        g = user - CURATED_USERS
-        return {i for i in range(len(self._group_specs)) if self._generated_in(i, g)}
-
-    def transitive_groups_of(self, user: int) -> list[int]:
-        found = self.direct_groups_of(user)
-        stack = list(found)
-        while stack:
-            for parent in self._parents[stack.pop()]:
-                if parent not in found:
-                    found.add(parent)
-                    stack.append(parent)
-        return sorted(found)
-
-    def member_refs(self, group: int, transitive: bool) -> MemberList:
-        """Members as ("user", index) / ("group", index), cast first, generated users after."""
-        parts: list[tuple[str, int]] = []
-        generated_groups: list[int] = []
-        seen_users: set[int] = set()
-        seen_groups: set[int] = set()
-
-        def visit(index: int) -> None:
-            spec = self._group_specs[index]
-            for user in spec.users:
-                if user < self.user_count and user not in seen_users:
-                    seen_users.add(user)
-                    parts.append(("user", user))
-            for child in self._nested[index]:
-                if child not in seen_groups:
-                    seen_groups.add(child)
-                    parts.append(("group", child))
-                    if transitive:
-                        visit(child)
-            if self._generated_count(index):
-                generated_groups.append(index)
-
-        visit(group)
-        return MemberList(self, parts, generated_groups)
 
     # ---- devices ---------------------------------------------------------------------------------
 
@@ -595,6 +381,11 @@ class World:
                                   "Inactive" if inactive else "Active", risk, self._aad_ids.guid(g),
                                   ["BYOD"] if digest[12] % 4 == 0 else [], "Normal", onboarding, digest[9:])
 
+    def machine_id(self, raw: int) -> str:
+        """The Defender machine id of raw device `raw`, listed by Defender or not."""
+        cast = len(self._cast_devices)
+        return self._cast_devices[raw].machine_id if raw < cast else self._machine_ids.hex40(raw - cast)
+
     def find_machine(self, ref: str) -> int | None:
         """Raw index of the machine with this Defender id or Entra device id (known to Defender or not)."""
         ref = ref.strip().lower()
@@ -666,27 +457,8 @@ class World:
         synced = self.anchor - timedelta(minutes=20 + digest[2] * 3)
         user_id = CAST_USERS[reg.user].id
         if reg.ios:
-            return {
-                "@odata.type": "#microsoft.graph.iosManagedAppRegistration",
-                "createdDateTime": stamp(created, digest[3]),
-                "lastSyncDateTime": stamp(synced, digest[4]),
-                "applicationVersion": "4.2421.0",
-                "managementSdkVersion": "19.4.1",
-                "platformVersion": "17.5",
-                "deviceType": "iPhone",
-                "deviceTag": None,
-                "deviceName": "iPhone",
-                "managedDeviceId": None,
-                "azureADDeviceId": stable_guid("aad-device:megan-iphone"),
-                "deviceModel": "iPhone15,2",
-                "deviceManufacturer": "Apple",
-                "flaggedReasons": [],
-                "userId": user_id,
-                "version": "3",
-                "id": reg.id,
-                "appIdentifier": {"@odata.type": "#microsoft.graph.iosMobileAppIdentifier",
-                                  "bundleId": reg.package},
-            }
+            return _ios_registration(reg.id, user_id, reg.package, stable_guid("aad-device:megan-iphone"),
+                                     stamp(created, digest[3]), stamp(synced, digest[4]))
         assert reg.device is not None
         device = next(d for d in (*CAST_ANDROID, *CAST_PENDING) if d.key == reg.device)
         meta = DeviceMeta(device.owner, device.manufacturer, device.model, device.name, device.os_version,
@@ -716,6 +488,12 @@ class World:
         created = self.ago((5 + digest[1] % 200) * 86400 + digest[2] * 89, digest[4])
         synced = self.ago(300 + digest[3] * 420, digest[5])
         user_id = self._user_ids.guid(g % self.users_generated)
+        if r % IOS_EVERY == IOS_EVERY // 5:
+            # Now and then the same user's iPhone (never in Defender: the sandbox's machines are Android).
+            return _ios_registration(self._reg_ids.guid(r), user_id, IOS_BUNDLES[package],
+                                     self._ios_aad_ids.guid(r), created, synced)
+        if r % LOB_EVERY == LOB_EVERY // 5:
+            package = LOB_APP   # a line-of-business app: no Microsoft app table names it
         return self._registration_dict(self._reg_ids.guid(r), user_id, package, meta, aad, created, synced)
 
     def registration_owner(self, index: int) -> int:
@@ -746,34 +524,3 @@ class World:
 
     def cast_device_raw(self, key: str) -> int | None:
         return self._cast_by_key.get(key)
-
-
-@dataclass
-class MemberList:
-    """A group's members, cast ones listed first and generated users computed by position."""
-
-    world: World
-    cast: list[tuple[str, int]]
-    generated_groups: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        # Generated-user rules within one group tree are disjoint (different remainders), so the
-        # transitive list needs no de-duplication beyond the cast part.
-        self._counts = [self.world._generated_count(g) for g in self.generated_groups]
-
-    def __len__(self) -> int:
-        return len(self.cast) + sum(self._counts)
-
-    def __getitem__(self, position: int) -> tuple[str, int]:
-        if position < len(self.cast):
-            return self.cast[position]
-        position -= len(self.cast)
-        for group, count in zip(self.generated_groups, self._counts, strict=True):
-            if position < count:
-                return ("user", self.world._generated_member(group, position))
-            position -= count
-        raise IndexError(position)
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        for position in range(len(self)):
-            yield self[position]

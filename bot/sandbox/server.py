@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,21 +33,35 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or f"{address[0]!s}:{address[1]!s}"
         headers = [(k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP]
         request = httpx.Request(self.command, f"http://{host}{self.path}", headers=headers, content=body)
+        response: httpx.Response | None = None
         try:
             response = self.server.tenant.handle(request)
-            status, content, out_headers = response.status_code, response.content, response.headers
+            status, out_headers = response.status_code, response.headers
+            # A download streams from a file in chunks; every other answer is already in memory.
+            streamed = not response.is_stream_consumed
+            chunks: Iterable[bytes] = response.iter_raw() if streamed else [response.content]
+            size = response.headers.get("content-length")
         except Exception:
             log.exception("sandbox failed on %s %s", self.command, self.path)
             status, out_headers = 500, httpx.Headers({"Content-Type": "application/json"})
             content = b'{"error":{"code":"InternalServerError","message":"The sandbox failed."}}'
+            size, chunks = str(len(content)), [content]
         self.send_response(status)
         for key, value in out_headers.items():
             if key.lower() not in _HOP_BY_HOP and key.lower() != "date":
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(content)))
+        if size is None:
+            body = b"".join(chunks)
+            size, chunks = str(len(body)), [body]
+        self.send_header("Content-Length", size)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(content)
+        try:
+            if self.command != "HEAD":
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+        finally:
+            if response is not None:
+                response.close()
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from bot.sandbox.config import SandboxConfig
+    from bot.sandbox.exports import ExportJobs
     from bot.sandbox.policies import PolicyStore
     from bot.sandbox.seed import World
 
@@ -18,6 +19,7 @@ class TenantState(Protocol):
     config: SandboxConfig
     world: World
     policies_store: PolicyStore
+    exports: ExportJobs
 
     def connector_state(self) -> dict[str, Any] | None: ...
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import json
+import random
 import re
 import threading
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, overload
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -18,22 +17,23 @@ import httpx
 from bot.sandbox import defender as defender_module
 from bot.sandbox import graph as graph_module
 from bot.sandbox.config import ConnectorConfig, SandboxConfig
+from bot.sandbox.control import RiskChange, Rule, SandboxStats, WriteHold
 from bot.sandbox.core import ApiError, Call, Reply, bad_request
 from bot.sandbox.defender import DefenderApi
+from bot.sandbox.exports import DOWNLOADS_PATH, ExportJobs
 from bot.sandbox.graph import GraphApi, normalize_graph_path
 from bot.sandbox.ids import stable_guid
 from bot.sandbox.policies import PolicyStore
 from bot.sandbox.schema import CONNECTOR_PROPERTIES, MDE_CONNECTOR_ID
 from bot.sandbox.seed import (
     CAST_GROUPS,
-    ONBOARDING_STATES,
-    RISK_LEVELS,
     SEED_POLICY_ID,
     SEED_POLICY_NAME,
     World,
     stamp,
 )
 from bot.sandbox.throttle import Throttler
+from bot.sandbox.views import TenantViews
 
 NEVER = "0001-01-01T00:00:00Z"
 _GRAPH_JSON = ("application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; "
@@ -63,6 +63,9 @@ _STATUS_TEXT = {
     504: ("GatewayTimeout", "The gateway timed out."),
 }
 _PERMISSIONS = {
+    "devicemanagement/reports": ("DeviceManagementApps.ReadWrite.All", "DeviceManagementApps.ReadWrite.All, "
+                                 "DeviceManagementConfiguration.ReadWrite.All, "
+                                 "DeviceManagementManagedDevices.ReadWrite.All"),
     "deviceappmanagement": ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"),
     "users": ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"),
     "devicemanagement": ("DeviceManagementServiceConfig.Read.All",
@@ -70,107 +73,7 @@ _PERMISSIONS = {
 }
 
 
-@dataclass
-class SandboxStats:
-    """What the tenant was asked: requests by (method, route), 429s answered, writes applied."""
-
-    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
-    statuses: Counter[int] = field(default_factory=Counter)
-    throttled: int = 0
-    writes: int = 0
-    write_log: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return sum(self.requests.values())
-
-    def count(self, method: str | None = None, route: str | None = None) -> int:
-        """Requests matching a method and/or a substring of the route template."""
-        return sum(n for (m, r), n in self.requests.items()
-                   if (method is None or m == method.upper())
-                   and (route is None or route.lower() in r.lower()))
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.statuses.clear()
-        self.throttled = 0
-        self.writes = 0
-        self.write_log.clear()
-
-
-class WriteHold:
-    """Writes wait here until `release()` (or `timeout` seconds pass): made by `SandboxTenant.hold_writes`.
-
-    A write held is in flight for as long as a test needs: the caller's request is open, nothing is
-    applied yet. Leaving a `with` block releases it.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._released = threading.Event()
-        self._arrived = threading.Condition()
-        self._waiting = 0
-        self._held = 0
-
-    @property
-    def held(self) -> int:
-        """Writes that have come to the hold so far (waiting or let through since)."""
-        with self._arrived:
-            return self._held
-
-    def wait_for_writes(self, count: int = 1, timeout: float = 30.0) -> bool:
-        """Until `count` writes are waiting at the hold; False if they were not within `timeout` seconds."""
-        with self._arrived:
-            return self._arrived.wait_for(lambda: self._waiting >= count, timeout)
-
-    def release(self) -> None:
-        self._released.set()
-
-    def wait_here(self) -> bool:
-        """A write's turn: wait until released (or the timeout); False at once when already released."""
-        if self._released.is_set():
-            return False
-        with self._arrived:
-            self._waiting += 1
-            self._held += 1
-            self._arrived.notify_all()
-        try:
-            self._released.wait(self.timeout)
-        finally:
-            with self._arrived:
-                self._waiting -= 1
-        return True
-
-    def __enter__(self) -> WriteHold:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-@dataclass
-class _Rule:
-    method: str | None
-    prefix: str
-    statuses: deque[int] = field(default_factory=deque)
-
-    @classmethod
-    def parse(cls, text: str, statuses: Sequence[int] = ()) -> _Rule:
-        parts = text.strip().split(None, 1)
-        if len(parts) == 2 and parts[0].isalpha() and parts[0].isupper():
-            return cls(parts[0], parts[1].strip().lower(), deque(statuses))
-        return cls(None, text.strip().lower(), deque(statuses))
-
-    def matches(self, method: str, full_path: str, version_less: str | None) -> bool:
-        if self.method is not None and self.method != method:
-            return False
-        prefix = self.prefix if self.prefix.startswith("/") else "/" + self.prefix
-        if prefix.startswith(("/beta/", "/v1.0/", "/api/")) or prefix in ("/beta", "/v1.0", "/api"):
-            return full_path.lower().startswith(prefix)
-        return version_less is not None and version_less.lower().startswith(prefix)
-
-
-class SandboxTenant:
+class SandboxTenant(TenantViews):
     """A simulated Microsoft tenant answering Graph (beta, v1.0) and Defender for Endpoint calls."""
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
@@ -183,16 +86,31 @@ class SandboxTenant:
         self._lock = threading.RLock()
         self._request_number = 0
         self._throttler = Throttler(self.config.throttle)
-        self._fail = [_Rule.parse(k, v) for k, v in self.config.fail.items()]
-        self._forbid = [_Rule.parse(k) for k in self.config.forbid]
+        self._fail = [Rule.parse(k, v) for k, v in self.config.fail.items()]
+        self._forbid = [Rule.parse(k) for k in self.config.forbid]
         self.policies_store = PolicyStore(self.config.seed, self._clock, self._group_exists)
         self._connector: dict[str, Any] | None = None
         self._heartbeat_age: timedelta | None = None
         self._seed_connector(self.config.connector_config())
         self._seed_policy()
+        self._monotonic = self.config.monotonic_clock()
+        self.exports = ExportJobs(self, self._monotonic, self._clock)
         self._graph = GraphApi(self)
         self._defender = DefenderApi(self)
         self._hold: WriteHold | None = None
+        self._latency_rng = random.Random(f"latency:{self.config.seed}")
+        self._latency_lock = threading.Lock()
+        self._risk_changes: list[RiskChange] = []
+
+    def close(self) -> None:
+        """Stop export jobs being built and delete their temporary files (also done when garbage-collected)."""
+        self.exports.close()
+
+    def __enter__(self) -> SandboxTenant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- transport -------------------------------------------------------------------------------
 
@@ -209,9 +127,17 @@ class SandboxTenant:
         return hold
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        """Answer one HTTP request as Graph or Defender would. Safe to call from many threads."""
+        """Answer one HTTP request as Graph or Defender would. Safe to call from many threads.
+
+        The configured latency is slept first, outside every lock, so concurrent requests overlap.
+        Export downloads (/sandbox-downloads/...) skip latency, auth, quotas and the statistics."""
+        if request.url.path.startswith(DOWNLOADS_PATH):
+            return self._download(request)
+        self._sleep_latency()
         hold = self._hold
-        writes = request.method.upper() in _WRITE_METHODS and not request.url.path.endswith("$batch")
+        path = request.url.path
+        writes = (request.method.upper() in _WRITE_METHODS and not path.endswith("$batch")
+                  and not path.rstrip("/").lower().endswith("/reports/exportjobs"))
         # outside the lock: reads and other calls go on while a held write waits
         if hold is not None and writes and not hold.wait_here() and self._hold is hold:
             self._hold = None
@@ -222,6 +148,30 @@ class SandboxTenant:
             reply, service = self._process(request.method.upper(), request.url.path, query, request.headers,
                                            content, base)
         return self._response(reply, service, request)
+
+    def _sleep_latency(self) -> None:
+        latency, jitter = self.config.latency_ms, self.config.latency_jitter_ms
+        if latency <= 0 and jitter <= 0:
+            return
+        with self._latency_lock:
+            delay = latency + (self._latency_rng.uniform(-jitter, jitter) if jitter > 0 else 0.0)
+        if delay > 0:
+            time.sleep(delay / 1000.0)
+
+    def _download(self, request: httpx.Request) -> httpx.Response:
+        method = request.method.upper()
+        if method not in ("GET", "HEAD"):
+            return httpx.Response(405, text="The HTTP method is not allowed on a download.", request=request)
+        status = None
+        with self._lock:
+            for rule in self._fail:
+                if rule.matches_download(method, request.url.path) and rule.statuses:
+                    status = rule.statuses.popleft()
+                    break
+            if any(rule.matches_download(method, request.url.path) for rule in self._forbid):
+                status = 403
+            self.stats.downloads += 1
+        return self.exports.download(request, status if status is not None and status >= 400 else None)
 
     def _response(self, reply: Reply, service: str, request: httpx.Request) -> httpx.Response:
         headers = dict(reply.headers)
@@ -258,7 +208,8 @@ class SandboxTenant:
             reply = self._guarded(call, area, handler, path, content, inner)
         except ApiError as exc:
             reply = self._error_reply(exc, service, request_id, client_request_id)
-        if 200 <= reply.status < 300 and method in _WRITE_METHODS and area != "batch":
+        if 200 <= reply.status < 300 and method in _WRITE_METHODS and area != "batch" \
+                and handler != "export_jobs":
             self.stats.writes += 1
             self.stats.write_log.append((method, route_key))
         return self._finish(reply, request_id, client_request_id, service), service
@@ -343,6 +294,8 @@ class SandboxTenant:
             return ApiError(403, "Authorization_RequestDenied",
                             "Insufficient privileges to complete the operation.")
         head = call.path.split("/", 1)[0].lower()
+        if call.path.lower().startswith("devicemanagement/reports"):
+            head = "devicemanagement/reports"
         read, write = _PERMISSIONS.get(head, _PERMISSIONS["deviceappmanagement"])
         scopes = write if call.method in _WRITE_METHODS else f"{read}, {write}"
         return ApiError(403, "Forbidden", "Application is not authorized to perform this operation. "
@@ -531,118 +484,6 @@ class SandboxTenant:
         anchor = self.world.anchor
         policy.props["createdDateTime"] = stamp(anchor - timedelta(days=210, hours=3), 1)
         policy.props["lastModifiedDateTime"] = stamp(anchor - timedelta(days=35, hours=5), 4)
-
-    # ---- read-only views for tests and demos -----------------------------------------------------
-
-    @property
-    def users(self) -> list[dict[str, Any]]:
-        """Every user (materialised: meant for small tenants)."""
-        with self._lock:
-            return [self.world.user(i) for i in range(self.world.user_count)]
-
-    @property
-    def groups(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return copy.deepcopy(self.world.groups)
-
-    @property
-    def policies(self) -> list[dict[str, Any]]:
-        """Policies as a beta GET with $expand=apps,assignments returns them."""
-        with self._lock:
-            store = self.policies_store
-            return [store.render(p, True, {"apps", "assignments"}) for p in store.items.values()]
-
-    @property
-    def machines(self) -> list[dict[str, Any]]:
-        """Machines Defender lists, Android and Windows (materialised: meant for small tenants)."""
-        with self._lock:
-            found = (self.world.machine(r) for r in range(self.world.machine_raw_count))
-            return [m for m in found if m is not None]
-
-    @property
-    def registrations(self) -> list[dict[str, Any]]:
-        """All app registrations as beta returns them (materialised: meant for small tenants)."""
-        with self._lock:
-            return [self.world.registration(i) for i in range(self.world.registration_count)]
-
-    def user(self, ref: str) -> dict[str, Any] | None:
-        """A user by id, mail or UPN."""
-        with self._lock:
-            index = self.world.find_user(ref)
-            return None if index is None else self.world.user(index)
-
-    def group(self, ref: str) -> dict[str, Any] | None:
-        """A group by id, or by display name when exactly one group has it."""
-        with self._lock:
-            index = self.world.find_group(ref)
-            if index is None:
-                wanted = ref.strip().lower()
-                named = [i for i, g in enumerate(self.world.groups) if g["displayName"].lower() == wanted]
-                index = named[0] if len(named) == 1 else None
-            return None if index is None else copy.deepcopy(self.world.groups[index])
-
-    def policy(self, policy_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            try:
-                found = self.policies_store.get(policy_id)
-            except ApiError:
-                return None
-            return self.policies_store.render(found, True, {"apps", "assignments"})
-
-    def machine(self, ref: str) -> dict[str, Any] | None:
-        """A machine by Defender id or Entra device id; None when Defender does not list it."""
-        with self._lock:
-            raw = self.world.find_machine(ref)
-            return None if raw is None else self.world.machine(raw)
-
-    def registrations_for(self, user_ref: str) -> list[dict[str, Any]]:
-        with self._lock:
-            index = self.world.find_user(user_ref)
-            if index is None:
-                return []
-            return [self.world.registration(i) for i in self.world.registrations_of(index)]
-
-    # ---- mutators --------------------------------------------------------------------------------
-
-    def _device(self, ref: str) -> int:
-        raw = self.world.find_machine(ref)
-        if raw is None:
-            raise KeyError(f"no device with machine id or Entra device id {ref!r}")
-        return raw
-
-    def set_risk(self, ref: str, level: str) -> None:
-        """Set a device's Defender riskScore (None, Informational, Low, Medium, High)."""
-        canonical = {r.lower(): r for r in RISK_LEVELS}.get(str(level).lower())
-        if canonical is None:
-            raise ValueError(f"riskScore must be one of {', '.join(RISK_LEVELS)}")
-        with self._lock:
-            raw = self._device(ref)
-            self.world.set_machine(raw, riskScore=canonical, lastSeen=stamp(self._clock()))
-
-    @overload
-    def set_onboarded(self, ref: str, status: bool = True) -> None: ...
-    @overload
-    def set_onboarded(self, ref: str, status: str) -> None: ...
-
-    def set_onboarded(self, ref: str, status: bool | str = True) -> None:
-        """True: onboarded (and listed by Defender); False: Defender no longer lists the device;
-        a string: that onboardingStatus (Onboarded, CanBeOnboarded, Unsupported, InsufficientInfo)."""
-        with self._lock:
-            raw = self._device(ref)
-            if status is False:
-                self.world.set_machine(raw, _hidden=True)
-                return
-            value = "Onboarded" if status is True else str(status)
-            canonical = {s.lower(): s for s in ONBOARDING_STATES}.get(value.lower())
-            if canonical is None:
-                raise ValueError(f"onboardingStatus must be one of {', '.join(ONBOARDING_STATES)}")
-            was_listed = self.world.machine(raw) is not None
-            now = stamp(self._clock())
-            fields: dict[str, Any] = {"_hidden": False, "onboardingStatus": canonical, "lastSeen": now,
-                                      "healthStatus": "Active"}
-            if not was_listed:
-                fields["firstSeen"] = now
-            self.world.set_machine(raw, **fields)
 
 
 def _first_unknown_segment(path: str, templates: list[str]) -> str:

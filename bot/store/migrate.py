@@ -48,6 +48,7 @@ _process_lock = threading.Lock()
 MODEL_MODULES: tuple[str, ...] = (
     "bot.store.models",
     "bot.store.watch",
+    "bot.store.index",
     "bot.outbox.table",
     "bot.outbox.fleet",
     "bot.microsoft.shared_budget",

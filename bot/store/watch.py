@@ -26,6 +26,7 @@ PENDING = "pending"  # onboarding: waiting for Defender to list the user's devic
 ONBOARDED = "onboarded"
 CLOSED = "closed"  # no longer applies (app removed, policy unassigned) without onboarding
 STOPPED = "stopped"  # the user asked the bot to stop reminding them
+UNLICENSED = "unlicensed"  # waiting, but without an Intune or Defender licence: can't onboard, never nudged
 
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:
@@ -107,6 +108,10 @@ class SweepRun(SQLModel, table=True):
     requests: int = 0
     digests: int = 0
     error: str = Field(default="", max_length=2000)
+    source: str = Field(default="", max_length=16)  # where the registrations came from: export, paged, index
+    enforcement: str = Field(default="", max_length=16)  # on, off or unknown, as this sweep read the connector
+    suppressed: int = 0  # blocks not claimed because Intune isn't evaluating Defender's signal
+    unlicensed: int = 0  # waiting users left out of onboarding for lack of a licence
 
 
 class SlackUserLink(SQLModel, table=True):
@@ -207,6 +212,13 @@ def pending_onboardings(store: Store) -> int:
     query = select(func.count()).select_from(OnboardingCase).where(OnboardingCase.state == PENDING)
     with store.session() as session:
         return int(session.exec(query).one())
+
+
+def unlicensed_users(store: Store) -> list[OnboardingCase]:
+    """Users whose app would wait for Defender but who lack a licence to get there (as of the last sweep)."""
+    query = select(OnboardingCase).where(OnboardingCase.state == UNLICENSED).order_by(col(OnboardingCase.user_id))
+    with store.session() as session:
+        return list(session.exec(query))
 
 
 def nudges_sent(store: Store, since: datetime) -> int:

@@ -19,6 +19,7 @@ from bot.clock import as_utc
 from bot.microsoft import MicrosoftClients, build_clients
 from bot.outbox import Outbox
 from bot.sandbox import SEED_POLICY_ID, SandboxConfig, SandboxTenant
+from bot.sandbox.config import ConnectorConfig
 from bot.sandbox.seed import CAST_ANDROID, CAST_GROUPS, CAST_PENDING, CAST_USERS
 from bot.settings import load_settings
 from bot.store import Store, create_store
@@ -67,6 +68,9 @@ class Recorder:
     def user_unblocked(self, key: str, slack_user: str, episode: Episode) -> None:
         self.calls.append(("dm-unblocked", (slack_user, episode)))
 
+    def enforcement(self, row: Any, channel: str) -> None:
+        self.calls.append(("enforcement-" + row.state, row))
+
     def kinds(self) -> list[str]:
         return [k for k, _ in self.calls]
 
@@ -109,6 +113,8 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def make_world(tmp_path: Path, config: SandboxConfig) -> Iterator[World]:
+    if config.connector == ConnectorConfig():  # the watch needs Intune to evaluate Defender's signal
+        config = config.replace(connector=ConnectorConfig(android_mam_enabled=True))
     tenant = SandboxTenant(config)
     settings = load_settings(mam_cloud="sandbox", mam_graph_url=None, mam_defender_url=None,
                              database_url="sqlite://")
@@ -133,7 +139,9 @@ def test_every_level_under_every_maximum_and_action(world: World) -> None:
         result = world.sweep()
         above = {aad(k) for k in WATCHED if LEVELS[DEVICES[k].risk] > MAXIMUMS[maximum]}
         blocking = action != "warn"
-        assert world.blocked_devices() == (above if blocking else set()), (maximum, action)
+        # a warn is an episode too (its card and DM say "warns"), with the policy's action on it
+        assert world.blocked_devices() == above, (maximum, action)
+        assert {e.action for e in active_blocks(world.store)} <= {action}, (maximum, action)
         warned = sum(1 for r in world.tenant.registrations if r.get("azureADDeviceId") in above)
         assert result.warned == (0 if blocking else warned), (maximum, action)
         assert result.pending_onboarding == 1  # Isaiah: his phone isn't in Defender

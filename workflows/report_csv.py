@@ -1,0 +1,289 @@
+"""Reading Intune's `MAMAppProtectionStatus` export: the zip, its CSV's header, and each row's fields.
+
+Pure apart from the file it is given: the download sits in a temporary file (a zip needs seeking), its one CSV
+member is decoded on the fly and read row by row, so a 250,000-row report never sits in memory.
+
+The report is made for people, not programs (microsoft-graph.md §10): its header may start with a BOM, its columns
+come in any order and their spelling may drift ("AAD Device ID"), it names apps and policies rather than giving
+package or policy ids, and its dates follow the service's locale. Everything here reads it leniently and says what
+it could not read instead of guessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, NamedTuple
+
+from workflows.policies import FRIENDLY_APP_NAMES
+
+REPORT = "MAMAppProtectionStatus"
+
+# The columns the index reads, in Graph's spelling (the export's `select`).
+USER = "User"
+EMAIL = "Email"
+APP = "App"
+AAD_DEVICE_ID = "AADDeviceID"
+MDM_DEVICE_ID = "MDMDeviceID"
+DEVICE_NAME = "DeviceName"
+MANUFACTURER = "DeviceManufacturer"
+MODEL = "DeviceModel"
+PLATFORM = "Platform"
+MANAGEMENT_TYPE = "ManagementType"
+POLICY = "Policy"
+LAST_SYNC = "LastSync"
+SELECT: tuple[str, ...] = (USER, EMAIL, APP, AAD_DEVICE_ID, MDM_DEVICE_ID, DEVICE_NAME, MANUFACTURER, MODEL,
+                           PLATFORM, MANAGEMENT_TYPE, POLICY, LAST_SYNC)
+# Without these the index can't be joined to Entra users, Defender's devices or the policies.
+REQUIRED: tuple[str, ...] = (EMAIL, AAD_DEVICE_ID, PLATFORM, POLICY)
+
+# Other spellings seen or plausible for the same column (compared after `column_key`).
+ALIASES: dict[str, tuple[str, ...]] = {
+    USER: ("username", "userdisplayname", "displayname"),
+    EMAIL: ("useremail", "emailaddress", "mail", "usermail"),
+    APP: ("appname", "application", "applicationname"),
+    AAD_DEVICE_ID: ("azureaddeviceid", "entradeviceid", "entraiddeviceid", "aaddevice"),
+    MDM_DEVICE_ID: ("manageddeviceid", "intunedeviceid"),
+    DEVICE_NAME: ("device",),
+    MANUFACTURER: ("manufacturer",),
+    MODEL: ("model",),
+    PLATFORM: ("os", "operatingsystem", "deviceplatform"),
+    MANAGEMENT_TYPE: ("management", "managementstate", "devicemanagementtype"),
+    POLICY: ("policyname", "appprotectionpolicy", "policies"),
+    LAST_SYNC: ("lastsynctime", "lastsyncdatetime", "lastsyncdate", "lastcheckin"),
+}
+
+NO_DEVICE = str(uuid.UUID(int=0))  # some reports write the nil GUID for "none"
+
+
+def column_key(name: str) -> str:
+    """`"\\ufeffAAD Device ID"` → `"aaddeviceid"`: BOM, case, spaces and punctuation don't count."""
+    return re.sub(r"[^0-9a-z]", "", name.replace("\ufeff", "").lower())
+
+
+@dataclass(frozen=True)
+class Header:
+    """Where each column the index reads sits in a row; `missing` are those the header doesn't have."""
+
+    positions: Mapping[str, int]
+    missing: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, cells: Sequence[str]) -> Header:
+        found: dict[str, int] = {}
+        keys = [column_key(c) for c in cells]
+        for column in SELECT:
+            wanted = (column_key(column), *ALIASES.get(column, ()))
+            for spelling in wanted:
+                if spelling in keys:
+                    found[column] = keys.index(spelling)
+                    break
+        return cls(found, tuple(c for c in SELECT if c not in found))
+
+    @property
+    def lacking(self) -> tuple[str, ...]:
+        """Required columns the header doesn't have: the report can't be joined without them."""
+        return tuple(c for c in REQUIRED if c in self.missing)
+
+    def get(self, cells: Sequence[str], column: str) -> str:
+        at = self.positions.get(column)
+        return cells[at].strip() if at is not None and at < len(cells) else ""
+
+
+class ReportError(Exception):
+    """The export's file isn't the zip with one CSV the index reads."""
+
+
+@contextmanager
+def report_rows(file: IO[bytes]) -> Iterator[Iterator[list[str]]]:
+    """The CSV rows (header first) of the export's zip in `file`, decoded as they are read."""
+    file.seek(0)
+    try:
+        archive = zipfile.ZipFile(file)
+    except zipfile.BadZipFile as exc:
+        raise ReportError(f"the export's file is not a zip ({exc})") from exc
+    with archive:
+        members = [m for m in archive.infolist() if m.filename.lower().endswith(".csv") and not m.is_dir()]
+        if len(members) != 1:
+            names = ", ".join(m.filename for m in archive.infolist())[:200] or "nothing"
+            raise ReportError(f"the export's zip should hold one CSV file; it holds {names}")
+        with archive.open(members[0]) as member:
+            text = io.TextIOWrapper(member, encoding="utf-8-sig", newline="")
+            yield csv.reader(text)
+
+
+class ReportRow(NamedTuple):
+    """One row of the report, each field stripped ("" when the column is missing)."""
+
+    user: str
+    email: str
+    app: str
+    device_id: str  # lower case; "" when empty or the nil GUID
+    mdm_device_id: str
+    device_name: str
+    manufacturer: str
+    model: str
+    platform: str
+    management_type: str
+    policy: str
+    last_sync: str
+
+    @classmethod
+    def read(cls, header: Header, cells: Sequence[str]) -> ReportRow:
+        def get(column: str) -> str:
+            return header.get(cells, column)
+
+        return cls(get(USER), get(EMAIL), get(APP), device_id(get(AAD_DEVICE_ID)), device_id(get(MDM_DEVICE_ID)),
+                   get(DEVICE_NAME), get(MANUFACTURER), get(MODEL), get(PLATFORM), get(MANAGEMENT_TYPE), get(POLICY),
+                   get(LAST_SYNC))
+
+    @property
+    def android(self) -> bool:
+        return "android" in self.platform.lower()
+
+    @property
+    def mail(self) -> str:
+        """The Email column in lower case; the User column when Email is empty and User looks like a mail."""
+        address = self.email or (self.user if "@" in self.user else "")
+        return address.strip().lower()
+
+    @property
+    def enrolled(self) -> bool:
+        return is_enrolled(self.mdm_device_id, self.management_type)
+
+
+def device_id(value: str) -> str:
+    text = value.strip().strip("{}").lower()
+    return "" if text in ("", NO_DEVICE, "null", "none", "n/a", "-") else text
+
+
+_NOT_ENROLLED = ("unenrolled", "not enrolled", "notenrolled", "unmanaged", "without enrollment", "mamwe")
+_ENROLLED = ("mdm", "enrolled", "android enterprise", "androidenterprise", "work profile", "fully managed",
+             "dedicated", "device admin", "managed")
+
+
+def is_enrolled(mdm_device_id: str, management_type: str) -> bool:
+    """An MDM / Android Enterprise device: it has a managed device id, or its management type says so."""
+    if device_id(mdm_device_id):
+        return True
+    text = " ".join(management_type.lower().split())
+    if not text or any(word in text for word in _NOT_ENROLLED):
+        return False
+    return any(word in text for word in _ENROLLED)
+
+
+_US_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y")
+
+
+def parse_last_sync(value: str) -> datetime | None:
+    """ISO 8601 (any fraction, `Z` or an offset) or the US form `3/4/2026 1:05:09 PM`, as UTC; None otherwise."""
+    text = value.strip()
+    if not text:
+        return None
+    iso = re.sub(r"(\.\d{6})\d+", r"\1", text)  # .NET writes 7 fractional digits
+    iso = re.sub(r"[zZ]$", "+00:00", iso)
+    moment: datetime | None
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        moment = _us_date(text)
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _us_date(text: str) -> datetime | None:
+    cleaned = re.sub(r"\s*(UTC|GMT)$", "", " ".join(text.split()), flags=re.IGNORECASE)
+    cleaned = re.sub(r"\.\d+(?=( [AP]M)?$)", "", cleaned, flags=re.IGNORECASE)
+    for pattern in _US_FORMATS:
+        try:
+            return datetime.strptime(cleaned.upper(), pattern)
+        except ValueError:
+            continue
+    return None
+
+
+# ---- app names → package ids -------------------------------------------------------------------------
+
+# Names the report may use beyond FRIENDLY_APP_NAMES' short ones (microsoft-graph.md §8 and the apps' store names).
+EXTRA_APP_NAMES: dict[str, tuple[str, ...]] = {
+    "com.microsoft.office.officehubrow": ("Microsoft 365", "Microsoft 365 Copilot", "M365 Copilot", "Office",
+                                          "Office Mobile", "Microsoft 365 (Office) app"),
+    "com.microsoft.office.officehub": ("Office Hub",),
+    "com.microsoft.office.officehubhl": ("Office Hub HL",),
+    "com.yammer.v1": ("Viva Engage", "Yammer"),
+    "com.microsoft.scmx": ("Defender for Endpoint", "Microsoft Defender: Security", "Defender: Security"),
+    "com.microsoft.emmx": ("Edge: AI browser", "Edge Browser"),
+    "com.microsoft.office.officelens": ("Lens", "Lens - PDF Scanner"),
+    "com.microsoft.msapps": ("PowerApps",),
+    "com.microsoft.flow": ("Flow",),
+    "com.microsoft.powerbim": ("PowerBI",),
+    "com.microsoft.todos": ("ToDo",),
+    "com.microsoft.skydrive": ("OneDrive for Business",),
+    "ols.microsoft.com.shiftr": ("StaffHub",),
+    "com.microsoft.cortana": ("Cortana",),
+    "com.microsoft.crm.crmphone": ("Dynamics 365 for phones", "Dynamics CRM"),
+    "com.microsoft.crm.crmtablet": ("Dynamics 365 for tablets",),
+    "com.microsoft.d365.fs.mobile": ("Dynamics 365 Field Service",),
+    "com.microsoft.dynamics.invoice": ("Dynamics 365 Invoice Capture",),
+    "com.microsoft.ipviewer": ("Azure Information Protection", "AIP Viewer"),
+    "com.microsoft.launcher": ("Launcher",),
+    "com.microsoft.ramobile": ("Remote Assist", "Dynamics 365 Remote Assist"),
+    "com.microsoft.teams.baidu": ("Teams (China)",),
+    "com.microsoft.workfolders": ("Work Folders",),
+    "com.ms.office365admin": ("Microsoft 365 Admin", "Office 365 Admin"),
+}
+
+
+def app_key(name: str) -> str:
+    """`"Microsoft  Outlook "` → `"outlook"`: case, spacing and a leading "Microsoft" don't count."""
+    text = " ".join(name.replace("\u00a0", " ").lower().split())
+    return re.sub(r"^microsoft\s+", "", text)
+
+
+class AppNames:
+    """The report's app names → package ids (its App column has no package id)."""
+
+    def __init__(self, packages: Iterable[str] = ()) -> None:
+        self._by_name: dict[str, str] = {}
+        self._seen: dict[str, str | None] = {}  # the report repeats a few dozen names 250,000 times
+        for package, name in FRIENDLY_APP_NAMES.items():
+            self._add(name, package)
+        for package, names in EXTRA_APP_NAMES.items():
+            for name in names:
+                self._add(name, package)
+        known = {*FRIENDLY_APP_NAMES, *EXTRA_APP_NAMES, *(p.strip().lower() for p in packages if p.strip())}
+        for package in known:
+            self._add(package, package)  # a report that writes the package id itself
+
+    def _add(self, name: str, package: str) -> None:
+        key = app_key(name)
+        if key:
+            self._by_name.setdefault(key, package)
+            # "Microsoft 365 (Office)" is also found as "Microsoft 365"; "Power BI" as "PowerBI".
+            self._by_name.setdefault(re.sub(r"\s*\([^)]*\)$", "", key), package)
+            self._by_name.setdefault(key.replace(" ", ""), package)
+
+    def package(self, name: str) -> str | None:
+        if name not in self._seen:
+            if len(self._seen) >= 10_000:
+                self._seen.clear()
+            self._seen[name] = self._find(name)
+        return self._seen[name]
+
+    def _find(self, name: str) -> str | None:
+        key = app_key(name)
+        if not key:
+            return None
+        key = key.removesuffix(".android")
+        for candidate in (key, re.sub(r"\s*\(android\)$|\s+for android$", "", key), key.replace(" ", "")):
+            if candidate in self._by_name:
+                return self._by_name[candidate]
+        return None
