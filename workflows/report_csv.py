@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import IO, NamedTuple
 
 from workflows.policies import FRIENDLY_APP_NAMES
@@ -96,6 +97,11 @@ class Header:
         at = self.positions.get(column)
         return cells[at].strip() if at is not None and at < len(cells) else ""
 
+    @property
+    def order(self) -> tuple[int, ...]:
+        """Each SELECT column's place in a row, -1 when missing (ReportRow.read's fast path)."""
+        return tuple(self.positions.get(column, -1) for column in SELECT)
+
 
 class ReportError(Exception):
     """The export's file isn't the zip with one CSV the index reads."""
@@ -136,13 +142,13 @@ class ReportRow(NamedTuple):
     last_sync: str
 
     @classmethod
-    def read(cls, header: Header, cells: Sequence[str]) -> ReportRow:
-        def get(column: str) -> str:
-            return header.get(cells, column)
-
-        return cls(get(USER), get(EMAIL), get(APP), device_id(get(AAD_DEVICE_ID)), device_id(get(MDM_DEVICE_ID)),
-                   get(DEVICE_NAME), get(MANUFACTURER), get(MODEL), get(PLATFORM), get(MANAGEMENT_TYPE), get(POLICY),
-                   get(LAST_SYNC))
+    def read(cls, order: Sequence[int], cells: Sequence[str]) -> ReportRow:
+        """`order`: `Header.order`. Called twice per report row, so kept lean."""
+        n = len(cells)
+        user, email, app, aad, mdm, name, maker, model, platform, management, policy, last_sync = (
+            cells[i].strip() if 0 <= i < n else "" for i in order)
+        return cls(user, email, app, device_id(aad), device_id(mdm), name, maker, model, platform, management, policy,
+                   last_sync)
 
     @property
     def android(self) -> bool:
@@ -179,7 +185,9 @@ def is_enrolled(mdm_device_id: str, management_type: str) -> bool:
     return any(word in text for word in _ENROLLED)
 
 
-_US_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y")
+_ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+_US = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?\s*([AaPp][Mm])?)?"
+                 r"(?:\s*(?:UTC|GMT|Z))?", re.IGNORECASE)
 
 
 def parse_last_sync(value: str) -> datetime | None:
@@ -187,27 +195,35 @@ def parse_last_sync(value: str) -> datetime | None:
     text = value.strip()
     if not text:
         return None
-    iso = re.sub(r"(\.\d{6})\d+", r"\1", text)  # .NET writes 7 fractional digits
-    iso = re.sub(r"[zZ]$", "+00:00", iso)
-    moment: datetime | None
-    try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
-        moment = _us_date(text)
+    moment = _iso_date(text) if _ISO_START.match(text) else _us_date(text)
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _iso_date(text: str) -> datetime | None:
+    iso = re.sub(r"(\.\d{6})\d+", r"\1", text)  # .NET writes 7 fractional digits
+    iso = re.sub(r"\s*(?:[zZ]|UTC|GMT)$", "+00:00", iso)
+    try:
+        return datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+
+
 def _us_date(text: str) -> datetime | None:
-    cleaned = re.sub(r"\s*(UTC|GMT)$", "", " ".join(text.split()), flags=re.IGNORECASE)
-    cleaned = re.sub(r"\.\d+(?=( [AP]M)?$)", "", cleaned, flags=re.IGNORECASE)
-    for pattern in _US_FORMATS:
-        try:
-            return datetime.strptime(cleaned.upper(), pattern)
-        except ValueError:
-            continue
-    return None
+    match = _US.fullmatch(text)
+    if match is None:
+        return None
+    month, day, year, hour, minute, second, half = match.groups()
+    hours = int(hour or 0)
+    if half:
+        if not 1 <= hours <= 12:
+            return None
+        hours = hours % 12 + (12 if half.lower() == "pm" else 0)
+    try:
+        return datetime(int(year), int(month), int(day), hours, int(minute or 0), int(second or 0))
+    except ValueError:
+        return None
 
 
 # ---- app names → package ids -------------------------------------------------------------------------
@@ -242,6 +258,7 @@ EXTRA_APP_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def app_key(name: str) -> str:
     """`"Microsoft  Outlook "` → `"outlook"`: case, spacing and a leading "Microsoft" don't count."""
     text = " ".join(name.replace("\u00a0", " ").lower().split())

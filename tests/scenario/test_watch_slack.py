@@ -34,7 +34,9 @@ def no_wait(_seconds: float) -> None:
 def watching(bot, maximum: str = "medium") -> None:
     """The seeded policy blocks above `maximum`: at medium, Alex's and Grady's phones (High).
 
-    Few cards keep the tests fast: the outbox paces posts to one channel at Slack's 1 a second."""
+    Few cards keep the tests fast: the outbox paces posts to one channel at Slack's 1 a second.
+    The connector's Android app protection toggle is on: without it Intune blocks nobody (test_enforcement_slack)."""
+    bot.sandbox.set_connector(androidMobileApplicationManagementEnabled=True)
     bot.sandbox.policies_store.update(SEED_POLICY_ID, {"maximumAllowedDeviceThreatLevel": maximum,
                                                        "mobileThreatDefenseRemediationAction": "block"}, True)
 
