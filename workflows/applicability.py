@@ -210,15 +210,16 @@ class Registration(NamedTuple):
     device_name: str | None
     device_model: str | None
     manufacturer: str | None
-    applied: frozenset[str] | None  # ids of appliedPolicies, lower-case; None when Graph didn't say
+    applied: frozenset[str] | None  # ids of the policies that apply, lower-case; None when Graph didn't say
 
     @classmethod
     def from_graph(cls, item: Mapping[str, Any]) -> Registration:
-        """From the JSON Graph returns (`$expand=appliedPolicies` or not)."""
+        """From the JSON Graph returns: `intendedPolicies` (what applies now) when expanded, else
+        `appliedPolicies` (what the app last synced), else None (assignments and groups decide)."""
         odata_type = str(item.get("@odata.type") or "")
         app = item.get("appIdentifier") or {}
         package = app.get("packageId") if isinstance(app, dict) else None
-        applied_raw = item.get("appliedPolicies")
+        applied_raw = item.get("intendedPolicies", item.get("appliedPolicies"))
         applied = None
         if isinstance(applied_raw, list):
             applied = frozenset(str(p.get("id", "")).lower() for p in applied_raw if isinstance(p, dict))

@@ -1,10 +1,10 @@
 """The registrations index: every Android (user, device, app) with the policies that apply, kept in the database.
 
-A refresh asks Intune for its `MAMAppProtectionStatus` report export (one job, polled after 1, 2, 4 and 8 s and then every 15 s, one zip
-downloaded outside Graph's quota), joins the report's names to ids (mails → Entra users, app names → package ids,
-policy names → the Android policies' ids) and writes the rows under a new generation (`IndexRun.id`). When the
-export can't be used (no ReadWrite permission, a failed or late job, a column the join needs is missing) the
-refresh reads `managedAppRegistrations` page after page instead (`source` "paged") and says why.
+A refresh asks Intune for its `MAMAppProtectionStatus` report export (one job, polled after 1, 2, 4 and 8 s and
+then every 15 s, one zip downloaded outside Graph's quota), joins the report's names to ids (mails → Entra users,
+app names → package ids, policy names → the Android policies' ids) and writes the rows under a new generation
+(`IndexRun.id`). When the export can't be used (no ReadWrite permission, a failed or late job, a column the join
+needs is missing) the refresh reads `managedAppRegistrations` page after page instead (`source` "paged") and says why.
 
 Readers never see half an index: rows go in first, a chunk a statement, and only then is the run marked ok; the
 newest ok run is the index. Two replicas may refresh at once, each into its own generation. After run N is marked
@@ -429,7 +429,7 @@ def _from_pages(source: IndexSource, store: Store, generation: int) -> _Tally:
     try:
         first = next(items, None)
     except RequestRejected:
-        log.info("Graph refused $expand=appliedPolicies on registrations; the index leaves policies to the sweep")
+        log.info("Graph refused $expand=intendedPolicies on registrations; the index leaves policies to the sweep")
         items = source.iter_registration_items()
         first = next(items, None)
     if first is None:

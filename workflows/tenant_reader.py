@@ -84,7 +84,7 @@ class MicrosoftReader:
             if not self.applied_policies:
                 raise
             # A service that won't expand appliedPolicies here: assignments and groups decide instead.
-            log.info("Graph refused $expand=appliedPolicies on registrations; resolving by group membership")
+            log.info("Graph refused $expand=intendedPolicies on registrations; resolving by group membership")
             self.applied_policies = False
             items = self.graph.iter_registration_items()
             first = next(items, None)

@@ -346,10 +346,11 @@ class GraphClient:
                                  api=self._s.api.name) from None
 
     def iter_registration_items(self, *, applied_policies: bool = False) -> Iterator[dict[str, Any]]:
-        """Every registration as Graph sends it (the sweep parses only the fields it needs), with
-        `$expand=appliedPolicies` when asked; a page at a time."""
+        """Every registration as Graph sends it (the sweep parses only the fields it needs), a page at a time.
+        With `applied_policies`, `$expand=intendedPolicies`: the policies that apply now (`appliedPolicies` is
+        what the app last synced, which lags behind an assignment change until the app checks in)."""
         op = Operation("list app protection registrations", APPS_READ)
-        params = {"$expand": "appliedPolicies"} if applied_policies else None
+        params = {"$expand": "intendedPolicies"} if applied_policies else None
         return self._s.iter_values(REGISTRATIONS, op=op, params=params)
 
     def iter_group_member_ids(self, group_id: str) -> Iterator[str]:
