@@ -264,6 +264,11 @@ def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     config = SandboxConfig()
     if args.devices or args.registrations:
         config = SandboxConfig.large(devices=args.devices or 100_000, registrations=args.registrations or 250_000)
+    try:
+        config = config.with_latency(os.environ.get("MAM_SANDBOX_LATENCY_MS"))
+    except ValueError as exc:
+        print(f"MAM_SANDBOX_LATENCY_MS: {exc}", file=sys.stderr)
+        return 2
     server = serve_sandbox(SandboxTenant(config), host=args.host, port=args.port)
     print(f"sandbox tenant at {server.url}: set MAM_CLOUD=sandbox MAM_GRAPH_URL={server.url} "
           f"MAM_DEFENDER_URL={server.url}", file=sys.stderr, flush=True)

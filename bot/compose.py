@@ -51,9 +51,9 @@ def build_deps(
     transport = None
     if settings.uses_in_process_sandbox:
         if sandbox is None:
-            from bot.sandbox import SandboxTenant
+            from bot.sandbox import SandboxConfig, SandboxTenant
 
-            sandbox = SandboxTenant()
+            sandbox = SandboxTenant(SandboxConfig().with_latency(settings.mam_sandbox_latency_ms))
         transport = sandbox.transport()
     # several replicas on PostgreSQL share one request budget; SQLite means one process, the local one
     budget = None if settings.uses_in_process_sandbox else fleet_budget(store.engine)

@@ -67,9 +67,9 @@ class LocalWorkspace:
         if client_slack is None:
             people = default_users()
             if sandbox is None and settings.uses_in_process_sandbox:
-                from bot.sandbox import SandboxTenant
+                from bot.sandbox import SandboxConfig, SandboxTenant
 
-                sandbox = SandboxTenant()
+                sandbox = SandboxTenant(SandboxConfig().with_latency(settings.mam_sandbox_latency_ms))
             if sandbox is not None:
                 people += tenant_people(sandbox)  # so nudges and alert DMs find them by email
             client_slack = FakeSlack(users=people, channels=CONSOLE_CHANNELS).start()

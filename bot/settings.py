@@ -79,6 +79,7 @@ CLOUD_ENDPOINTS: dict[Cloud, CloudEndpoints] = {
 _SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_LATENCY = re.compile(r"\d+(\.\d+)?\s*([:±]\s*\d+(\.\d+)?)?")
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # Service plans (Microsoft's "Product names and service plan identifiers for licensing") that license a
@@ -354,6 +355,14 @@ class Settings(BaseSettings):
         if not items:
             raise ValueError("needs at least one service plan id")
         return items
+
+    @field_validator("mam_sandbox_latency_ms")
+    @classmethod
+    def _sandbox_latency(cls, value: str) -> str:
+        if value.strip() and not _LATENCY.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a latency: give milliseconds as 300, 300:100 or 300±100 "
+                             "(latency and jitter)")
+        return value.strip()
 
     @field_validator("mam_alert_channel", "mam_approval_channel")
     @classmethod

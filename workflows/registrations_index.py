@@ -299,7 +299,7 @@ def _finished_job(source: IndexSource, *, sleep: Callable[[float], None], poll_s
                             seconds=waited)
         # 1, 2, 4, 8 s, then every `poll_seconds` (Microsoft's sample polls every 15 s): a quick export is
         # picked up at once, a slow one costs a request every 15 s (a 60-second one: 8 requests in all)
-        sleep(min(poll_seconds, 2.0 ** polls))
+        sleep(min(poll_seconds, 2.0 ** min(polls, 10)))
         polls += 1
         try:
             job = source.get_export_job(job.id)

@@ -119,7 +119,8 @@ class SandboxTenant(TenantViews):
         return httpx.MockTransport(self.handle)
 
     def hold_writes(self, timeout: float = 60.0) -> WriteHold:
-        """From now on every write (POST, PATCH, PUT, DELETE, not `$batch` envelopes) waits before it is
+        """From now on every write (POST, PATCH, PUT, DELETE; not `$batch` envelopes, not report export jobs,
+        which change nothing) waits before it is
         applied, until the hold is released or `timeout` seconds pass; reads go on meanwhile. For a write
         in flight on purpose: a bot stopped during an execution, a replica that dies mid-change."""
         hold = WriteHold(timeout)

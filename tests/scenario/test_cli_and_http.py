@@ -206,6 +206,7 @@ def test_a_sweeps_alert_card_is_posted_and_acknowledged(transport, tmp_path, san
     cards; the bot, once up, posts them, and an approver's Acknowledge edits the card in place."""
     sandbox.tenant.policies_store.update(SEED_POLICY_ID, {"maximumAllowedDeviceThreatLevel": "medium",
                                                           "mobileThreatDefenseRemediationAction": "block"}, True)
+    sandbox.tenant.set_connector(androidMobileApplicationManagementEnabled=True)  # Intune enforces the level
     alerts = "C0ALERTS"
     with FakeSlack(channels=CONSOLE_CHANNELS) as slack:
         shared = {"MAM_GRAPH_URL": sandbox.url, "MAM_DEFENDER_URL": sandbox.url, "MAM_ALERT_CHANNEL": alerts}

@@ -58,6 +58,7 @@ def test_jobs_run_while_a_leader_runs_hands_it_over_and_prints_the_leaders_outco
     holder = lease_holder(url)
     sandbox.tenant.policies_store.update(SEED_POLICY_ID, {"maximumAllowedDeviceThreatLevel": "medium",
                                                           "mobileThreatDefenseRemediationAction": "block"}, True)
+    sandbox.tenant.set_connector(androidMobileApplicationManagementEnabled=True)  # Intune enforces the level
     env = bot_env(tmp_path, PYTHONPATH=str(ROOT), DATABASE_URL=url, MAM_GRAPH_URL=sandbox.url,
                   MAM_DEFENDER_URL=sandbox.url)
     ran = subprocess.run([sys.executable, "-m", "bot.cli", "jobs", "run", SWEEP], env=env, cwd=tmp_path,

@@ -19,6 +19,7 @@ from bot.sandbox import (
     SandboxConfig,
     SandboxTenant,
     ThrottleConfig,
+    exports,
     serve_sandbox,
 )
 from bot.settings import SANDBOX_GRAPH_URL
@@ -76,7 +77,8 @@ def export(tenant: SandboxTenant, select: list[str] | None = None) -> list[dict[
     return [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
 
 
-def test_export_job_end_to_end_through_the_transport() -> None:
+def test_export_job_end_to_end_through_the_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(exports, "INLINE_ROWS", 0)    # built in a background thread, as a large tenant's is
     clock = FakeClock()
     tenant = SandboxTenant(SandboxConfig(now=NOW, export_seconds=30, monotonic=clock))
     graph = graph_client(tenant)
@@ -175,6 +177,13 @@ def test_duplicate_policy_names_show_as_separate_rows() -> None:
     # Megan is excluded from the seed policy only: she gets the twin on Outlook.
     megan_outlook = [r["Policy"] for r in records if r["User"] == "Megan Bowen" and r["App"] == "Microsoft Outlook"]
     assert sorted(megan_outlook) == ["", SEED_POLICY_NAME]  # iOS (no Android policy) and Android (the twin)
+
+
+def test_a_small_tenants_job_is_ready_at_the_first_poll() -> None:
+    tenant = SandboxTenant(SandboxConfig(now=NOW))
+    graph = graph_client(tenant)
+    job_id = graph.post(JOBS, json=export_body()).json()["id"]
+    assert graph.get(f"{JOBS}('{job_id}')").json()["status"] == "completed"
 
 
 def test_failed_job_has_no_url() -> None:
