@@ -14,11 +14,13 @@ drift detection reuses `record` when the toggle is switched off outside the bot.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from bot.microsoft.models import MtdConnector
 from bot.store.db import Store
@@ -27,6 +29,8 @@ from workflows.connectors import Portals, Status, evaluate
 
 __all__ = ["OFF", "ON", "UNKNOWN", "Enforcement", "EnforcementNotifier", "Reading", "Transition",
            "current_enforcement", "notice_key", "notice_post_key", "reading", "record"]
+
+log = logging.getLogger(__name__)
 
 DECIDING_CHECKS = ("connection", "heartbeat", "android_mam")  # workflows.connectors check keys
 
@@ -105,13 +109,22 @@ def record(store: Store, seen: Reading, *, at: datetime, suppressed: int = 0, ch
 
 def _write(store: Store, before: Enforcement, values: dict[str, object]) -> bool:
     table = Enforcement.__table__  # type: ignore[attr-defined]
-    with store.session() as session:
-        if session.get(Enforcement, 1) is None:
-            session.add(Enforcement(id=1))
-            session.commit()
+    _ensure_row(store)
     with store.engine.begin() as conn:
         done = conn.execute(update(table).where(table.c.id == 1, table.c.version == before.version).values(**values))
     return bool(done.rowcount)
+
+
+def _ensure_row(store: Store) -> None:
+    """The one row, created by whichever sweep gets there first (another one racing it is fine)."""
+    with store.session() as session:
+        if session.get(Enforcement, 1) is not None:
+            return
+        session.add(Enforcement(id=1))
+        try:
+            session.commit()
+        except IntegrityError:
+            log.debug("another sweep created the enforcement row first")
 
 
 # ---- the notice in the alert channel ------------------------------------------------------------------
