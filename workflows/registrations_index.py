@@ -26,7 +26,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import IO, Any, BinaryIO, Protocol
 
@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 from sqlmodel import select as sm_select
 
-from bot.clock import as_utc
+from bot.clock import Clock, as_utc, utc_clock
 from bot.microsoft.errors import MicrosoftError, PermissionDenied, RequestRejected
 from bot.microsoft.models import AndroidPolicy
 from bot.store.db import Store
@@ -79,7 +79,6 @@ DELETE_CHUNK = 5000  # index rows per DELETE while dropping a generation
 EXPORT_PERMISSION_REASON = ("the app lacks DeviceManagementApps.ReadWrite.All (or an equivalent ReadWrite "
                             "permission), which creating an export job needs")
 
-Clock = Callable[[], datetime]
 
 
 class ExportJobView(Protocol):
@@ -195,7 +194,7 @@ def refresh_index(
     `policies`: the tenant's Android app protection policies, read once by the caller. Returns the run, ok or not;
     a Microsoft error never escapes (the run says what failed), a database error does after the run is marked.
     """
-    clock = _clock(now)
+    clock = utc_clock(now)
     counted = requests or (lambda: 0)
     before = counted()
     run = _start_run(store, clock(), worker)
@@ -233,14 +232,6 @@ def refresh_index(
     log.info("registrations index %s (%s): %d rows read, %d Android, %d kept", generation, done.source, done.rows,
              done.android_rows, done.kept)
     return done
-
-
-def _clock(now: Clock | datetime) -> Clock:
-    if isinstance(now, datetime):
-        fixed = now.astimezone(UTC)
-        return lambda: fixed
-    clock = now
-    return lambda: clock().astimezone(UTC)
 
 
 def _tally_values(tally: _Tally, export: bool) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import insert, update
@@ -30,7 +30,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from bot.clock import as_utc
+from bot.clock import Clock, as_utc, utc_clock
 from bot.microsoft.errors import MicrosoftError
 from bot.store.db import Store
 from bot.store.index import Enforcement
@@ -320,7 +320,6 @@ class _Changes:
     snooze_over: list[Episode] = field(default_factory=list)
 
 
-Clock = Callable[[], datetime]
 
 
 def run_threat_sweep(
@@ -341,7 +340,7 @@ def run_threat_sweep(
 ) -> SweepResult:
     """Sweep once; give the Graph and Defender clients (background profile) or a `reader`."""
     settings = settings or WatchSettings()
-    clock = _clock(now)
+    clock = utc_clock(now)
     if reader is None:
         if graph is None or defender is None:
             raise ValueError("run_threat_sweep needs graph and defender clients, or a reader")
@@ -410,17 +409,6 @@ def _notice(notifier: AlertNotifier, turn: Transition) -> None:
     row = turn.row
     if turn.notice_due and row.notice_channel and row.notice_round:
         notifier.enforcement(row, row.notice_channel)
-
-
-def _clock(now: Clock | datetime | None) -> Clock:
-    """Always UTC: SQLite keeps timestamps without their zone, so every one written must be UTC."""
-    if now is None:
-        return lambda: datetime.now(UTC)
-    if isinstance(now, datetime):
-        fixed = now.astimezone(UTC)
-        return lambda: fixed
-    clock = now
-    return lambda: clock().astimezone(UTC)
 
 
 def _start_run(store: Store, started: datetime, worker: str) -> SweepRun:

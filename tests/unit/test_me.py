@@ -21,6 +21,7 @@ from bot.store.index import OFF, ON, UNKNOWN, Enforcement, EntraUserLink, IndexR
 from bot.store.watch import ONBOARDED, OPEN, PENDING, RESOLVED, Episode, OnboardingCase, SweepRun
 from commands.blocks import SECTION_TEXT_MAX
 from commands.me import StepsRef, example_app, me_blocks, me_summary, not_identified_text, steps_dm, steps_key
+from tests.scenario.conftest import block_text
 from workflows.entra_users import EntraUsers
 from workflows.me import (
     DeviceState,
@@ -76,20 +77,7 @@ def view(*, rows: list[IndexRow] | None = None, episodes: list[Episode] | None =
 
 
 def text(blocks: list[dict[str, Any]]) -> str:
-    parts: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") in ("mrkdwn", "plain_text"):
-                parts.append(str(node.get("text", "")))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(blocks)
-    return "\n".join(parts)
+    return block_text(blocks)
 
 
 def card(v: MyView) -> str:
