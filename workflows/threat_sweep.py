@@ -33,7 +33,7 @@ from sqlmodel import col, select
 from bot.clock import Clock, as_utc, utc_clock
 from bot.microsoft.errors import MicrosoftError
 from bot.store.db import Store
-from bot.store.index import Enforcement
+from bot.store.index import EntraUserLink, Enforcement
 from bot.store.watch import OPEN, RESOLVED, Episode, SweepRun, active_blocks, last_sweep
 from bot.text import count
 from workflows.applicability import (
@@ -455,7 +455,8 @@ def _finish(store: Store, run: SweepRun, result: SweepResult, clock: Clock, requ
 
 
 def _people(reader: TenantReader, store: Store, scan: Scan, result: SweepResult) -> dict[str, dict[str, str]]:
-    """Name and mail of each blocked user, from open episodes where known, else Graph (20 to a batch)."""
+    """Name and mail of each blocked user: from open episodes where known, then from the mails the index
+    resolved (entra_user_links), else Graph (20 to a batch, or one directory listing when that is fewer)."""
     known: dict[str, dict[str, str]] = {}
     table = Episode.__table__  # type: ignore[attr-defined]
     with store.engine.connect() as conn:
@@ -464,6 +465,8 @@ def _people(reader: TenantReader, store: Store, scan: Scan, result: SweepResult)
                 if person.get("mail") or person.get("name"):
                     known[person["id"].lower()] = person
     wanted = sorted({u for b in scan.blocks.values() for u in b.users} - set(known))
+    known.update(_resolved_by_index(store, wanted))
+    wanted = [u for u in wanted if u not in known]
     if wanted:
         try:
             for user_id, user in reader.get_users(wanted).items():
@@ -472,6 +475,20 @@ def _people(reader: TenantReader, store: Store, scan: Scan, result: SweepResult)
         except MicrosoftError as exc:
             result.errors.append(f"reading blocked users' names: {exc}")
     return known
+
+
+def _resolved_by_index(store: Store, user_ids: list[str]) -> dict[str, dict[str, str]]:
+    """People the index's refresh already looked up by mail: no second directory read for their names."""
+    links = EntraUserLink.__table__  # type: ignore[attr-defined]
+    found: dict[str, dict[str, str]] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(user_ids), 500):
+            chunk = user_ids[start:start + 500]
+            query = sa_select(links.c.user_id, links.c.email, links.c.name).where(
+                links.c.user_id.in_(chunk), links.c.matches == 1)
+            for user_id, email, name in conn.execute(query):
+                found[user_id.lower()] = {"id": user_id.lower(), "name": name or "", "mail": email}
+    return found
 
 
 def _fields(block: Block, people: Mapping[str, dict[str, str]]) -> dict[str, Any]:
