@@ -33,7 +33,7 @@ from sqlmodel import col, select
 from bot.clock import Clock, as_utc, utc_clock
 from bot.microsoft.errors import MicrosoftError
 from bot.store.db import Store
-from bot.store.index import EntraUserLink, Enforcement
+from bot.store.index import Enforcement, EntraUserLink
 from bot.store.watch import OPEN, RESOLVED, Episode, SweepRun, active_blocks, last_sweep
 from bot.text import count
 from workflows.applicability import (
