@@ -31,6 +31,7 @@ from bot.store.watch import (
     Episode,
     SweepRun,
     active_blocks,
+    is_warning,
     last_sweep,
     pending_onboardings,
     unlicensed_users,
@@ -243,8 +244,15 @@ def snooze_over_reply(episode: Episode) -> Mrkdwn:
               device_text(episode), level_text(episode.level), level_text(episode.maximum))
 
 
+DIGEST_WORDS = {  # kind → (what the episodes are, the card's header)
+    "new": ("new managed app blocks", "new app blocks"),
+    "resumed": ("managed app blocks now that threat-level enforcement is back on", "app blocks, enforcement back on"),
+    "resolved": ("app blocks resolved", "blocks resolved"),
+}
+
+
 def digest_text(kind: str, episodes: list[Episode]) -> Mrkdwn:
-    what = "new managed app blocks" if kind == "new" else "app blocks resolved"
+    what = DIGEST_WORDS.get(kind, DIGEST_WORDS["new"])[0]
     return md("{} {} in one sweep", len(episodes), what)
 
 
@@ -260,14 +268,17 @@ def digest_card(kind: str, episodes: list[Episode], run: SweepRun, portals: Port
     ranked = sorted(episodes, key=lambda e: (order.get(e.level, 3), e.id or 0))[:top]
     lines = md_join("\n", (entry_line(e, portals) for e in ranked))
     more = len(episodes) - len(ranked)
-    icon = Mrkdwn(":rotating_light:" if kind == "new" else ":white_check_mark:")
+    resolved = kind == "resolved"
+    icon = Mrkdwn(":white_check_mark:" if resolved else ":rotating_light:")
+    why = (Mrkdwn("Intune ignored Defender's threat level until now, so these were not enforced before; they are "
+                  "from now on, when each app next checks in. ") if kind == "resumed" else Mrkdwn(""))
     blocks: list[Block] = [
-        header(f"{len(episodes)} " + ("new app blocks" if kind == "new" else "blocks resolved")),
-        section(md("{} {} (sweep #{}), so here is one message instead of one per device. The full list is the CSV "
-                   "in the thread.", icon, digest_text(kind, episodes), run.id)),
+        header(f"{len(episodes)} " + DIGEST_WORDS.get(kind, DIGEST_WORDS["new"])[1]),
+        section(md("{} {} (sweep #{}), so here is one message instead of one per device. {}The full list is the CSV "
+                   "in the thread.", icon, digest_text(kind, episodes), run.id, why)),
         fields_section(counts),
         section(md("*Top entries*\n{}{}", lines, md("\n…and {} more in the CSV", more) if more > 0 else "")),
-        context(INFERRED if kind == "new" else Mrkdwn("`/mam blocked` shows who is still blocked.")),
+        context(Mrkdwn("`/mam blocked` shows who is still blocked.") if resolved else INFERRED),
     ]
     return blocks
 
@@ -358,7 +369,7 @@ def enforcement_off_blocks(row: Enforcement, *, admin_hint: bool = True) -> list
         fix = md("{} ({})", fix, link(row.link, "open it"))
     hint = Mrkdwn("\nAdmins: `/mam connectors` checks the connector and offers the Enable request.") if admin_hint \
         else Mrkdwn("")
-    would = md("\n{} would be blocked if it were on (not enforced, so nobody was told).",
+    would = md("\n{} would block a managed app if it were on (not enforced, so nobody was told).",
                count(row.suppressed, "device")) if row.suppressed else Mrkdwn("")
     return [section(md(":no_entry_sign: *{}*\n*Why:* {}\n{}{}{}", enforcement_text(row), row.reason or "unknown",
                        fix, would, hint))]
@@ -497,7 +508,8 @@ def _answer_for_mention(req: CommandRequest, slack_id: str) -> None:
 def _blocked_summary(deps: Deps, who: str | None) -> Mrkdwn:
     if current_enforcement(deps.store).state == OFF:
         return md("Nobody is blocked for a device's threat level: enforcement is off in Intune")
-    blocked = count(len(active_blocks(deps.store, who)), "blocked device")
+    blocked = count(len({e.device_id for e in active_blocks(deps.store, who) if not is_warning(e)}),
+                    "blocked device")
     return md("{} for {}", blocked, who) if who else md("{}", blocked)
 
 
@@ -507,21 +519,22 @@ def blocked_blocks(deps: Deps, who: str | None, *, shown: Mrkdwn | None = None) 
     if enforcement.state == OFF:
         return [*enforcement_off_blocks(enforcement), *unlicensed_blocks(deps), context(INFERRED)]
     portals = portals_for(watch_settings(deps).cloud)
-    episodes = active_blocks(deps.store, who)
+    everything = active_blocks(deps.store, who)
+    episodes = [e for e in everything if not is_warning(e)]
+    warnings = [e for e in everything if is_warning(e)]
     sweep = last_sweep(deps.store)
     subject = shown or (md("*{}*", who) if who else None)
-    devices = count(len(episodes), "device")
+    devices = count(len({e.device_id for e in episodes}), "device")
     blocks: list[Block] = [section(md("Blocked now for {}: {}", subject, devices) if subject
                                    else md("*Blocked now: {}*", devices))]
     if not episodes:
         blocks.append(section(md("{} as of the last sweep.",
                                  "Nobody is blocked" if not who else "No block matches that user")))
-    for episode in episodes[:LIST_LIMIT]:
-        blocks.append(section(md("{}\nsince {}, {}{}", entry_line(episode, portals), slack_date(episode.opened_at),
-                                 ACTION_LABELS.get(episode.action, episode.action),
-                                 " · acknowledged" if episode.acknowledged_by else "")))
-    if len(episodes) > LIST_LIMIT:
-        blocks.append(context(md("…and {} more; name a user to narrow it down.", len(episodes) - LIST_LIMIT)))
+    blocks.extend(_listed(episodes, portals))
+    if warnings:
+        blocks.append(section(md("*Warned, not blocked: {}* (the app warns, then lets them in)",
+                                 count(len({e.device_id for e in warnings}), "device"))))
+        blocks.extend(_listed(warnings, portals, limit=LIST_LIMIT // 2))
     if not who:
         blocks.extend(unlicensed_blocks(deps))
     notes = [INFERRED]
@@ -532,6 +545,15 @@ def blocked_blocks(deps: Deps, who: str | None, *, shown: Mrkdwn | None = None) 
     else:
         notes.insert(0, Mrkdwn("No threat sweep has run yet."))
     blocks.append(context(*notes))
+    return blocks
+
+
+def _listed(episodes: list[Episode], portals: Portals, limit: int = LIST_LIMIT) -> list[Block]:
+    blocks = [section(md("{}\nsince {}, {}{}", entry_line(e, portals), slack_date(e.opened_at),
+                         ACTION_LABELS.get(e.action, e.action), " · acknowledged" if e.acknowledged_by else ""))
+              for e in episodes[:limit]]
+    if len(episodes) > limit:
+        blocks.append(context(md("…and {} more; name a user to narrow it down.", len(episodes) - limit)))
     return blocks
 
 

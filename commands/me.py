@@ -305,6 +305,8 @@ def slack_email(client: WebClient, user_id: str) -> str:
     return str((user.get("profile") or {}).get("email") or "").strip()
 
 
+ME_RECHECK = timedelta(minutes=10)  # how long `/mam me` trusts a mail → Entra user answer
+
 listeners = Listeners()
 
 
@@ -321,7 +323,8 @@ def me_command(req: CommandRequest) -> None:
 def _answer(req: CommandRequest) -> None:
     deps = req.deps
     email = slack_email(req.client, req.user_id)
-    who = identify(email, EntraUsers(deps.store, deps.microsoft.graph, deps.now()))
+    # minutes, not the index's days: the answer decides whose devices are shown, and a mail can change hands
+    who = identify(email, EntraUsers(deps.store, deps.microsoft.graph, deps.now(), recheck=ME_RECHECK))
     if isinstance(who, NotIdentified):
         req.answer(not_identified_text(who), replace=True)
         return

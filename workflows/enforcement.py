@@ -70,7 +70,7 @@ class Transition:
 
     row: Enforcement
     went_off: bool = False  # a new stretch off: post a new notice
-    came_on: bool = False  # back on after a stretch off: edit the notice; this sweep announces one digest
+    came_on: bool = False  # back on after a stretch off: edit the notice; `row.resume_pending` asks for one digest
     changed_while_off: bool = False  # still off, another reason or count: edit the notice
 
     @property
@@ -90,13 +90,15 @@ def record(store: Store, seen: Reading, *, at: datetime, suppressed: int = 0, ch
         values: dict[str, object] = {
             "state": seen.state, "reason": seen.reason, "fix": seen.fix, "link": seen.link, "checked_at": at,
             "suppressed": suppressed if seen.state == OFF else 0, "version": before.version + 1,
-            "resume_pending": False,
         }
         if was != seen.state:
             values["changed_at"] = at
         if went_off:
             values.update(off_since=at, notice_round=before.notice_round + 1, notice_version=0,
-                          notice_channel=channel or "")
+                          notice_channel=channel or "", resume_pending=False)
+        elif seen.state == OFF and not before.notice_channel and channel:
+            values.update(notice_channel=channel, notice_version=0)  # a channel set while off: post it now
+            changed = True
         elif came_on or changed:
             values["notice_version"] = before.notice_version + 1
         if came_on:
@@ -105,6 +107,15 @@ def record(store: Store, seen: Reading, *, at: datetime, suppressed: int = 0, ch
             row = current_enforcement(store)
             return Transition(row, went_off=went_off, came_on=came_on, changed_while_off=changed)
     return Transition(current_enforcement(store))
+
+
+def resume_announced(store: Store) -> None:
+    """The sweep after enforcement came back on has queued its one digest: later sweeps announce as usual.
+    Until then `resume_pending` stays set, so a sweep that died before announcing hands the digest on."""
+    table = Enforcement.__table__  # type: ignore[attr-defined]
+    with store.engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == 1, table.c.resume_pending.is_(True)).values(
+            resume_pending=False, version=table.c.version + 1))
 
 
 def _write(store: Store, before: Enforcement, values: dict[str, object]) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -174,6 +174,44 @@ def licence_gaps(store: Store, user_ids: Iterable[str]) -> dict[str, Gap]:
                 if gap is not None:
                     gaps[user_id] = gap
     return gaps
+
+
+class PlanReader(Protocol):
+    def enabled_plans(self, ids: Iterable[str]) -> Mapping[str, frozenset[str]]: ...
+
+
+CONFIRM_AT_MOST = 400  # users re-read one by one per call (20 $batch requests); the rest keep the listing's word
+
+
+def confirm_gaps(store: Store, reader: PlanReader, gaps: Mapping[str, Gap], *, intune_plans: Sequence[str],
+                 defender_plans: Sequence[str], now: datetime) -> dict[str, Gap]:
+    """Re-read the licences of people the last listing (up to a day old) says lack one, before anyone calls
+    them unlicensed: someone licensed since is not. Their rows are updated; what still lacks is returned.
+    When the read fails, the listing's answer stands."""
+    asked = sorted(gaps)[:CONFIRM_AT_MOST]
+    if not asked:
+        return dict(gaps)
+    try:
+        plans = reader.enabled_plans(asked)
+    except MicrosoftError as exc:
+        log.info("couldn't confirm %d licence gaps (%s); the last licence read stands", len(asked), exc)
+        return dict(gaps)
+    intune, defender = {p.lower() for p in intune_plans}, {p.lower() for p in defender_plans}
+    held = {user.lower(): (bool(p & intune), bool(p & defender)) for user, p in plans.items()}
+    with store.engine.begin() as conn:
+        table = UserLicence.__table__  # type: ignore[attr-defined]
+        conn.execute(delete(table).where(table.c.user_id.in_(list(held))))
+        rows = [{"user_id": u, "intune": i, "defender": d, "checked_at": now} for u, (i, d) in held.items() if i or d]
+        if rows:
+            conn.execute(insert(table), rows)
+    confirmed = dict(gaps)
+    for user, (has_intune, has_defender) in held.items():
+        gap = _gap(has_intune, has_defender)
+        if gap is None:
+            confirmed.pop(user, None)
+        else:
+            confirmed[user] = gap
+    return confirmed
 
 
 def _gap(intune: bool, defender: bool) -> Gap | None:

@@ -30,6 +30,7 @@ from sqlmodel import col, select
 from bot.clock import utcnow
 from bot.microsoft.errors import MicrosoftError
 from bot.microsoft.models import User
+from bot.settings import DEFENDER_PLANS, INTUNE_PLANS
 from bot.store.db import Store
 from bot.store.watch import (
     CLOSED,
@@ -77,6 +78,8 @@ class WatchSettings:
     defender_page_size: int = 10_000
     applied_policies: bool = True  # ask Graph for each registration's appliedPolicies
     cloud: str = "global"  # which admin portals the cards link to
+    intune_plans: tuple[str, ...] = INTUNE_PLANS  # service plans that license Intune / Defender (MAM_*_PLAN_IDS):
+    defender_plans: tuple[str, ...] = DEFENDER_PLANS  # a gap the licence listing found is re-read against them
 
     @classmethod
     def from_settings(cls, settings: Any) -> WatchSettings:
@@ -102,6 +105,8 @@ class WatchSettings:
             work_days=parse_days(days) if isinstance(days, str) else frozenset(days),
             lookups_per_run=int(get("mam_slack_lookups_per_run", base.lookups_per_run)),
             cloud=str(getattr(cloud, "value", cloud)),
+            intune_plans=tuple(get("mam_intune_plan_ids", base.intune_plans)),
+            defender_plans=tuple(get("mam_defender_plan_ids", base.defender_plans)),
         )
 
     def within_working_hours(self, moment: datetime) -> bool:
@@ -316,6 +321,12 @@ def _sync_cases(store: Store, pending: Mapping[str, PendingUser], onboarded: Set
 def _chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def unlicensed_user_ids(store: Store) -> set[str]:
+    """Users already kept apart for lack of a licence (as of the last sweep)."""
+    with store.session() as session:
+        return set(session.exec(select(OnboardingCase.user_id).where(OnboardingCase.state == UNLICENSED)))
 
 
 def pending_user_ids(store: Store) -> set[str]:

@@ -197,6 +197,7 @@ def refresh_index(
     clock = utc_clock(now)
     counted = requests or (lambda: 0)
     before = counted()
+    previous = current_run(store)
     run = _start_run(store, clock(), worker)
     assert run.id is not None
     generation = run.id
@@ -207,6 +208,7 @@ def refresh_index(
         try:
             tally = _from_export(source, store, generation, names, directory, sleep=sleep, poll_seconds=poll_seconds,
                                  timeout_seconds=timeout_seconds, monotonic=monotonic)
+            _believable(tally, previous)
             values["source"] = EXPORT
         except _Unusable as why:
             log.warning("registrations index %s: the export can't be used (%s); reading registrations page by page",
@@ -232,6 +234,20 @@ def refresh_index(
     log.info("registrations index %s (%s): %d rows read, %d Android, %d kept", generation, done.source, done.rows,
              done.android_rows, done.kept)
     return done
+
+
+SHRINK_CHECKED_ABOVE = 100  # an export with no rows is always checked; one losing half an index this big too
+
+
+def _believable(tally: _Tally, previous: IndexRun | None) -> None:
+    """An export that lost most of the index at once (an empty file, a report cut short) would resolve every
+    open block and tell those users they are no longer blocked: the paged read confirms it first."""
+    if previous is None or not previous.kept:
+        return
+    if tally.kept and (previous.kept < SHRINK_CHECKED_ABOVE or tally.kept * 2 >= previous.kept):
+        return
+    raise _Unusable(f"the export has {tally.kept} Android registrations where the index had {previous.kept}: "
+                    "confirming with the paged read", seconds=tally.seconds)
 
 
 def _tally_values(tally: _Tally, export: bool) -> dict[str, Any]:
@@ -373,11 +389,20 @@ def _load_report(file: IO[bytes], store: Store, generation: int, names: PolicyNa
     return tally
 
 
+NAMES_KEPT, NAME_LENGTH = 100, 256  # names noted per list, and characters per name: a report is outside text
+
+
+def _note(names: dict[str, str], key: str, name: str) -> None:
+    if key in names or len(names) >= NAMES_KEPT:
+        return
+    names[key[:NAME_LENGTH]] = name[:NAME_LENGTH]
+
+
 def _report_record(row: ReportRow, policies: Iterable[str], apps: AppNames, names: PolicyNames,
                    users: Mapping[str, str | None], tally: _Tally) -> dict[str, Any]:
     package = apps.package(row.app)
     if package is None and row.app:
-        tally.unknown_apps.setdefault(app_key(row.app), row.app)
+        _note(tally.unknown_apps, app_key(row.app), row.app)
     ids: set[str] = set()
     unknown = False
     for name in policies:
@@ -386,10 +411,10 @@ def _report_record(row: ReportRow, policies: Iterable[str], apps: AppNames, name
         found = names.ids(name, package)
         if found is None:
             unknown = True
-            tally.unknown_policies.setdefault(_name_key(name), name)
+            _note(tally.unknown_policies, _name_key(name), name)
             continue
         if names.shared(name):
-            tally.duplicate_policies.setdefault(_name_key(name), name)
+            _note(tally.duplicate_policies, _name_key(name), name)
         ids.update(found)
     if not row.device_id:
         tally.no_device_id += 1
@@ -442,19 +467,24 @@ def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[di
     yield from rest
 
 
+def _clean(text: str | None) -> str:
+    """Graph's text as PostgreSQL can keep it (no NUL characters)."""
+    return (text or "").replace("\x00", "")
+
+
 def _paged_record(reg: Registration, item: Mapping[str, Any], tally: _Tally) -> dict[str, Any]:
     device = device_id(reg.device_id or "")
     if not device:
         tally.no_device_id += 1
-    package = (reg.package or "").strip().lower()
+    package = _clean(reg.package).strip().lower()
     last_sync = item.get("lastSyncDateTime")
     return {
-        "user_id": (reg.user_id or "").strip().lower()[:64],
+        "user_id": _clean(reg.user_id).strip().lower()[:64],
         "email": "",
         "device_id": device[:64],
-        "device_name": (reg.device_name or "")[:256],
-        "device_model": (reg.device_model or "")[:256],
-        "manufacturer": (reg.manufacturer or "")[:256],
+        "device_name": _clean(reg.device_name)[:256],
+        "device_model": _clean(reg.device_model)[:256],
+        "manufacturer": _clean(reg.manufacturer)[:256],
         "app_name": FRIENDLY_APP_NAMES.get(package, package)[:256],
         "package": package[:256],
         "policies": None if reg.applied is None else json.dumps(sorted(reg.applied)),

@@ -12,7 +12,15 @@ from bot.scheduler import last_runs
 from bot.store.index import Enforcement, IndexRun, LicenceRun
 from bot.store.job_requests import JobRequest
 from bot.store.models import ChangeRequest, JobRun
-from bot.store.watch import SweepRun, active_blocks, last_sweep, nudges_sent, pending_onboardings, unlicensed_users
+from bot.store.watch import (
+    SweepRun,
+    active_blocks,
+    is_warning,
+    last_sweep,
+    nudges_sent,
+    pending_onboardings,
+    unlicensed_users,
+)
 from workflows.changes import OPEN_STATES
 from workflows.enforcement import current_enforcement
 from workflows.licences import last_licence_run
@@ -69,7 +77,7 @@ def gather(deps: Deps) -> Status:
                       scheduler.requests.open_for(name))
               for name, job in scheduler.jobs.items()],
         last_sweep=sweep,
-        active_blocks=len(active_blocks(deps.store)),
+        active_blocks=sum(1 for e in active_blocks(deps.store) if not is_warning(e)),
         pending_onboarding=pending_onboardings(deps.store),
         nudges_sent_7d=nudges_sent(deps.store, since=now - timedelta(days=7)),
         open_requests=int(requests),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from bot.microsoft.errors import MicrosoftError, RequestRejected
@@ -45,6 +45,8 @@ class TenantReader(Protocol):
 
     def mde_connector(self) -> MtdConnector | None: ...
 
+    def enabled_plans(self, ids: Iterable[str]) -> Mapping[str, frozenset[str]]: ...
+
     @property
     def source(self) -> str:
         """Where `registrations()` came from: export, paged (the index's source) or graph (read live)."""
@@ -72,6 +74,9 @@ class MicrosoftReader:
 
     def mde_connector(self) -> MtdConnector | None:
         return self.graph.get_mde_connector()
+
+    def enabled_plans(self, ids: Iterable[str]) -> Mapping[str, frozenset[str]]:
+        return self.graph.enabled_plans(ids)
 
     def android_machines(self) -> Iterable[Machine]:
         return self.defender.iter_android_machines(self.page_size)
@@ -144,6 +149,9 @@ class IndexedReader:
 
     def mde_connector(self) -> MtdConnector | None:
         return self.live.mde_connector()
+
+    def enabled_plans(self, ids: Iterable[str]) -> Mapping[str, frozenset[str]]:
+        return self.live.enabled_plans(ids)
 
     def registrations(self) -> Iterator[Registration]:
         self.run = current_run(self.store)

@@ -50,8 +50,8 @@ from workflows.applicability import (
     key_text,
 )
 from workflows.connectors import PORTALS
-from workflows.enforcement import OFF, Reading, Transition, reading, record
-from workflows.licences import licence_gaps
+from workflows.enforcement import OFF, Reading, reading, record, resume_announced
+from workflows.licences import confirm_gaps, licence_gaps
 from workflows.onboarding import (
     Found,
     PendingUser,
@@ -60,6 +60,7 @@ from workflows.onboarding import (
     WatchSettings,
     pending_user_ids,
     sync_cases,
+    unlicensed_user_ids,
 )
 from workflows.tenant_reader import MicrosoftReader, TenantReader
 
@@ -305,7 +306,7 @@ class SweepResult:
         unlicensed = f", {self.unlicensed} without a licence" if self.unlicensed else ""
         if self.enforcement == OFF:
             return (f"threat-level enforcement is OFF in Intune, so nobody is blocked for it: {scanned}, "
-                    f"{self.suppressed} would be blocked if it were on, {self.pending_onboarding} pending "
+                    f"{self.suppressed} devices would block an app if it were on, {self.pending_onboarding} pending "
                     f"onboarding{unlicensed}, {self.requests} requests")
         return (f"{scanned}, {self.active_blocks} blocked ({self.new_episodes} new, {self.updated_episodes} changed, "
                 f"{self.resolved_episodes} resolved), {self.pending_onboarding} pending onboarding{unlicensed}, "
@@ -364,19 +365,21 @@ def run_threat_sweep(
     result.source = reader.source
     _count(result, scan)
     at = clock()
-    unlicensed = _leave_out_unlicensed(store, scan)
+    unlicensed = _leave_out_unlicensed(store, scan, reader, settings, at)
     result.unlicensed = len(unlicensed)
     result.enforcement = seen.state
     if seen.state == OFF:
         return _while_off(store, notifier, scan, seen, unlicensed, run, result, alert_channel, at,
                           lambda: _finish(store, run, result, clock, counted() - before, audit))
     turn = record(store, seen, at=at, channel=alert_channel)
+    _notice(notifier, turn.row)
     people = _people(reader, store, scan, result)
     changes = _reconcile(store, scan, people, at)
     result.new_episodes, result.updated_episodes = len(changes.new), len(changes.changed)
-    result.resolved_episodes, result.active_blocks = len(changes.resolved), len(scan.blocks)
-    _announce(store, notifier, changes, run, settings, alert_channel, result, resumed=turn.came_on)
-    _notice(notifier, turn)
+    result.resolved_episodes, result.active_blocks = len(changes.resolved), _blocking(scan)
+    _announce(store, notifier, changes, run, settings, alert_channel, result, resumed=turn.row.resume_pending)
+    if turn.row.resume_pending:
+        resume_announced(store)
     if settings.dm_blocked_users:
         _dm_users(store, notifier, directory, changes, settings, at, sleep)
     sync = sync_cases(store, scan.pending, scan.onboarded, at, unlicensed=unlicensed)
@@ -384,9 +387,17 @@ def run_threat_sweep(
     return _finish(store, run, result, clock, counted() - before, audit)
 
 
-def _leave_out_unlicensed(store: Store, scan: Scan) -> dict[str, PendingUser]:
-    """Waiting users without an Intune or Defender licence can't onboard: they are kept apart, never nudged."""
+def _leave_out_unlicensed(store: Store, scan: Scan, reader: TenantReader, settings: WatchSettings,
+                          at: datetime) -> dict[str, PendingUser]:
+    """Waiting users without an Intune or Defender licence can't onboard: they are kept apart, never nudged.
+    Those the daily listing newly says lack one are re-read first: someone licensed since is not unlicensed."""
     gaps = licence_gaps(store, scan.pending)
+    if gaps and settings.intune_plans and settings.defender_plans:
+        already = unlicensed_user_ids(store)
+        fresh = {u: g for u, g in gaps.items() if u not in already}
+        confirmed = confirm_gaps(store, reader, fresh, intune_plans=settings.intune_plans,
+                                 defender_plans=settings.defender_plans, now=at)
+        gaps = {**{u: g for u, g in gaps.items() if u in already}, **confirmed}
     return {user: scan.pending.pop(user) for user in list(scan.pending) if user in gaps}
 
 
@@ -396,19 +407,25 @@ def _while_off(store: Store, notifier: AlertNotifier, scan: Scan, seen: Reading,
     """Intune isn't evaluating Defender's signal: nobody is blocked for it. Episodes stay as they were
     (neither new cards nor resolutions: the next sweep with enforcement on picks up from there), the
     blocks that would be are only counted, and the notice says why and how to fix it."""
-    result.suppressed = len(scan.blocks)
+    result.suppressed = len({b.device_id for b in scan.blocks.values() if b.rule.action != "warn"})
     turn = record(store, seen, at=at, suppressed=result.suppressed, channel=channel)
-    _notice(notifier, turn)
+    _notice(notifier, turn.row)
     sync = sync_cases(store, scan.pending, scan.onboarded, at, unlicensed=unlicensed)
     result.pending_onboarding = sync.pending
     log.info("threat sweep %s: enforcement off (%s); %d blocks not claimed", run.id, seen.reason, result.suppressed)
     return finish()
 
 
-def _notice(notifier: AlertNotifier, turn: Transition) -> None:
-    row = turn.row
-    if turn.notice_due and row.notice_channel and row.notice_round:
+def _notice(notifier: AlertNotifier, row: Enforcement) -> None:
+    """Queue the notice as the row has it, every sweep: its outbox key is the same until something changes,
+    so this is a no-op then, and a sweep that died between recording a change and queuing it is made good."""
+    if row.notice_channel and row.notice_round:
         notifier.enforcement(row, row.notice_channel)
+
+
+def _blocking(scan: Scan) -> int:
+    """(device, policy) pairs that block or wipe; warnings are counted apart."""
+    return sum(1 for b in scan.blocks.values() if b.rule.action != "warn")
 
 
 def _start_run(store: Store, started: datetime, worker: str) -> SweepRun:

@@ -285,6 +285,23 @@ class GraphClient:
         items = self._s.iter_values("/v1.0/users", op=op, params=params, headers=EVENTUAL)
         return (str(item["id"]) for item in items if item.get("id"))
 
+    def enabled_plans(self, ids: Iterable[str]) -> dict[str, frozenset[str]]:
+        """Each user's enabled service plan ids (lower case), read now: 20 users to a `$batch`, a user's
+        `assignedPlans` only. Confirms what the daily licence listing said of a few people; unknown ids left out."""
+        wanted = list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
+        found: dict[str, frozenset[str]] = {}
+        op = Operation("read users' licences", USER_READ)
+        for start in range(0, len(wanted), bodies.MAX_BATCH_REQUESTS):
+            chunk = wanted[start:start + bodies.MAX_BATCH_REQUESTS]
+            requests = [BatchRequest(str(n), "GET", f"/users/{_seg(uid)}?$select=id,assignedPlans")
+                        for n, uid in enumerate(chunk)]
+            for n, body in self._batch(requests, op).items():
+                plans = body.get("assignedPlans") if isinstance(body, dict) else None
+                found[chunk[int(n)]] = frozenset(
+                    str(p.get("servicePlanId", "")).lower() for p in (plans or [])
+                    if isinstance(p, dict) and p.get("capabilityStatus") == "Enabled")
+        return found
+
     def find_users_by_email(self, email: str) -> list[User]:
         """Users whose mail or UPN is `email` (up to 5): callers tell one from none and several."""
         address = email.strip()

@@ -207,6 +207,11 @@ def active_blocks(store: Store, user: str | None = None) -> list[Episode]:
         tzinfo=UTC), e.id or 0))
 
 
+def is_warning(episode: Episode) -> bool:
+    """A `warn` episode: the app warns and lets the user in; it is never counted or shown as a block."""
+    return episode.action == "warn"
+
+
 def pending_onboardings(store: Store) -> int:
     """Users whose managed app waits for Defender on their device (as of the last sweep)."""
     query = select(func.count()).select_from(OnboardingCase).where(OnboardingCase.state == PENDING)

@@ -76,6 +76,8 @@ def test_back_on_edits_the_notice_and_announces_one_digest(make_bot):
     bot = make_bot(mam_alert_channel=ALERTS)
     watching_without_enforcement(bot)
     sweep(bot)
+    sweep(bot)  # still off: the notice is not posted again
+    assert len(bot.slack.messages(ALERTS)) == 1
     notice = bot.slack.messages(ALERTS)[0]
 
     bot.sandbox.set_connector(androidMobileApplicationManagementEnabled=True)

@@ -118,3 +118,19 @@ class _Reader:
 
     def iter_user_ids_with_plan(self, service_plan_id: str) -> list[str]:
         return [self.user_id]
+
+
+def test_someone_licensed_since_the_last_listing_is_reread_before_being_called_unlicensed(world: World) -> None:
+    world.policy("low")
+    isaiah = CAST_USERS[ISAIAH].id
+    licences = refresh_licences(reader=world.clients.graph, store=world.store, intune_plans=INTUNE_PLANS,
+                                defender_plans=DEFENDER_PLANS, now=T0)
+    assert licences.ok  # the listing: Isaiah holds no Intune plan
+    world.tenant.set_licence(isaiah, "INTUNE_A", status="Enabled")  # licensed after the listing
+    settings = WatchSettings(intune_plans=INTUNE_PLANS, defender_plans=DEFENDER_PLANS)
+
+    result = world.sweep(settings)
+
+    with world.store.session() as session:
+        case = session.get(OnboardingCase, isaiah.lower())
+    assert case is not None and case.state == PENDING and result.unlicensed == 0  # re-read: licensed, nudged
