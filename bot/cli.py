@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     pj = jobs_sub.add_parser("list", help="the jobs, their schedules, last and next runs, and the leader")
     pj.set_defaults(func=cmd_jobs_list)
     pj = jobs_sub.add_parser("run", help="run one job now: the leader runs it while a bot leads, else this process")
-    pj.add_argument("name", help="threat-sweep, onboarding-nudges, approval-expiry or approval-reminders")
+    pj.add_argument("name", help="a job's name, e.g. threat-sweep, registrations-index, licences or onboarding-nudges "
+                                       "(`mam-bot jobs list` shows them all)")
     pj.set_defaults(func=cmd_jobs_run)
 
     p = sub.add_parser("audit", help="the audit log")

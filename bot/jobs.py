@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from workflows.registrations_index import index_due, refresh_index
-
 from bot.clock import as_utc
 from bot.microsoft.models import AndroidPolicy
 from bot.scheduler import Job, interval
@@ -27,6 +25,7 @@ from workflows.enforcement import current_enforcement
 from workflows.entra_users import EntraUsers
 from workflows.licences import last_licence_run, licence_job_summary, refresh_licences
 from workflows.onboarding import NudgeResult, WatchSettings, run_onboarding_nudges
+from workflows.registrations_index import index_due, refresh_index
 from workflows.tenant_reader import IndexedReader, MicrosoftReader
 from workflows.threat_sweep import SweepResult, run_threat_sweep
 
@@ -91,7 +90,7 @@ def index_job(deps: Deps) -> IndexRun:
     with microsoft.counting_requests() as requests:
         policies = list(microsoft.graph.iter_android_policies())
         run = _refresh(deps, policies, requests)
-    log.info("registrations index #%s: %s", run.id, index_summary(run))
+    log.info("registrations index #%s: %s", run.id, run.summary())
     return run
 
 
@@ -100,15 +99,6 @@ def _refresh(deps: Deps, policies: list[AndroidPolicy], requests: Callable[[], i
     users = EntraUsers(deps.store, graph, deps.now())
     return refresh_index(source=graph, store=deps.store, policies=policies, now=deps.now,
                          worker=deps.outbox.worker_id, users=users, requests=requests)
-
-
-def index_summary(run: IndexRun) -> str:
-    if not run.ok:
-        return f"failed: {run.error or run.fallback_reason}"
-    fallback = f" (fallback: {run.fallback_reason})" if run.fallback_reason else ""
-    return (f"{run.kept} Android registrations indexed from {run.rows} rows via {run.source}{fallback}; "
-            f"{run.no_device_id} without an Entra device id, {run.unknown_users} unknown mails, "
-            f"{run.requests} requests")
 
 
 def licence_job(deps: Deps) -> LicenceRun:

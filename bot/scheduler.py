@@ -270,7 +270,9 @@ class Scheduler:
             try:
                 result = job.run()
                 text = result.summary() if hasattr(result, "summary") else str(result)
-                record.outcome, record.summary = "ok", text[:4000]
+                # a job that returns its own verdict (a sweep, an index or licence refresh) failed when it says so
+                record.outcome = "ok" if getattr(result, "ok", True) is not False else "failed"
+                record.summary = text[:4000]
             except Exception as exc:
                 log.exception("job %s failed", name)
                 record.outcome, record.summary = "failed", f"{type(exc).__name__}: {exc}"[:4000]

@@ -114,7 +114,16 @@ EXAMPLES: dict[str, str] = {
     "MAM_APPROVAL_CHANNEL": "a Slack channel id such as C0123ABCD (channel details > About)",
     "MAM_APPROVAL_QUORUM": "how many approvers must approve a change, a whole number from 1 to 10 (default 1)",
     "MAM_APPROVAL_EXPIRY_HOURS": "hours a request waits for approval before it expires, e.g. 24",
-    "MAM_SWEEP_MINUTES": "minutes between threat sweeps, e.g. 15",
+    "MAM_SWEEP_MINUTES": "minutes between threat sweeps, e.g. 5",
+    "MAM_INDEX_MINUTES": "minutes between refreshes of the registrations index (Intune's report export), 5 or more, "
+                         "e.g. 60",
+    "MAM_LICENCE_HOURS": "hours between licence reads, e.g. 24",
+    "MAM_INTUNE_PLAN_IDS": "comma-separated service plan ids (GUIDs) that license Intune, e.g. "
+                           "c1ec4a95-1f05-45b3-a911-aa3fa01094f5",
+    "MAM_DEFENDER_PLAN_IDS": "comma-separated service plan ids (GUIDs) of Defender for Endpoint, e.g. "
+                             "871d91ec-ec1a-452b-a83f-bd76c7d770ef",
+    "MAM_SANDBOX_LATENCY_MS": "milliseconds each in-process sandbox request takes, and its jitter: 300, 300:100 "
+                              "or 300±100",
     "MAM_ALERT_DIGEST_THRESHOLD": "how many new or resolved blocks in one sweep become one digest card, e.g. 10",
     "MAM_ALERT_DM_USERS": "true or false: DM users whose app is blocked",
     "MAM_TIMEZONE": "an IANA time zone for working hours, e.g. Europe/London or America/New_York",

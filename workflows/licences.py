@@ -143,14 +143,7 @@ def last_licence_run(store: Store) -> LicenceRun | None:
 
 def licence_job_summary(run: LicenceRun) -> str:
     """One line for the job's log and `jobs run`."""
-    if not run.ok:
-        return run.error or "Licences were not read."
-    took = ""
-    if run.finished_at is not None:
-        took = f", {(as_utc(run.finished_at) - as_utc(run.started_at)).total_seconds():.1f} s"
-    return (f"licences: {count(run.intune_users, 'user')} with an Intune plan, "
-            f"{count(run.defender_users, 'user')} with a Defender for Endpoint plan "
-            f"({count(run.requests, 'request')}{took})")
+    return run.summary()
 
 
 # ---- answering ------------------------------------------------------------------------------------

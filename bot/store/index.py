@@ -20,6 +20,9 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
+from bot.clock import as_utc
+from bot.text import count
+
 ON = "on"
 OFF = "off"
 UNKNOWN = "unknown"
@@ -86,6 +89,15 @@ class IndexRun(SQLModel, table=True):
     def listed(self, name: str) -> list[str]:
         return list(json.loads(getattr(self, name) or "[]"))
 
+    def summary(self) -> str:
+        """One line for the job's log, `mam-bot jobs run` and `/mam sweep index`."""
+        if not self.ok:
+            return f"failed: {self.error or self.fallback_reason or 'unknown error'}"
+        fallback = f" (fallback: {self.fallback_reason})" if self.fallback_reason else ""
+        return (f"{count(self.kept, 'Android registration')} indexed from {count(self.rows, 'row')} via "
+                f"{self.source}{fallback}; {self.no_device_id} without an Entra device id, {self.unknown_users} "
+                f"unknown mails, {count(self.requests, 'request')}")
+
 
 class IndexRow(SQLModel, table=True):
     """One (user, device, app) with the policies that apply, as of one index run (`generation`)."""
@@ -151,3 +163,14 @@ class LicenceRun(SQLModel, table=True):
     defender_users: int = 0
     requests: int = 0
     error: str = Field(default="", max_length=2000)
+
+    def summary(self) -> str:
+        """One line for the job's log, `mam-bot jobs run` and `/mam sweep licences`."""
+        if not self.ok:
+            return self.error or "Licences were not read."
+        took = ""
+        if self.finished_at is not None and self.started_at is not None:
+            took = f", {(as_utc(self.finished_at) - as_utc(self.started_at)).total_seconds():.1f} s"
+        return (f"licences: {count(self.intune_users, 'user')} with an Intune plan, "
+                f"{count(self.defender_users, 'user')} with a Defender for Endpoint plan "
+                f"({count(self.requests, 'request')}{took})")
