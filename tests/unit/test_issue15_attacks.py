@@ -525,19 +525,8 @@ def test_a_header_only_export_on_a_first_refresh_is_an_empty_index(store: Store)
 # ---- /mam me: who is asking --------------------------------------------------------------------------------
 
 
-@dataclass
-class _Directory:
-    users: list[User]
-
-    def iter_users(self) -> Iterator[User]:
-        yield from self.users
-
-    def count_users(self) -> int | None:
-        return len(self.users)
-
-    def find_users_by_email(self, email: str) -> list[User]:
-        wanted = email.lower()
-        return [u for u in self.users if wanted in {(u.mail or "").lower(), (u.userPrincipalName or "").lower()}]
+def _Directory(users: list[User]) -> FakeGraph:
+    return FakeGraph(users=users)
 
 
 def test_a_slack_email_two_entra_users_answer_to_identifies_nobody(store: Store) -> None:
