@@ -105,8 +105,8 @@ def thanks_text(case: OnboardingCase) -> Mrkdwn:
 
 DONE_STATUS = Mrkdwn(":white_check_mark: Thanks! Defender usually reports a device within a few hours; I'll hold "
                      "the reminders meanwhile and say thanks when it shows up.")
-STOP_STATUS = Mrkdwn(":no_bell: OK, I won't remind you again. Your work apps still need Defender to open on this "
-                     "device.")
+STOP_STATUS = Mrkdwn(":no_bell: OK, I won't remind you again. Your organisation still asks for Microsoft Defender "
+                     "on this device: `/mam me` shows what that means for your work apps right now.")
 
 
 # ---- the buttons ------------------------------------------------------------------------------------

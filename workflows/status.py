@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import col, func, select
 
+from bot.clock import as_utc
 from bot.scheduler import last_runs
 from bot.store.index import Enforcement, IndexRun, LicenceRun
 from bot.store.job_requests import JobRequest
@@ -68,8 +69,13 @@ def gather(deps: Deps) -> Status:
                                 .where(col(ChangeRequest.state).in_([s.value for s in OPEN_STATES]))).one()
     now = deps.now()
     errors = [f"{name}: {run.summary}" for name, run in runs.items() if run.outcome == "failed"]
-    if sweep is not None and sweep.error:
-        errors.append(f"last sweep: {sweep.error}")
+    swept = runs.get("threat-sweep")
+    if sweep is not None and sweep.error and not (swept is not None and swept.outcome == "failed"):
+        errors.append(f"last sweep: {sweep.error}")  # (a failed sweep job says it already)
+    index = current_run(deps.store)
+    stale = stale_index(index, now, timedelta(minutes=deps.settings.mam_index_minutes))
+    if stale:
+        errors.append(stale)
     return Status(
         leader=lease.holder if lease else None,
         leader_until=lease.expires_at if lease else None,
@@ -85,8 +91,18 @@ def gather(deps: Deps) -> Status:
         outbox_failed=[f"{m.key}: {m.last_error}" for m in deps.outbox.failed(limit=5)],
         errors=errors,
         enforcement=current_enforcement(deps.store),
-        index=current_run(deps.store),
+        index=index,
         licences=last_licence_run(deps.store),
         unlicensed=len(unlicensed_users(deps.store)),
     )
 
+
+def stale_index(index: IndexRun | None, now: datetime, every: timedelta) -> str:
+    """A warning when the registrations the sweeps read are over three refresh intervals old (refreshes fail)."""
+    finished = as_utc(index.finished_at) if index is not None else None
+    if finished is None or now - finished <= 3 * every:
+        return ""
+    hours = (now - finished).total_seconds() / 3600
+    return (f"registrations index: {hours:.0f} h old (refreshed every {every.total_seconds() / 60:.0f} min): the "
+            "sweeps still read it, so new registrations and policy changes since then are not seen; see the "
+            "registrations-index job's last run")

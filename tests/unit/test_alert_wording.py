@@ -78,3 +78,13 @@ def test_status_says_licences_were_not_checked_until_they_were() -> None:
     run = LicenceRun(id=1, started_at=NOW, finished_at=NOW, ok=True, intune_users=90, defender_users=80)
     text = str(licences_text(status(licences=run, unlicensed=4)))
     assert "90 users with Intune" in text and "4 users waiting without one (not nudged)" in text
+
+
+def test_an_index_three_intervals_old_is_a_warning_on_the_status_card() -> None:
+    from workflows.status import stale_index
+
+    every = timedelta(minutes=60)
+    fresh = IndexRun(id=1, started_at=NOW, finished_at=NOW - timedelta(hours=2), source=EXPORT, ok=True)
+    old = IndexRun(id=1, started_at=NOW, finished_at=NOW - timedelta(hours=5), source=EXPORT, ok=True)
+    assert stale_index(None, NOW, every) == "" and stale_index(fresh, NOW, every) == ""
+    assert "registrations index: 5 h old" in stale_index(old, NOW, every)
