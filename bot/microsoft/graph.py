@@ -81,6 +81,9 @@ class AssignmentChange:
     after: list[PolicyAssignment]
 
 
+USABLE_PLAN_STATES = frozenset({"Enabled", "Warning"})  # assignedPlan.capabilityStatus values whose service works
+
+
 class GraphClient:
     def __init__(self, session: ApiSession) -> None:
         self._s = session
@@ -286,8 +289,9 @@ class GraphClient:
         return (str(item["id"]) for item in items if item.get("id"))
 
     def enabled_plans(self, ids: Iterable[str]) -> dict[str, frozenset[str]]:
-        """Each user's enabled service plan ids (lower case), read now: 20 users to a `$batch`, a user's
-        `assignedPlans` only. Confirms what the daily licence listing said of a few people; unknown ids left out."""
+        """Each user's usable service plan ids (lower case), read now: 20 users to a `$batch`, a user's
+        `assignedPlans` only. Confirms what the daily licence listing said of a few people; unknown ids left out.
+        A plan in `Warning` (a lapsed subscription's grace period) still works, so it counts with `Enabled`."""
         wanted = list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
         found: dict[str, frozenset[str]] = {}
         op = Operation("read users' licences", USER_READ)
@@ -299,7 +303,7 @@ class GraphClient:
                 plans = body.get("assignedPlans") if isinstance(body, dict) else None
                 found[chunk[int(n)]] = frozenset(
                     str(p.get("servicePlanId", "")).lower() for p in (plans or [])
-                    if isinstance(p, dict) and p.get("capabilityStatus") == "Enabled")
+                    if isinstance(p, dict) and p.get("capabilityStatus") in USABLE_PLAN_STATES)
         return found
 
     def find_users_by_email(self, email: str) -> list[User]:

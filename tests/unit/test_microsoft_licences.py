@@ -87,3 +87,27 @@ def test_find_users_by_email_rejects_empty_or_unreasonable_input(email):
     with pytest.raises(ValueError):
         harness(rec).clients.graph.find_users_by_email(email)
     assert rec.requests == []
+
+
+def test_enabled_plans_reads_each_users_assigned_plans_in_batches_and_counts_the_grace_period():
+    import json
+
+    plans = [{"servicePlanId": INTUNE_A.upper(), "capabilityStatus": "Warning"},
+             {"servicePlanId": "871d91ec-ec1a-452b-a83f-bd76c7d770ef", "capabilityStatus": "Enabled"},
+             {"servicePlanId": "292cc034-7b7c-4950-aaf5-943befd3f1d4", "capabilityStatus": "Suspended"},
+             {"servicePlanId": "bfc1bbd9-981b-4f71-9b82-17c35fd0e2a4", "capabilityStatus": "Deleted"}]
+
+    def batch(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert len(body["requests"]) <= 20
+        return httpx.Response(200, json={"responses": [
+            {"id": r["id"], "status": 200, "body": {"id": r["url"].split("/")[2].split("?")[0],
+                                                    "assignedPlans": plans}} for r in body["requests"]]})
+
+    rec = Recorder().on("POST", "/v1.0/$batch", batch)
+    found = harness(rec).clients.graph.enabled_plans([f"u{n}" for n in range(25)])
+
+    assert len(rec.requests) == 2 and len(found) == 25
+    assert found["u3"] == {INTUNE_A, "871d91ec-ec1a-452b-a83f-bd76c7d770ef"}  # Warning (grace) counts; not
+    first = json.loads(rec.requests[0].content)["requests"][0]                  # Suspended or Deleted
+    assert first["url"] == "/users/u0?$select=id,assignedPlans"
