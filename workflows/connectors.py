@@ -64,8 +64,9 @@ ANDROID_APP_TOGGLE = (
 
 PARTNER_STATE_EXPLAINED: dict[str, tuple[str, str]] = {
     "available": (
-        "Defender and Intune can connect, but the connection is not switched on yet.",
-        f"{DEFENDER_SWITCH}, then in the {INTUNE_CONNECTOR} page check the connection status.",
+        "The Defender-Intune connection is set up, but no platform toggle is on in Intune, so Intune uses "
+        "Defender's signal for no platform yet.",
+        f"{ANDROID_APP_TOGGLE} (admins: the Enable request below, or `/mam connectors enable-android`).",
     ),
     "unavailable": (
         "Defender for Endpoint is not available to this tenant.",
@@ -157,8 +158,10 @@ def _partner_state(c: MtdConnector, portals: Portals) -> Check:
     what, fix = PARTNER_STATE_EXPLAINED.get(
         state, (f"The connector is in state `{state}`.", f"{DEFENDER_SWITCH}, then re-check.")
     )
+    # `available`: the connection exists and the fix is Intune's platform toggle, not the Defender switch
+    link = portals.intune_mde_connector if state == "available" else portals.defender_advanced_features
     return Check("connection", "Defender for Endpoint connection", Status.FAIL,
-                 f"State `{state}`: {what}", fix=fix, link=portals.defender_advanced_features)
+                 f"State `{state}`: {what}", fix=fix, link=link)
 
 
 def _heartbeat(c: MtdConnector, now: datetime, portals: Portals) -> Check:

@@ -26,6 +26,7 @@ APPS_WRITE = "DeviceManagementApps.ReadWrite.All"
 CONFIG_WRITE = "DeviceManagementConfiguration.ReadWrite.All"
 DEVICES_WRITE = "DeviceManagementManagedDevices.ReadWrite.All"
 GROUP_READ = "Group.Read.All"
+GROUP_MEMBER_READ = "GroupMember.Read.All"
 USER_READ = "User.Read.All"
 # Defender for Endpoint (WindowsDefenderATP) application permission (§5).
 MACHINE_READ = "Machine.Read.All"
@@ -92,8 +93,10 @@ _WATCH_NOTE = (
     f"Reads app protection status through Intune's report export, which needs {APPS_WRITE} (or "
     f"{CONFIG_WRITE} or {DEVICES_WRITE}); the bot writes nothing with it. Without it the watch falls back "
     f"to the slower paged read of registrations ({APPS_READ} only) and /mam status says so. "
-    f"{USER_READ}: users' mail and licences."
+    f"{USER_READ}: users' mail and licences. {GROUP_READ} (or {GROUP_MEMBER_READ}): the members of assigned "
+    "groups, when Graph doesn't say which policies apply to a registration."
 )
+_WATCH_GROUPS = _g(GROUP_READ, GROUP_MEMBER_READ)
 
 FEATURES: tuple[Feature, ...] = (
     Feature("connector-status", "Check the Defender for Endpoint connector", (_g(SERVICE_CONFIG_READ),)),
@@ -104,9 +107,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("assignments", "Assign policies to groups", (_g(APPS_WRITE), _g(GROUP_READ))),
     Feature("group-lookup", "Find groups and count their members", (_g(GROUP_READ),)),
     Feature("threat-alerts", "Alert admins when a device's threat level blocks apps",
-            (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ)), note=_WATCH_NOTE),
+            (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ), _WATCH_GROUPS), note=_WATCH_NOTE),
     Feature("onboarding-nudges", "Nudge users to install and activate Defender",
-            (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ)), note=_WATCH_NOTE),
+            (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ), _WATCH_GROUPS), note=_WATCH_NOTE),
 )
 
 ALL_ROLES: dict[str, frozenset[str]] = {

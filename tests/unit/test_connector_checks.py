@@ -67,3 +67,12 @@ def test_format_age():
     assert format_age(timedelta(minutes=30)) == "30 min"
     assert format_age(timedelta(hours=30)) == "30 h"
     assert format_age(timedelta(days=3)) == "3 days"
+
+
+def test_available_means_set_up_with_no_platform_toggle_on_and_the_intune_toggle_is_the_fix():
+    """Microsoft's MTD connector documentation: Available = set up, but no platform toggle is on in Intune."""
+    check = evaluate(connector(partnerState="available"), now=NOW, portals=PORTAL).check("connection")
+    assert "set up, but no platform toggle is on in Intune" in check.detail
+    assert "Connect Android devices to Microsoft Defender for Endpoint" in check.fix
+    assert "Advanced features" not in check.fix  # not the Defender switch: the connection exists
+    assert check.link.startswith("https://intune.microsoft.com")

@@ -323,7 +323,7 @@ def rows_for(graph_roles, defender_roles=("Machine.Read.All",)):
 
 
 def test_the_watch_needs_a_read_write_permission_for_the_export_and_falls_back_without_it():
-    rows = rows_for(["DeviceManagementApps.Read.All", "User.Read.All"])
+    rows = rows_for(["DeviceManagementApps.Read.All", "User.Read.All", "Group.Read.All"])
     for key in WATCH:
         row = rows[key]
         assert row.missing == (EXPORT_LABEL,)
@@ -338,7 +338,7 @@ def test_the_watch_needs_a_read_write_permission_for_the_export_and_falls_back_w
     "DeviceManagementManagedDevices.ReadWrite.All",
 ])
 def test_any_of_the_three_read_write_permissions_allows_the_export(write):
-    rows = rows_for([write, "DeviceManagementApps.Read.All", "User.Read.All"])
+    rows = rows_for([write, "DeviceManagementApps.Read.All", "User.Read.All", "GroupMember.Read.All"])
     for key in WATCH:
         assert rows[key].ok and rows[key].degraded == ()
 
@@ -356,7 +356,7 @@ def test_only_the_watch_rows_changed():
     for key in WATCH:
         assert requirements[key] == {
             "Machine.Read.All", "DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All",
-            "User.Read.All",
+            "User.Read.All", "Group.Read.All",  # Group.Read.All or GroupMember.Read.All: the group fallback
         }
 
 
