@@ -33,7 +33,10 @@ APP_SETS = {"set:allMicrosoftApps": "All Microsoft apps", "set:allCoreMicrosoftA
 DEFAULT_APPS = ("com.microsoft.office.outlook", "com.microsoft.teams", "com.microsoft.emmx")
 DEVICE_TYPES = ("unmanaged", "androidEnterprise", "mdm", "unspecified")
 THREAT_LEVELS = ("secured", "low", "medium", "high")
-ACTIONS = ("block", "wipe", "warn")
+# For the max allowed device threat level on Android, Intune offers Block access and Wipe data only (warn and
+# blockWhenSettingIsSupported belong to the shared enum of other settings); an existing policy shows what it has.
+ACTIONS = ("block", "wipe")
+WIPE_CONFIRMED = "wipe-understood"
 DEVICE_TYPE_HINT = {"unmanaged": "unmanaged (MAM without enrollment)", "mdm": "Android device administrator"}
 
 
@@ -112,6 +115,10 @@ def new_policy_modal(values: dict[str, Any] | None = None, error: Mrkdwn | None 
         _group_picker("exclude", "Exclude groups", v.get("exclude_options", [])),
         _text_input("justification", "Why? (for the approver)", initial=v.get("justification", ""),
                     multiline=True, placeholder="e.g. protect pilot users' mail on risky phones (CHG0042)"),
+        {"type": "input", "block_id": "confirm_wipe", "optional": True,
+         "label": {"type": "plain_text", "text": "Only with Wipe data"},
+         "element": {"type": "checkboxes", "action_id": "value", "options": [WIPE_OPTION],
+                     **({"initial_options": [WIPE_OPTION]} if v.get("wipe_confirmed") else {})}},
     ]
     return {
         "type": "modal", "callback_id": View.POLICY_NEW,
@@ -120,6 +127,10 @@ def new_policy_modal(values: dict[str, Any] | None = None, error: Mrkdwn | None 
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": blocks,
     }
+
+
+WIPE_OPTION = option("I understand: Wipe data removes the work data (mail, files, accounts) from these apps on "
+                     "every device above the level", WIPE_CONFIRMED)
 
 
 def read_values(form: Form) -> dict[str, Any]:
@@ -136,6 +147,7 @@ def read_values(form: Form) -> dict[str, Any]:
         "include_options": include,
         "exclude_options": exclude,
         "justification": form.text("justification"),
+        "wipe_confirmed": WIPE_CONFIRMED in form.choices("confirm_wipe"),
     }
 
 
@@ -159,9 +171,15 @@ def validate(values: dict[str, Any], taken: set[str] | None) -> dict[str, str]:
         errors["threat"] = "Pick the highest threat level to allow."
     if not values["action"]:
         errors["action"] = "Pick what happens above that level."
+    if values["action"] == "wipe" and not values.get("wipe_confirmed"):
+        errors["confirm_wipe"] = ("Wipe data removes the work data from these apps on every device above the level: "
+                                  "tick the box to confirm, or choose Block access.")
     both = set(values["include"]) & set(values["exclude"])
     if both:
         errors["exclude"] = "A group can't be both assigned and excluded."
+    elif values["exclude"] and not values["include"]:
+        errors["include"] = ("Excluded groups only take people out of the groups a policy is assigned to: with no "
+                             "group to assign it to, it protects nobody. Add one, or leave both empty.")
     if len(values["justification"]) < 5:
         errors["justification"] = "Say why this policy is needed (5+ characters)."
     return errors

@@ -24,6 +24,7 @@ from bot.microsoft.models import (
     AssignmentTarget,
     Group,
     PolicyAssignment,
+    TargetKind,
 )
 from bot.text import count
 from workflows.changes import GraphCall, Outcome, Plan
@@ -113,8 +114,11 @@ class PolicyCreate:
         after = (f"policy '{draft.displayName}': above {threat}"
                  f" → {label(ACTION_LABELS, draft.mobileThreatDefenseRemediationAction.value)}; "
                  f"{device_types}; {apps}; groups: {_assignment_lines(groups, names)}")
+        wipes = draft.mobileThreatDefenseRemediationAction.value == "wipe"
         return Plan(
-            title=f"Create Android app protection policy '{draft.displayName}'",
+            # what approvers read first: a wipe removes work data, so it says so before anything else
+            title=(f"WIPES work app data above {threat}: " if wipes else "")
+            + f"Create Android app protection policy '{draft.displayName}'",
             target=f"new policy '{draft.displayName}'",
             change={**change, "group_names": names, "requested_at": as_utc(self.now()).isoformat()},
             snapshot={"existing": None},
@@ -197,11 +201,17 @@ class PolicyAssignments:
             policy = self.graph.get_android_policy(policy_id)
         except NotFound:
             raise UserError(f"There is no Android app protection policy {policy_id} any more.") from None
-        current = _current(self.graph.get_assignments(policy_id))
+        raw = self.graph.get_assignments(policy_id)
+        current = _current(raw)
         names = _group_names(self.graph, {a["groupId"] for a in current} | {*include, *exclude, *remove})
         if self._in_place(current, include, exclude, remove):
             raise UserError("The policy's assignments already look like that: there is nothing to change.")
         after = self._after(current, include, exclude, remove)
+        reaches_all = any(a.target.odata_type in (TargetKind.ALL_LICENSED_USERS, TargetKind.ALL_DEVICES) for a in raw)
+        if after and not reaches_all and all(a["exclude"] for a in after):
+            raise UserError(f"After this change '{policy.displayName}' would have excluded groups only, which protects "
+                            "nobody: excluded groups only take people out of the groups a policy is assigned to. "
+                            "Assign it to a group first: `/mam assign \"policy name\" \"group name\"`.")
         targets = [AssignmentTarget.exclude_group(a["groupId"]) if a["exclude"]
                    else AssignmentTarget.include_group(a["groupId"]) for a in after]
         path = f"{POLICIES}/{policy_id}"

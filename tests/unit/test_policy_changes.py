@@ -163,9 +163,20 @@ def test_remove_and_exclude(h: Harness):
     h.run(ASSIGN, {"policy_id": SEED_POLICY_ID, "remove": [execs]})
     targets = h.tenant.policy(SEED_POLICY_ID)["assignments"]
     assert [a["target"]["groupId"] for a in targets] == [everyone]
-    h.run(ASSIGN, {"policy_id": SEED_POLICY_ID, "exclude": [everyone]})
-    [only] = h.tenant.policy(SEED_POLICY_ID)["assignments"]
-    assert only["target"]["@odata.type"] == "#microsoft.graph.exclusionGroupAssignmentTarget"
+    h.run(ASSIGN, {"policy_id": SEED_POLICY_ID, "include": [execs], "exclude": [everyone]})
+    assignments = h.tenant.policy(SEED_POLICY_ID)["assignments"]
+    targets = {a["target"]["groupId"]: a["target"]["@odata.type"] for a in assignments}
+    assert targets == {execs: "#microsoft.graph.groupAssignmentTarget",
+                       everyone: "#microsoft.graph.exclusionGroupAssignmentTarget"}
+
+
+def test_an_assignment_that_leaves_excluded_groups_only_is_refused_and_says_why(h: Harness):
+    everyone = h.group_id("All Android Users")
+    h.run(ASSIGN, {"policy_id": SEED_POLICY_ID, "remove": [h.group_id("Executives")]})
+    with pytest.raises(UserError, match="excluded groups only, which protects nobody"):
+        h.service.file(ASSIGN, {"policy_id": SEED_POLICY_ID, "exclude": [everyone]}, requester=REQUESTER,
+                       justification=WHY)
+    assert [a["target"]["groupId"] for a in h.tenant.policy(SEED_POLICY_ID)["assignments"]] == [everyone]
 
 
 def test_nothing_to_change_is_refused_when_asked(h: Harness):
