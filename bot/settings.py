@@ -118,6 +118,7 @@ EXAMPLES: dict[str, str] = {
     "MAM_INDEX_MINUTES": "minutes between refreshes of the registrations index (Intune's report export), 5 or more, "
                          "e.g. 60",
     "MAM_LICENCE_HOURS": "hours between licence reads, e.g. 24",
+    "MAM_DRIFT_MINUTES": "minutes between checks for policy and connector changes made outside the bot, e.g. 10",
     "MAM_INTUNE_PLAN_IDS": "comma-separated service plan ids (GUIDs) that license Intune, e.g. "
                            "c1ec4a95-1f05-45b3-a911-aa3fa01094f5",
     "MAM_DEFENDER_PLAN_IDS": "comma-separated service plan ids (GUIDs) of Defender for Endpoint, e.g. "
@@ -228,6 +229,7 @@ class Settings(BaseSettings):
     mam_sweep_minutes: float = Field(default=5.0, ge=1, le=24 * 60)
     mam_index_minutes: float = Field(default=60.0, ge=5, le=24 * 60)
     mam_licence_hours: float = Field(default=24.0, ge=1, le=24 * 7)
+    mam_drift_minutes: float = Field(default=10.0, ge=1, le=24 * 60)  # policies and connector compared, changes told
     mam_intune_plan_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(INTUNE_PLANS))
     mam_defender_plan_ids: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFENDER_PLANS))
     # the in-process sandbox's answer time per request: "300" or "300:100" (milliseconds, ± jitter)
