@@ -38,8 +38,8 @@ from commands.nudges import nudge_blocks, nudge_text, thanks_text
 from commands.roles import RoleDirectory
 from workflows.changes import State
 from workflows.enforcement import notice_key, notice_post_key
+from workflows.episodes import resolved_key, snooze_over_key
 from workflows.onboarding import DirectoryThrottled
-from workflows.threat_sweep import resolved_key, snooze_over_key
 
 if TYPE_CHECKING:
     from bot.deps import Deps

@@ -43,16 +43,16 @@ from commands.listen import Listeners
 from commands.payloads import AlertRef
 from workflows.connectors import PORTALS, Portals, format_age
 from workflows.enforcement import current_enforcement
-from workflows.licences import gap_text, licence_gaps
-from workflows.onboarding import WatchSettings
-from workflows.policies import ACTION_LABELS, THREAT_LEVEL_LABELS, app_label
-from workflows.threat_sweep import (
+from workflows.episodes import (
     acknowledge,
     back_within_limit,
     opened_for,
     snooze,
     version_key,
 )
+from workflows.licences import gap_text, licence_gaps
+from workflows.onboarding import WatchSettings
+from workflows.policies import ACTION_LABELS, THREAT_LEVEL_LABELS, app_label
 
 log = logging.getLogger(__name__)
 

@@ -247,11 +247,11 @@ def test_the_resumed_digest_announces_blocks_not_resolutions() -> None:
 
 
 class _DiesOnce:
-    """`_people` raising once: the process dying (or the database failing) after record() committed the turn."""
+    """`people` raising once: the process dying (or the database failing) after record() committed the turn."""
 
     def __init__(self) -> None:
         self.armed = True
-        self.real = threat_sweep._people
+        self.real = threat_sweep.people
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.armed:
@@ -266,7 +266,7 @@ def _back_on_after_a_death(world: World, monkeypatch: pytest.MonkeyPatch) -> lis
     world.sweep()
     world.notifier.take()
     toggle(world, True)
-    monkeypatch.setattr(threat_sweep, "_people", _DiesOnce())
+    monkeypatch.setattr(threat_sweep, "people", _DiesOnce())
     with pytest.raises(RuntimeError):
         world.sweep(at=T0 + timedelta(minutes=5))
     assert current_enforcement(world.store).state == ON  # the turn was recorded before the death
