@@ -273,6 +273,10 @@ def cmd_sandbox_serve(args: argparse.Namespace) -> int:
     server = serve_sandbox(SandboxTenant(config), host=args.host, port=args.port)
     print(f"sandbox tenant at {server.url}: set MAM_CLOUD=sandbox MAM_GRAPH_URL={server.url} "
           f"MAM_DEFENDER_URL={server.url}", file=sys.stderr, flush=True)
+    print(f"edits outside the bot, as an admin in the Intune portal: POST {server.url}/sandbox-admin/portal/policy "
+          '{"admin": "<upn>", "policy": "<name or id>", "settings": {"maximumAllowedDeviceThreatLevel": "high"}} '
+          "(also .../portal/policy/create, .../portal/policy/delete, .../portal/connector, "
+          "/sandbox-admin/audit/deliver)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     finally:

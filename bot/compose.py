@@ -45,6 +45,7 @@ def build_deps(
     from workflows.connector_change import KIND as CONNECTOR_TOGGLE
     from workflows.connector_change import ConnectorToggle
     from workflows.policy_changes import ASSIGN, CREATE, PolicyAssignments, PolicyCreate
+    from workflows.policy_edit import DELETE, EDIT, PolicyDelete, PolicyEdit
 
     store = create_store(settings.database_url)
     runner = runner or BackgroundRunner()
@@ -73,7 +74,8 @@ def build_deps(
     changes = ChangeService(
         store, audit,
         {CONNECTOR_TOGGLE: ConnectorToggle(microsoft.graph), CREATE: PolicyCreate(microsoft.graph, utcnow),
-         ASSIGN: PolicyAssignments(microsoft.graph)},
+         ASSIGN: PolicyAssignments(microsoft.graph),
+         EDIT: PolicyEdit(microsoft.graph), DELETE: PolicyDelete(microsoft.graph)},
         SlackNotifier(outbox, lambda request_id: approvals_of(store, request_id)),
         is_approver=lambda user: Role.APPROVER in roles.roles_of(user),
         now=utcnow, quorum=settings.mam_approval_quorum,

@@ -122,7 +122,7 @@ SCRIPT: list[Step] = [
          "blocked above a low threat level, for the MAM Pilot group. The form is filled field by field here; "
          "in Slack it is a modal.", DEMO_ADMIN, "/mam policy new",
          answers=(NEW_POLICY, "Blocks Outlook, Teams and Edge when Defender reports more than a low threat",
-                  "", "", "2", "1", "MAM Pilot", "1", "", "Pilot of MAM threat signals for Android (CHG0042)",
+                  "", "", "", "2", "1", "MAM Pilot", "1", "", "Pilot of MAM threat signals for Android (CHG0042)",
                   "")),
     Step("The form's last screen says the request is filed; Alex closes it.", DEMO_ADMIN, ":close"),
     Step("Sam approves: the bot creates the policy (beta), attaches its apps (targetApps) and assigns it "

@@ -19,6 +19,7 @@ from bot.scheduler import Job, interval
 from bot.store.index import OFF, IndexRun, LicenceRun
 from commands.adapters import SlackAlerts, SlackEmailDirectory, SlackNudger, slack_client_of
 from commands.alerts import portals_for
+from commands.drift import DRIFT_JOB, check_drift  # `mam-bot jobs run policy-drift`
 from commands.sweep import INDEX_JOB, LICENCE_JOB  # `/mam sweep index|licences` ask for these by name
 from commands.sweep import JOB as SWEEP  # `/mam sweep` asks for this job by name
 from workflows.enforcement import current_enforcement
@@ -52,6 +53,9 @@ def default_jobs(deps: Deps) -> list[Job]:
         # Every few minutes rather than once a day: Slack's users.lookupByEmail allows about 50 a
         # minute, so a daily run could only find 50 new people a day. The job itself sends only
         # within MAM_WORK_HOURS on MAM_WORK_DAYS, and each person's cadence is in the database.
+        Job(DRIFT_JOB, "compare the Android app protection policies and the connector with their snapshot; tell the "
+            "alert channel about changes made outside the bot (Revert or Accept)",
+            interval(minutes=settings.mam_drift_minutes), lambda: check_drift(deps)),
         Job("onboarding-nudges", "DM the onboarding steps to users whose managed app waits for Defender "
             "(sends only in working hours)", interval(minutes=settings.mam_nudge_minutes), lambda: nudge_job(deps)),
         Job("approval-expiry", "expire change requests nobody decided in time", interval(seconds=30),

@@ -83,6 +83,7 @@ class LocalWorkspace:
 
     def session(self, user: str = DEMO_ADMIN, channel: str = "C0CONSOLE", **kwargs: Any) -> ConsoleSession:
         # the session waits on `deps` (background work and the outbox), not only on the runner
+        kwargs.setdefault("sandbox", self.deps.sandbox)  # `:portal` edits it outside the bot
         return ConsoleSession(self.app, self.slack, self.deps, user=user, channel=channel, **kwargs)
 
     def close(self) -> None:

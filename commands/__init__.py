@@ -17,12 +17,14 @@ def register_all(app: App, deps: Deps) -> None:
         approvals,
         assignments,
         connectors,
+        drift,
         help,
         home,
         me,
         nudges,
         pickers,
         policies,
+        policy_edit,
         policy_new,
         router,
         status,
@@ -32,6 +34,6 @@ def register_all(app: App, deps: Deps) -> None:
     # The /mam listener goes first: Bolt tries listeners in order on every request, and nearly every
     # request is a /mam command. It finds subcommands in the registry at request time, so the modules
     # registered after it are there when it needs them.
-    for module in (router, help, me, connectors, policies, policy_new, assignments, pickers, approvals, alerts, nudges,
-                   status, sweep, home):
+    for module in (router, help, me, connectors, policies, policy_new, policy_edit, assignments, pickers, approvals,
+                   alerts, drift, nudges, status, sweep, home):
         module.listeners.install(app, deps)

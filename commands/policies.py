@@ -1,7 +1,9 @@
 """`/mam policy list | show <name or id>`: Android app protection policies, read-only.
 
-Each read-only verb is one entry in `VERBS` (`new` is a registry verb: admins only); the command
-acks at once and fills the answer in with one `response_url` update after Graph has answered.
+Each read-only verb is one entry in `VERBS` (`new`, `edit` and `delete` are registry verbs: admins only,
+their forms in `commands.policy_new` and `commands.policy_edit`); the command acks at once and fills the
+answer in with one `response_url` update after Graph has answered. The list offers "Set threat level"
+beside each policy that ignores Defender, and `show` an Edit button: both open the edit form.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from bot.microsoft.models import AndroidPolicy
 from bot.mrkdwn import Mrkdwn, md, md_join
 from bot.registry import Verb
 from bot.roles import Access
-from commands.blocks import Block, button, context, fields_section, header, section
+from commands.blocks import Block, actions, button, context, fields_section, header, section
 from commands.context import CommandRequest, Interaction
 from commands.ids import Action
 from commands.listen import Listeners
 from commands.payloads import PolicyRef
+from commands.policy_edit import DELETE_USAGE, EDIT_USAGE, EditAction, delete_command, edit_command
 from commands.policy_new import new_command
 from workflows.policies import (
     PARTNER_PRIORITY_LABELS,
@@ -62,13 +65,20 @@ listeners = Listeners()
     Access.READ, group="Policies",
     verbs=(Verb("new", NEW_USAGE, "A form for a new Android app protection policy with a max device threat level "
                                   "(an approver approves).", Access.ADMIN, lambda req: new_command(req, req.args),
-                what="ask for a new app protection policy"),))
+                what="ask for a new app protection policy"),
+           Verb("edit", EDIT_USAGE, "A form to change a policy's name, apps, device types, max device threat level "
+                                    "and action (an approver approves).", Access.ADMIN,
+                lambda req: edit_command(req, req.args), what="ask to edit app protection policies"),
+           Verb("delete", DELETE_USAGE, "Ask to delete a policy: type its name to confirm (an approver approves).",
+                Access.ADMIN, lambda req: delete_command(req, req.args),
+                what="ask to delete app protection policies")))
 def policy_command(req: CommandRequest) -> None:
     verb, *rest = req.args or ["list"]
     handler = VERBS.get(command_name(verb))
     if handler is None:
         known = ", ".join(f"`{v}`" for v in (*VERBS, "new"))
-        raise UsageError(f"I don't know `/mam policy {verb}`; try {known}.")
+        raise UsageError(f"I don't know `/mam policy {verb}`; try {known}. Admins can also `edit` and `delete` a "
+                         "policy.")
     handler(req, rest)
 
 
@@ -100,7 +110,7 @@ def show_command(req: CommandRequest, args: list[str]) -> None:
 VERBS: dict[str, Callable[[CommandRequest, list[str]], None]] = {
     "list": list_command,
     "show": show_command,
-}  # `new` is a verb of its own in the registry: it needs an admin
+}  # `new`, `edit` and `delete` are verbs of their own in the registry: they need an admin
 
 
 @listeners.action(Action.POLICY_SHOW, Access.READ, what="read policy details")
@@ -146,15 +156,29 @@ def list_blocks(page: PolicyPage) -> list[Block]:
     summary = _count(page.total, "policy", "policies")
     if page.query:
         summary += f" with “{page.query}” in the name"
+    # a "Set threat level" button under each policy that ignores Defender, as many as the message has room for
+    # (one block each, after the summary, a row per policy and the "more" line)
+    room = MAX_MESSAGE_BLOCKS - len(blocks) - 1 - len(page.policies) - (1 if page.more else 0)
     if page.ignoring_defender:
         ignore = "ignores" if page.ignoring_defender == 1 else "ignore"
         summary += (f"; :warning: {page.ignoring_defender} {ignore} Defender's signal "
                     "(max allowed device threat level not configured)")
+        if sum(ignores_defender(p) for p in page.policies) > room:
+            summary += "; Details, then Edit…, sets it"
     blocks.append(context(md("{}.", summary)))
-    blocks += [policy_row(p) for p in page.policies]
+    for policy in page.policies:
+        blocks.append(policy_row(policy))
+        if ignores_defender(policy) and room > 0:
+            blocks.append(actions(set_threat_button(policy)))
+            room -= 1
     if page.more:
         blocks.append(context(more_line(page)))
     return blocks[:MAX_MESSAGE_BLOCKS]
+
+
+def set_threat_button(policy: AndroidPolicy) -> dict[str, object]:
+    """Opens the edit form with the max device threat level preset to Low and the action to Block access."""
+    return button("Set threat level", EditAction.SET_THREAT, PolicyRef(id=policy.id).encode(), style="primary")
 
 
 def more_line(page: PolicyPage) -> Mrkdwn:
@@ -213,6 +237,11 @@ def detail_blocks(detail: PolicyDetail) -> list[Block]:
     blocks.append(section(apps_text(detail)))
     blocks.append(section(targets_text(detail)))
     blocks.append(context(md("Id `{}` · Read-only: nothing was changed.", policy.id)))
+    ref = PolicyRef(id=policy.id).encode()
+    buttons = [button("Edit…", EditAction.EDIT, ref)]
+    if ignores_defender(policy):
+        buttons.insert(0, set_threat_button(policy))
+    blocks.append(actions(*buttons))
     return blocks
 
 

@@ -7,7 +7,8 @@ read), so every label here falls back to the raw value it doesn't know.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -83,6 +84,22 @@ FRIENDLY_APP_NAMES = {
     "com.microsoft.mobile.polymer": "Kaizala",
     "com.microsoft.whiteboard.publicpreview": "Whiteboard",
 }
+# Retired by Microsoft: no longer offered in the forms' app picker, but still named wherever a policy lists them.
+RETIRED_APPS = frozenset({
+    "com.microsoft.office.lync15",  # Skype for Business
+    "com.microsoft.mobile.polymer",  # Kaizala
+    "com.microsoft.office.officelens",  # Office Lens
+})
+# What the forms' app picker offers, in FRIENDLY_APP_NAMES' order.
+PICKER_APPS = {package: name for package, name in FRIENDLY_APP_NAMES.items() if package not in RETIRED_APPS}
+# App group types a form offers as "app sets" (Intune fills in their apps itself).
+APP_SETS = {"allMicrosoftApps": "All Microsoft apps", "allCoreMicrosoftApps": "Core Microsoft apps"}
+
+# Any other app is named by its Android package id (applicationId): letters, digits and underscores in two or
+# more dot-separated parts, each starting with a letter.
+ANDROID_PACKAGE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*(\.[a-zA-Z][a-zA-Z0-9_]*)+$")
+PACKAGE_ID_MAX = 255
+PACKAGE_EXAMPLE = "com.contoso.expenses"
 
 
 def label(labels: dict[str, str], value: str | None, missing: str = "not set") -> str:
@@ -122,6 +139,34 @@ def app_count(policy: AndroidPolicy) -> int:
 def app_label(package: str) -> str:
     """An app's name where the bot knows it, else its package id."""
     return FRIENDLY_APP_NAMES.get(package, package)
+
+
+def is_package_id(text: str) -> bool:
+    """An Android package id, as Intune takes it for an app of any publisher."""
+    return len(text) <= PACKAGE_ID_MAX and ANDROID_PACKAGE.fullmatch(text) is not None
+
+
+def split_package_ids(text: str) -> list[str]:
+    """What a person typed (comma- or newline-separated) as separate, trimmed words, each once, in order."""
+    words = (w.strip() for w in re.split(r"[,\n\r]+", text or ""))
+    return list(dict.fromkeys(w for w in words if w))
+
+
+def bad_package_ids(packages: Iterable[str]) -> list[str]:
+    return [p for p in packages if not is_package_id(p)]
+
+
+def apps_list_label(packages: Iterable[str], shown: int = 10) -> str:
+    """`Outlook, Teams, com.contoso.expenses and 3 more`: known apps by name (best known first), others by
+    package id (sorted)."""
+    unique = list(dict.fromkeys(packages))
+    order = list(FRIENDLY_APP_NAMES)
+    known = sorted((p for p in unique if p in FRIENDLY_APP_NAMES), key=order.index)
+    names = [FRIENDLY_APP_NAMES[p] for p in known] + sorted(p for p in unique if p not in FRIENDLY_APP_NAMES)
+    if not names:
+        return "none"
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
 
 
 def apps_label(policy: AndroidPolicy) -> str:

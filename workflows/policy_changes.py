@@ -4,6 +4,12 @@ Both re-read the tenant when they run, so running one again (a retry, or a resta
 finishes the job instead of doing it twice: a creation finds its policy again by its unique name,
 and an assignment change applies only its delta to the assignment set as it is now (`assign`
 replaces the whole set, so everything else is written back as it was).
+
+The card is the call: every body a plan shows comes from the function the executor's call uses
+(`bodies.policy_create_body` of the same bare draft, `bodies.target_apps_body`,
+`bodies.assignment_change`), so approvers read the bodies that are sent, all-users and all-devices
+targets and assignment filters included. Assignments a policy set made are not written back, and
+the card says so.
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ from typing import Any, Protocol
 from bot.clock import as_utc
 from bot.errors import UserError
 from bot.microsoft import bodies
+from bot.microsoft.bodies import AssignmentChange
 from bot.microsoft.errors import MicrosoftError, NotFound
 from bot.microsoft.graph import POLICIES
 from bot.microsoft.models import (
     AndroidPolicy,
     AndroidPolicyDraft,
     AppGroupType,
-    AssignmentTarget,
     Group,
     PolicyAssignment,
     TargetKind,
@@ -49,6 +55,8 @@ class PolicyGraph(Protocol):
     def change_assignments(self, policy_id: str, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
                            remove: Sequence[str] = ()) -> Any: ...
 
+    def write_assignments(self, policy_id: str, change: AssignmentChange) -> None: ...
+
     def delete_android_policy(self, policy_id: str) -> None: ...
 
     def get_group(self, group_id: str) -> Group: ...
@@ -73,10 +81,56 @@ def _group_names(graph: PolicyGraph, group_ids: Iterable[str]) -> dict[str, str]
     return names
 
 
-def _assignment_lines(assignments: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> str:
-    lines = [("exclude " if a["exclude"] else "include ") + names.get(a["groupId"], a["groupId"])
-             for a in assignments]
-    return ", ".join(lines) or "no groups"
+_EVERYONE = {TargetKind.ALL_LICENSED_USERS.value: "all licensed users", TargetKind.ALL_DEVICES.value: "all devices"}
+
+
+def _describe(assignment: PolicyAssignment, names: Mapping[str, str]) -> str:
+    """One assignment as approvers read it: whom, its filter, and its policy set when a policy set made it."""
+    target = assignment.target
+    if target.groupId:
+        text = ("exclude " if target.is_exclusion else "include ") + names.get(target.groupId, target.groupId)
+    else:
+        text = "include " + _EVERYONE.get(target.odata_type, target.odata_type.rsplit(".", 1)[-1])
+    if target.assignment_filter:
+        filter_id, mode = target.assignment_filter
+        text += f" (filter {filter_id}: {mode})"
+    if assignment.from_policy_set:
+        text += f" (from policy set {assignment.sourceId})" if assignment.sourceId else " (from a policy set)"
+    return text
+
+
+def _assignment_lines(assignments: Iterable[PolicyAssignment], names: Mapping[str, str]) -> str:
+    return ", ".join(_describe(a, names) for a in assignments) or "no groups"
+
+
+def _left_alone(change: AssignmentChange, names: Mapping[str, str]) -> str:
+    """What the card and the result say of the assignments a policy set made (none: nothing)."""
+    n = len(change.left_alone)
+    if not n:
+        return ""
+    come, are, it = ("comes", "is", "it") if n == 1 else ("come", "are", "them")
+    return (f"{count(n, 'assignment')} {come} from a policy set and {are} left alone: "
+            f"{_assignment_lines(change.left_alone, names)}. The bot does not write {it} back (not in the assign "
+            f"body): the policy set manages {it}. Microsoft's docs don't say what assign does with {it}.")
+
+
+def _assignment_change(change: Any, current: Iterable[PolicyAssignment], what: str) -> AssignmentChange:
+    """`bodies.assignment_change` for a change request: a set it can't write is refused with why."""
+    try:
+        return bodies.assignment_change(current, include=list(change.get("include", [])),
+                                        exclude=list(change.get("exclude", [])),
+                                        remove=list(change.get("remove", [])))
+    except ValueError as exc:
+        raise UserError(f"Can't write back the assignments of {what}: {exc}. Nothing was changed.") from None
+
+
+def _bare(draft: AndroidPolicyDraft) -> AndroidPolicyDraft:
+    """What the create call sends: the policy without its apps (targetApps sets them next)."""
+    return draft.model_copy(update={"packageIds": (), "appGroupType": AppGroupType.SELECTED_PUBLIC_APPS})
+
+
+def _has_apps(draft: AndroidPolicyDraft) -> bool:
+    return bool(draft.packageIds) or draft.appGroupType is not AppGroupType.SELECTED_PUBLIC_APPS
 
 
 # ---- create ---------------------------------------------------------------------------------------
@@ -97,23 +151,21 @@ class PolicyCreate:
             raise UserError(f"An Android app protection policy called '{existing.displayName}' already exists "
                             f"({existing.id}); choose another name.")
         names = _group_names(self.graph, [*include, *exclude])
-        targets = [AssignmentTarget.include_group(g) for g in include] + [
-            AssignmentTarget.exclude_group(g) for g in exclude]
-        calls = [GraphCall("POST", POLICIES, bodies.policy_create_body(draft))]
-        if draft.packageIds or draft.appGroupType is not AppGroupType.SELECTED_PUBLIC_APPS:
+        # the bodies `apply` sends, from the same builders: a new policy has no assignments yet
+        assignment = _assignment_change(change, [], f"new policy '{draft.displayName}'")
+        calls = [GraphCall("POST", POLICIES, bodies.policy_create_body(_bare(draft)))]
+        if _has_apps(draft):
             calls.append(GraphCall("POST", f"{POLICIES}/{{new id}}/targetApps",
                                    bodies.target_apps_body(draft.packageIds, draft.appGroupType)))
-        if targets:
-            calls.append(GraphCall("POST", f"{POLICIES}/{{new id}}/assign", bodies.assign_body(targets)))
-        groups = [{"groupId": g, "exclude": False} for g in include] + [
-            {"groupId": g, "exclude": True} for g in exclude]
+        if include or exclude:
+            calls.append(GraphCall("POST", f"{POLICIES}/{{new id}}/assign", assignment.body))
         apps = (count(len(draft.packageIds), "app") if draft.appGroupType is AppGroupType.SELECTED_PUBLIC_APPS
                 else label(APP_GROUP_LABELS, draft.appGroupType.value))
         device_types = ", ".join(label(MANAGEMENT_LEVEL_LABELS, v.value) for v in draft.targetedAppManagementLevels)
         threat = label(THREAT_LEVEL_LABELS, draft.maximumAllowedDeviceThreatLevel.value)
         after = (f"policy '{draft.displayName}': above {threat}"
                  f" → {label(ACTION_LABELS, draft.mobileThreatDefenseRemediationAction.value)}; "
-                 f"{device_types}; {apps}; groups: {_assignment_lines(groups, names)}")
+                 f"{device_types}; {apps}; groups: {_assignment_lines(assignment.after, names)}")
         wipes = draft.mobileThreatDefenseRemediationAction.value == "wipe"
         return Plan(
             # what approvers read first: a wipe removes work data, so it says so before anything else
@@ -141,13 +193,12 @@ class PolicyCreate:
                                 "else since this request; nothing was changed. File a new request with another name.")
             drift.append(f"found policy {policy.id} from an earlier attempt by its name; completed it")
         else:
-            bare = draft.model_copy(update={"packageIds": (), "appGroupType": AppGroupType.SELECTED_PUBLIC_APPS})
             run.intend({"create": draft.displayName})
-            policy = self.graph.create_android_policy(bare)
+            policy = self.graph.create_android_policy(_bare(draft))
             created_now = True
         steps = [f"created policy {policy.id}" if created_now else f"policy {policy.id} exists"]
         try:
-            if draft.packageIds or draft.appGroupType is not AppGroupType.SELECTED_PUBLIC_APPS:
+            if _has_apps(draft):
                 run.intend({"create": draft.displayName, "policy": policy.id, "step": "targetApps"})
                 self.graph.set_target_apps(policy.id, draft.packageIds, draft.appGroupType)
                 steps.append("attached its apps")
@@ -202,30 +253,30 @@ class PolicyAssignments:
         except NotFound:
             raise UserError(f"There is no Android app protection policy {policy_id} any more.") from None
         raw = self.graph.get_assignments(policy_id)
-        current = _current(raw)
-        names = _group_names(self.graph, {a["groupId"] for a in current} | {*include, *exclude, *remove})
-        if self._in_place(current, include, exclude, remove):
+        names = _group_names(self.graph, {a.target.groupId for a in raw if a.target.groupId}
+                             | {*include, *exclude, *remove})
+        self._refuse_policy_set_groups(raw, remove, names)
+        # the body `apply` posts comes from this same function, on the set as it is then
+        planned = _assignment_change(change, raw, f"'{policy.displayName}'")
+        if planned.changes_nothing:
             raise UserError("The policy's assignments already look like that: there is nothing to change.")
-        after = self._after(current, include, exclude, remove)
-        reaches_all = any(a.target.odata_type in (TargetKind.ALL_LICENSED_USERS, TargetKind.ALL_DEVICES) for a in raw)
-        if after and not reaches_all and all(a["exclude"] for a in after):
+        reach = [*planned.after, *planned.left_alone]
+        if reach and all(a.target.is_exclusion for a in reach):
             raise UserError(f"After this change '{policy.displayName}' would have excluded groups only, which protects "
                             "nobody: excluded groups only take people out of the groups a policy is assigned to. "
                             "Assign it to a group first: `/mam assign \"policy name\" \"group name\"`.")
-        targets = [AssignmentTarget.exclude_group(a["groupId"]) if a["exclude"]
-                   else AssignmentTarget.include_group(a["groupId"]) for a in after]
         path = f"{POLICIES}/{policy_id}"
         verbs = ([f"include {names[g]}" for g in include] + [f"exclude {names[g]}" for g in exclude]
                  + [f"remove {names[g]}" for g in remove])
+        left_alone = _left_alone(planned, names)
         return Plan(
             title=f"Change the groups of '{policy.displayName}': {', '.join(verbs)}",
             target=f"policy '{policy.displayName}' ({policy_id})",
             change={**change, "policy_name": policy.displayName, "group_names": names},
-            snapshot={"assignments": current},
-            calls=[GraphCall("GET", f"{path}/assignments"), GraphCall("POST", f"{path}/assign",
-                                                                      bodies.assign_body(targets))],
-            before=_assignment_lines(current, names),
-            after=_assignment_lines(after, names),
+            snapshot={"assignments": _current(raw), "policy_set_assignments": len(planned.left_alone)},
+            calls=[GraphCall("GET", f"{path}/assignments"), GraphCall("POST", f"{path}/assign", planned.body)],
+            before=_assignment_lines(raw, names),
+            after=_assignment_lines(planned.after, names) + (f". {left_alone}" if left_alone else ""),
             key=f"policy:{policy_id.lower()}",
         )
 
@@ -234,7 +285,8 @@ class PolicyAssignments:
         policy_id = str(change["policy_id"])
         include, exclude = list(change.get("include", [])), list(change.get("exclude", []))
         remove = list(change.get("remove", []))
-        current = _current(self.graph.get_assignments(policy_id))
+        raw = self.graph.get_assignments(policy_id)
+        current = _current(raw)
         names = dict(change.get("group_names", {}))
         for group_id in {a["groupId"] for a in current} - set(names):  # added by someone else meanwhile
             try:
@@ -243,32 +295,31 @@ class PolicyAssignments:
                 names[group_id] = f"{group_id} (deleted group)"
         touched = {g.lower() for g in (*include, *exclude, *remove)}
         drift = self._drift(snapshot.get("assignments", []), current, names, touched)
-        found = _assignment_lines(current, names)
-        if self._in_place(current, include, exclude, remove):
-            if _same_set(run.earlier_intent.get("assignments"), current):  # the stopped run's own write
+        found = _assignment_lines(raw, names)
+        planned = _assignment_change(change, raw, f"'{change.get('policy_name', policy_id)}'")
+        left_alone = _left_alone(planned, names)
+        if left_alone:
+            drift.append(left_alone)
+        if planned.changes_nothing:
+            direct = _current(a for a in raw if not a.from_policy_set)
+            if _same_set(run.earlier_intent.get("assignments"), direct):  # the stopped run's own write
                 return Outcome(True, f"Found {found}: the earlier run of this change wrote it before it stopped.",
                                drift)
             return Outcome(False, f"Found {found}: already as approved, no change made.", drift)
-        after = self._after(current, include, exclude, remove)
-        run.intend({"assignments": after})
-        self.graph.change_assignments(policy_id, include=include, exclude=exclude, remove=remove)
-        return Outcome(True, f"Found {found}; wrote {_assignment_lines(after, names)} "
+        run.intend({"assignments": _current(planned.after)})
+        self.graph.write_assignments(policy_id, planned)
+        return Outcome(True, f"Found {found}; wrote {_assignment_lines(planned.after, names)} "
                              f"('{change.get('policy_name', policy_id)}').", drift)
 
     @staticmethod
-    def _after(current: list[dict[str, Any]], include: list[str], exclude: list[str],
-               remove: list[str]) -> list[dict[str, Any]]:
-        touched = {g.lower() for g in (*include, *exclude, *remove)}
-        kept = [a for a in current if a["groupId"].lower() not in touched]
-        return kept + [{"groupId": g, "exclude": False} for g in include] + [
-            {"groupId": g, "exclude": True} for g in exclude]
-
-    @staticmethod
-    def _in_place(current: list[dict[str, Any]], include: list[str], exclude: list[str], remove: list[str]) -> bool:
-        have = {(a["groupId"].lower(), a["exclude"]) for a in current}
-        present = {a["groupId"].lower() for a in current}
-        return (all((g.lower(), False) in have for g in include) and all((g.lower(), True) in have for g in exclude)
-                and not any(g.lower() in present for g in remove))
+    def _refuse_policy_set_groups(raw: list[PolicyAssignment], remove: list[str], names: Mapping[str, str]) -> None:
+        """Removing a group that only a policy set assigns would change nothing the bot writes: say where it is."""
+        direct = {a.target.groupId.lower() for a in raw if a.target.groupId and not a.from_policy_set}
+        by_set = {a.target.groupId.lower() for a in raw if a.target.groupId and a.from_policy_set}
+        only_set = [g for g in remove if g.lower() in by_set and g.lower() not in direct]
+        if only_set:
+            raise UserError(f"{', '.join(names.get(g, g) for g in only_set)} is assigned by a policy set, which the "
+                            "bot leaves alone: change it in that policy set in Intune.")
 
     @staticmethod
     def _drift(before: list[dict[str, Any]], now: list[dict[str, Any]], names: Mapping[str, str],

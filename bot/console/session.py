@@ -16,12 +16,16 @@ import shutil
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from slack_bolt import App
 
 from bot.console.client import SimulatedClient, WaitsIdle
 from bot.console.fake_slack import BOT_NAME, CONSOLE_CHANNEL, FakeSlack
+from bot.console.portal import portal
+
+if TYPE_CHECKING:
+    from bot.sandbox import SandboxTenant
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ Console commands:
   :in <channel>      talk in a channel (id or #name)      :dm    your DM with the bot
   :home              open the bot's App Home tab           :close close the open modal
   :raw               also print the raw Block Kit JSON     :users who is in the workspace
+  :portal …          change the sandbox tenant outside the bot, as an admin in the Intune portal
+                     (:portal policy "<name>" maximumAllowedDeviceThreatLevel=high; :portal for more)
   :help              this list                             :quit  leave (or Ctrl-D)
 In a modal, answer each field; :cancel at any prompt closes it."""
 
@@ -84,6 +90,7 @@ class ConsoleSession(SimulatedClient):
         echo: bool = False,
         width: int | None = None,
         wait_timeout: float = 30.0,
+        sandbox: SandboxTenant | None = None,
     ) -> None:
         super().__init__(
             app,
@@ -99,6 +106,7 @@ class ConsoleSession(SimulatedClient):
             wait_timeout=wait_timeout,
         )
         self.echo = echo
+        self.sandbox = sandbox  # what `:portal` changes, outside the bot
 
     # --- the terminal ------------------------------------------------------------------------------
 
@@ -178,13 +186,15 @@ class ConsoleSession(SimulatedClient):
                 self._say("(no modal is open)")
             else:
                 self._close_modals(top)
+        elif word == ":portal":
+            self._say(portal(self.sandbox, arg))
         elif word == ":users":
             for user in self.slack.users:
                 me = "  ← you" if user.id == self.user else ""
                 self._say(f"  @{user.name:<12} {user.id}  {user.real_name}{me}")
         else:
             self._say(
-                f"(unknown {word}; try :help, :as, :in, :dm, :home, :click, :close, :raw, :users, :quit)"
+                f"(unknown {word}; try :help, :as, :in, :dm, :home, :click, :close, :raw, :users, :portal, :quit)"
             )
 
     def _switch_user(self, ref: str) -> None:

@@ -208,21 +208,21 @@ def _target_body(target: AssignmentTarget) -> dict[str, Any]:
 
 
 def assign_body(assignments: Iterable[PolicyAssignment | AssignmentTarget]) -> dict[str, Any]:
-    """`assign` action body: the complete assignment set (the action replaces, never adds)."""
+    """`assign` action body: the complete assignment set (the action replaces, never adds).
+
+    Targets only, each with its filter. An assignment a policy set made is refused: the bot leaves those to
+    their policy set (`assignment_change` sets them apart) and sends no `source` it would have to guess."""
     items: list[dict[str, Any]] = []
     seen: set[tuple[str, str | None]] = set()
     for entry in assignments:
         assignment = entry if isinstance(entry, PolicyAssignment) else PolicyAssignment(target=entry)
+        if assignment.from_policy_set:
+            raise ValueError(f"the assignment {assignment.id or assignment.target.groupId or ''} comes from policy "
+                             f"set {assignment.sourceId or '?'}; the bot leaves those to their policy set")
         if assignment.target.key in seen:
             continue
         seen.add(assignment.target.key)
-        item: dict[str, Any] = {"target": _target_body(assignment.target)}
-        if assignment.source and assignment.source != "direct":
-            # Keep policy-set assignments as they were read rather than turning them into direct ones.
-            item["source"] = assignment.source
-            if assignment.sourceId:
-                item["sourceId"] = assignment.sourceId
-        items.append(item)
+        items.append({"target": _target_body(assignment.target)})
     groups = [(i["target"]["@odata.type"], i["target"]["groupId"].lower()) for i in items
               if "groupId" in i["target"]]
     included = {group for kind, group in groups if kind == TargetKind.GROUP}
@@ -231,6 +231,66 @@ def assign_body(assignments: Iterable[PolicyAssignment | AssignmentTarget]) -> d
     if both:
         raise ValueError(f"a group can't be both included and excluded: {', '.join(sorted(both))}")
     return {"assignments": items}
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    """Group changes applied to an assignment set as read, and the `assign` body that writes it.
+
+    `assign` replaces the whole set, so `after` is everything the bot writes back: every direct assignment as
+    read (all-users and all-devices targets, filters and their types included) with the change applied.
+    `left_alone` are the assignments a policy set made: not written back, not in `body`. The approval card
+    shows `body` and the executor posts `body`: the card is the call.
+    """
+
+    before: list[PolicyAssignment]
+    after: list[PolicyAssignment]
+    left_alone: list[PolicyAssignment]
+    body: dict[str, Any]
+
+    @property
+    def changes_nothing(self) -> bool:
+        """The direct assignments would be written back exactly as they are."""
+        return self.after == [a for a in self.before if not a.from_policy_set]
+
+
+def _unique(group_ids: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for group_id in group_ids:
+        seen.setdefault(group_id.strip().lower(), group_id.strip())
+    return [g for g in seen.values() if g]
+
+
+def assignment_change(current: Iterable[PolicyAssignment], *, include: Iterable[str] = (),
+                      exclude: Iterable[str] = (), remove: Iterable[str] = ()) -> AssignmentChange:
+    """The one function that changes an assignment set: include, exclude or remove groups, keep the rest.
+
+    A group already included (or excluded) stays as it is, filter and all; a group moving between include and
+    exclude gets one entry, the new one. Assignments from a policy set are set apart (`left_alone`)."""
+    before = list(current)
+    adds, drops, gone = _unique(include), _unique(exclude), {g.lower() for g in _unique(remove)}
+    both = {g.lower() for g in adds} & {g.lower() for g in drops}
+    if both:
+        raise ValueError(f"a group can't be both included and excluded: {', '.join(sorted(both))}")
+    wanted = {g.lower(): TargetKind.GROUP for g in adds} | {g.lower(): TargetKind.EXCLUSION_GROUP for g in drops}
+    left_alone = [a for a in before if a.from_policy_set]
+    kept: list[PolicyAssignment] = []
+    in_place: set[str] = set()
+    for assignment in before:
+        if assignment.from_policy_set:
+            continue
+        group = (assignment.target.groupId or "").lower()
+        if group and group in gone:
+            continue
+        if group and group in wanted:
+            if assignment.target.odata_type != wanted[group]:
+                continue  # moves between include and exclude: the new entry replaces it
+            in_place.add(group)
+        kept.append(assignment)
+    after = kept + [PolicyAssignment(target=AssignmentTarget.include_group(g)) for g in adds
+                    if g.lower() not in in_place] + [
+        PolicyAssignment(target=AssignmentTarget.exclude_group(g)) for g in drops if g.lower() not in in_place]
+    return AssignmentChange(before=before, after=after, left_alone=left_alone, body=assign_body(after))
 
 
 # ---- JSON batching ------------------------------------------------------------------------------

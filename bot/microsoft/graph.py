@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from bot.microsoft import bodies
-from bot.microsoft.bodies import BatchRequest
+from bot.microsoft.bodies import AssignmentChange, BatchRequest
 from bot.microsoft.errors import IncompleteOperation, MicrosoftError
 from bot.microsoft.models import (
     AndroidPolicy,
@@ -73,12 +73,6 @@ def _odata_string(value: str) -> str:
 def _odata_key(value: str) -> str:
     """A string key in parentheses, `('…')`: quotes doubled, the rest percent-encoded as a path."""
     return "('" + quote(_odata_string(value.strip()), safe="'@") + "')"
-
-
-@dataclass(frozen=True)
-class AssignmentChange:
-    before: list[PolicyAssignment]
-    after: list[PolicyAssignment]
 
 
 USABLE_PLAN_STATES = frozenset({"Enabled", "Warning"})  # assignedPlan.capabilityStatus values whose service works
@@ -181,11 +175,11 @@ class GraphClient:
         self, policy_id: str, assignments: Iterable[PolicyAssignment | AssignmentTarget]
     ) -> None:
         """The raw `assign`: the policy's assignments become exactly `assignments`."""
-        body = bodies.assign_body(assignments)
-        op = Operation("assign the policy to groups", APPS_WRITE,
-                       f"Android app protection policy {policy_id}")
-        # `assign` sets the whole set, so repeating it after a lost answer is harmless.
-        self._s.send("POST", f"{POLICIES}/{_seg(policy_id)}/assign", op=op, json_body=body, idempotent=True)
+        self._assign(policy_id, bodies.assign_body(assignments))
+
+    def write_assignments(self, policy_id: str, change: AssignmentChange) -> None:
+        """`assign` with the body of a change made by `bodies.assignment_change`: the body its card showed."""
+        self._assign(policy_id, change.body)
 
     def change_assignments(
         self,
@@ -195,18 +189,18 @@ class GraphClient:
         exclude: Sequence[str] = (),
         remove: Sequence[str] = (),
     ) -> AssignmentChange:
-        """Read the assignment set, apply group changes and write the whole set back."""
-        before = self.get_assignments(policy_id)
-        dropped = {g.lower() for g in remove}
-        changed = {g.lower() for g in (*include, *exclude)}
-        # A group moving between include and exclude keeps one entry: the new one.
-        kept = [a for a in before
-                if not (a.target.groupId and a.target.groupId.lower() in dropped | changed)]
-        after = kept + [PolicyAssignment(target=AssignmentTarget.include_group(g)) for g in include] + [
-            PolicyAssignment(target=AssignmentTarget.exclude_group(g)) for g in exclude
-        ]
-        self.replace_assignments(policy_id, after)
-        return AssignmentChange(before=before, after=after)
+        """Read the assignment set, apply group changes and write the whole set back (`bodies.assignment_change`:
+        filters and all-users/all-devices targets kept, a policy set's assignments left out)."""
+        change = bodies.assignment_change(self.get_assignments(policy_id), include=include, exclude=exclude,
+                                          remove=remove)
+        self.write_assignments(policy_id, change)
+        return change
+
+    def _assign(self, policy_id: str, body: dict[str, Any]) -> None:
+        op = Operation("assign the policy to groups", APPS_WRITE,
+                       f"Android app protection policy {policy_id}")
+        # `assign` sets the whole set, so repeating it after a lost answer is harmless.
+        self._s.send("POST", f"{POLICIES}/{_seg(policy_id)}/assign", op=op, json_body=body, idempotent=True)
 
     def patch_android_policy(self, policy_id: str, changes: Mapping[str, Any]) -> None:
         body = bodies.policy_patch_body(changes)
@@ -412,7 +406,20 @@ class GraphClient:
                 found[chunk[int(n)]] = user
         return found
 
-    # ---- helpers -----------------------------------------------------------------------------
+    # ---- Intune's audit log -------------------------------------------------------------------
+
+    def iter_audit_events(self, since: datetime) -> Iterator[dict[str, Any]]:
+        """Intune's audit events from `since` on, a page at a time, as Graph sends them (drift detection reads
+        the actor, the resources and their modified properties). The server filters only by
+        `activityDateTime ge <UTC>` (unquoted, with its `Z`): components and resources are the caller's to
+        filter, and a late event is the caller's to find again with an overlap."""
+        if since.tzinfo is None:
+            raise ValueError("since must carry its time zone: a naive time could be sent as UTC while local")
+        moment = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        op = Operation("read Intune's audit log", APPS_READ)
+        return self._s.iter_values("/v1.0/deviceManagement/auditEvents", op=op,
+                                   params={"$filter": f"activityDateTime ge {moment}"})
+
 
     def _first_page(
         self, model: type[M], path: str, op: Operation, params: Mapping[str, str | int],

@@ -80,6 +80,13 @@ class AssignmentFilterType(StrEnum):
     EXCLUDE = "exclude"
 
 
+class AssignmentSource(StrEnum):
+    """deviceAndAppManagementAssignmentSource: how an assignment came to be (beta; non-null on read)."""
+
+    DIRECT = "direct"
+    POLICY_SETS = "policySets"
+
+
 class PartnerState(StrEnum):
     """mobileThreatPartnerTenantState (beta members; models keep the raw string)."""
 
@@ -205,6 +212,14 @@ class AssignmentTarget(GraphModel):
         return self.odata_type == TargetKind.EXCLUSION_GROUP
 
     @property
+    def assignment_filter(self) -> tuple[str, str] | None:
+        """(filter id, include|exclude) when an assignment filter narrows this target; None otherwise."""
+        kind = (self.deviceAndAppManagementAssignmentFilterType or AssignmentFilterType.NONE.value).strip()
+        if not self.deviceAndAppManagementAssignmentFilterId or kind.lower() == AssignmentFilterType.NONE.value:
+            return None
+        return self.deviceAndAppManagementAssignmentFilterId, kind
+
+    @property
     def key(self) -> tuple[str, str | None]:
         """Identity within an assignment set: the same group can't be both included twice."""
         return (self.odata_type, self.groupId.lower() if self.groupId else None)
@@ -217,6 +232,11 @@ class PolicyAssignment(GraphModel):
     target: AssignmentTarget
     source: str | None = None
     sourceId: str | None = None
+
+    @property
+    def from_policy_set(self) -> bool:
+        """Made by a policy set (`source` policySets): the bot leaves it to its policy set, never writes it back."""
+        return (self.source or "").strip().lower() == AssignmentSource.POLICY_SETS.value.lower()
 
 
 class AndroidPolicy(GraphModel):

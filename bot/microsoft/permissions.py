@@ -110,6 +110,10 @@ FEATURES: tuple[Feature, ...] = (
             (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ), _WATCH_GROUPS), note=_WATCH_NOTE),
     Feature("onboarding-nudges", "Nudge users to install and activate Defender",
             (_d(MACHINE_READ), _g(APPS_READ), _WATCH_EXPORT, _g(USER_READ), _WATCH_GROUPS), note=_WATCH_NOTE),
+    Feature("drift", "Tell admins about policy changes made outside the bot",
+            (_g(APPS_READ), _g(SERVICE_CONFIG_READ)),
+            note=f"{APPS_READ}: the policies and Intune's audit log (who changed what); {SERVICE_CONFIG_READ}: "
+                 "the connector."),
 )
 
 ALL_ROLES: dict[str, frozenset[str]] = {

@@ -6,13 +6,19 @@
     with tenant.hold_writes() as hold:       # writes wait (a change in flight) until the block ends
         hold.wait_for_writes(1)
     SandboxConfig().with_latency(os.environ.get(LATENCY_ENV))   # "300", "300:100" or "300±100" ms
+    tenant.edit_policy_as("megan.bowen@contoso.example", "<policy>", maximumAllowedDeviceThreatLevel="high")
+                                             # outside the bot, as an admin in the Intune portal: Intune's audit
+                                             # log (GET deviceManagement/auditEvents) names her; the bot's own
+                                             # Graph writes are by SANDBOX_APP_ID
 """
 
+from bot.sandbox.audit import PORTAL_ADMIN, SANDBOX_APP_ID
 from bot.sandbox.cast import SEED_POLICY_ID, SEED_POLICY_NAME
 from bot.sandbox.config import LATENCY_ENV, ConnectorConfig, SandboxConfig, ThrottleConfig, latency_from_env
 from bot.sandbox.control import RiskChange, SandboxStats, WriteHold
 from bot.sandbox.exports import MAM_COLUMNS, MAM_REPORT
 from bot.sandbox.licences import DEFENDER_PLANS, INTUNE_A, INTUNE_PLANS, MDE_LITE, WINDEFATP
+from bot.sandbox.portal import PortalError
 from bot.sandbox.schema import MDE_CONNECTOR_ID
 from bot.sandbox.server import SandboxServer, serve_sandbox
 from bot.sandbox.tenant import SandboxTenant
@@ -26,10 +32,13 @@ __all__ = [
     "MAM_REPORT",
     "MDE_CONNECTOR_ID",
     "MDE_LITE",
+    "PORTAL_ADMIN",
+    "SANDBOX_APP_ID",
     "SEED_POLICY_ID",
     "SEED_POLICY_NAME",
     "WINDEFATP",
     "ConnectorConfig",
+    "PortalError",
     "RiskChange",
     "SandboxConfig",
     "SandboxServer",

@@ -71,6 +71,10 @@ class SandboxConfig:
     "/sandbox-downloads", e.g. `fail={"GET /sandbox-downloads": [503]}`.
     `connector` None means no MDE connector; a string is a partnerState.
 
+    `audit_delay`: how long after a write its audit event becomes visible in `GET deviceManagement/auditEvents`
+    (Intune's arrive late; `SandboxTenant.deliver_late_audit_events()` makes them visible at once);
+    `audit_page_size`: events per page of that list.
+
     `export_seconds`: how long an export job stays inProgress after it was created, on the `monotonic`
     clock (default: the throttle's clock, else time.monotonic); `export_fail` makes every job end
     `failed`. `latency_ms` ± `latency_jitter_ms` (uniform, seeded) is slept before answering each Graph
@@ -99,6 +103,8 @@ class SandboxConfig:
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     monotonic: Callable[[], float] | None = None
+    audit_delay: timedelta = timedelta(0)
+    audit_page_size: int = 50
 
     @classmethod
     def large(cls, devices: int = 100_000, registrations: int = 250_000, **overrides: Any) -> SandboxConfig:
@@ -110,6 +116,8 @@ class SandboxConfig:
             raise ValueError("latency_ms and latency_jitter_ms must not be negative")
         if self.export_seconds < 0:
             raise ValueError("export_seconds must not be negative")
+        if self.audit_delay < timedelta(0) or self.audit_page_size < 1:
+            raise ValueError("audit_delay must not be negative and audit_page_size must be at least 1")
 
     def replace(self, **changes: Any) -> SandboxConfig:
         return dataclasses.replace(self, **changes)

@@ -8,6 +8,16 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """One write the tenant applied, as it arrived: method, path (as requested) and JSON body (None: none)."""
+
+    method: str
+    path: str
+    body: Any
 
 
 @dataclass
@@ -15,8 +25,9 @@ class SandboxStats:
     """What the tenant was asked: requests by (method, route), 429s answered, writes applied.
 
     `writes`/`write_log` count writes that change the tenant (not `$batch` envelopes, not export jobs,
-    which are Intune writes for the quota only); `downloads` counts export downloads, which are not
-    Graph requests and appear nowhere else.
+    which are Intune writes for the quota only); `write_requests` holds the same writes with their path and
+    body, so a test can hold what an approval card showed against what arrived; `downloads` counts export
+    downloads, which are not Graph requests and appear nowhere else.
     """
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -24,6 +35,7 @@ class SandboxStats:
     throttled: int = 0
     writes: int = 0
     write_log: list[tuple[str, str]] = field(default_factory=list)
+    write_requests: list[WriteRequest] = field(default_factory=list)
     downloads: int = 0
 
     @property
@@ -42,6 +54,7 @@ class SandboxStats:
         self.throttled = 0
         self.writes = 0
         self.write_log.clear()
+        self.write_requests.clear()
         self.downloads = 0
 
 

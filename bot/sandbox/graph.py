@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bot.sandbox.audit import caller, connector_resource, modified, policy_resource, policy_view
 from bot.sandbox.core import ApiError, Call, Reply, bad_request, graph_page, order_ids
 from bot.sandbox.directory import DirectoryApi
 from bot.sandbox.odata import Entity, Filter, QueryError, apply_select, compile_filter, parse_expand, parse_select
@@ -72,6 +73,8 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "users/{id}", "user", "directory"),
     _route("GET POST", "deviceManagement/reports/exportJobs", "export_jobs", "intune"),
     _route("GET", "deviceManagement/reports/exportJobs/{id}", "export_job", "intune"),
+    _route("GET", "deviceManagement/auditEvents", "audit_events", "intune"),
+    _route("GET", "deviceManagement/auditEvents/{id}", "audit_event", "intune"),
     _route("POST", "$batch", "batch", "batch"),
 )
 # OData action casts (".../microsoft.graph.targetedManagedAppProtection/microsoft.graph.assign").
@@ -94,7 +97,7 @@ class GraphApi:
         self._directory = DirectoryApi(tenant)
 
     def dispatch(self, handler: str, call: Call) -> Reply:
-        for api in (self, self._directory, self.tenant.exports):
+        for api in (self, self._directory, self.tenant.exports, self.tenant.audit):
             method: Callable[[Call], Reply] | None = getattr(api, "h_" + handler, None)
             if method is not None:
                 return method(call)
@@ -125,12 +128,18 @@ class GraphApi:
         if connector is None or connector["id"].lower() != wanted.lower():
             raise ApiError(404, "ResourceNotFound",
                            f"The mobileThreatDefenseConnector with id '{wanted}' was not found.")
+        before = self.tenant.connector_state() or {}
         if call.method == "DELETE":
             self.tenant.remove_connector()
+            self.tenant.audit.record(caller(call.headers), connector_resource(before["id"]), "Delete",
+                                     modified(before, {}))
             return Reply(204)
         if call.method == "PATCH":
             self.tenant.patch_connector(self._connector_changes(call))
             connector = self._render_connector(call)
+            after = self.tenant.connector_state() or {}
+            self.tenant.audit.record(caller(call.headers), connector_resource(before["id"]), "Patch",
+                                     [c for c in modified(before, after) if c[0] != "lastHeartbeatDateTime"])
         context = f"{call.root()}/$metadata#deviceManagement/mobileThreatDefenseConnectors/$entity"
         return Reply(200, {"@odata.context": context, **(connector or {})})
 
@@ -186,6 +195,7 @@ class GraphApi:
         store = self.tenant.policies_store
         if call.method == "POST":
             policy = store.create(call.body, call.beta)
+            self._audit(call, policy.id, "Create", {}, policy_view(policy))
             entity = store.render(policy, call.beta)
             location = f"{call.root()}/deviceAppManagement/androidManagedAppProtections('{policy.id}')"
             return Reply(201, {"@odata.context": self._policy_context(call, set(), True), **entity},
@@ -212,10 +222,14 @@ class GraphApi:
         store = self.tenant.policies_store
         policy_id = call.args["id"]
         if call.method == "DELETE":
+            before = policy_view(store.get(policy_id))
             store.delete(policy_id)
+            self._audit(call, policy_id, "Delete", before, {})
             return Reply(204)
         if call.method == "PATCH":
+            before = policy_view(store.get(policy_id))
             policy = store.update(policy_id, call.body, call.beta)
+            self._audit(call, policy.id, "Patch", before, policy_view(policy))
             if self.config.policy_patch_status == 204:
                 return Reply(204)
             entity = store.render(policy, call.beta)
@@ -225,12 +239,26 @@ class GraphApi:
         return Reply(200, {"@odata.context": self._policy_context(call, expand, True), **entity})
 
     def h_target_apps(self, call: Call) -> Reply:
-        self.tenant.policies_store.target_apps(call.args["id"], call.body)
+        store = self.tenant.policies_store
+        before = policy_view(store.get(call.args["id"]))
+        store.target_apps(call.args["id"], call.body)
+        self._audit(call, call.args["id"], "Action", before, policy_view(store.get(call.args["id"])), "TargetApps")
         return Reply(204)
 
     def h_assign(self, call: Call) -> Reply:
-        self.tenant.policies_store.assign(call.args["id"], call.body)
+        store = self.tenant.policies_store
+        before = policy_view(store.get(call.args["id"]))
+        store.assign(call.args["id"], call.body)
+        self._audit(call, call.args["id"], "Action", before, policy_view(store.get(call.args["id"])), "Assign")
         return Reply(204)
+
+    def _audit(self, call: Call, policy_id: str, operation: str, before: dict[str, Any], after: dict[str, Any],
+               action: str | None = None) -> None:
+        """Intune's audit event of a successful write, by the calling app."""
+        name = str(after.get("displayName") or before.get("displayName") or "")
+        key = str(after.get("id") or before.get("id") or policy_id)
+        self.tenant.audit.record(caller(call.headers), policy_resource(key, name), operation,
+                                 modified(before, after), action=action)
 
     def h_policy_assignments(self, call: Call) -> Reply:
         store = self.tenant.policies_store

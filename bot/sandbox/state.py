@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from bot.sandbox.audit import AuditTrail
     from bot.sandbox.config import SandboxConfig
     from bot.sandbox.exports import ExportJobs
     from bot.sandbox.policies import PolicyStore
@@ -20,6 +21,7 @@ class TenantState(Protocol):
     world: World
     policies_store: PolicyStore
     exports: ExportJobs
+    audit: AuditTrail
 
     def connector_state(self) -> dict[str, Any] | None: ...
 

@@ -7,7 +7,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,8 +16,10 @@ import httpx
 
 from bot.sandbox import defender as defender_module
 from bot.sandbox import graph as graph_module
+from bot.sandbox import portal
+from bot.sandbox.audit import AuditTrail
 from bot.sandbox.config import ConnectorConfig, SandboxConfig
-from bot.sandbox.control import RiskChange, Rule, SandboxStats, WriteHold
+from bot.sandbox.control import RiskChange, Rule, SandboxStats, WriteHold, WriteRequest
 from bot.sandbox.core import ApiError, Call, Reply, bad_request
 from bot.sandbox.defender import DefenderApi
 from bot.sandbox.exports import DOWNLOADS_PATH, ExportJobs
@@ -68,6 +70,7 @@ _PERMISSIONS = {
                                  "DeviceManagementManagedDevices.ReadWrite.All"),
     "deviceappmanagement": ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"),
     "users": ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"),
+    "devicemanagement/auditevents": ("DeviceManagementApps.Read.All", "DeviceManagementApps.ReadWrite.All"),
     "devicemanagement": ("DeviceManagementServiceConfig.Read.All",
                          "DeviceManagementServiceConfig.ReadWrite.All"),
 }
@@ -89,6 +92,8 @@ class SandboxTenant(TenantViews):
         self._fail = [Rule.parse(k, v) for k, v in self.config.fail.items()]
         self._forbid = [Rule.parse(k) for k in self.config.forbid]
         self.policies_store = PolicyStore(self.config.seed, self._clock, self._group_exists)
+        self.audit = AuditTrail(self.config.seed, self._clock, delay=self.config.audit_delay,
+                                page_size=self.config.audit_page_size, max_top=self.config.graph_max_top)
         self._connector: dict[str, Any] | None = None
         self._heartbeat_age: timedelta | None = None
         self._seed_connector(self.config.connector_config())
@@ -134,6 +139,10 @@ class SandboxTenant(TenantViews):
         Export downloads (/sandbox-downloads/...) skip latency, auth, quotas and the statistics."""
         if request.url.path.startswith(DOWNLOADS_PATH):
             return self._download(request)
+        if request.url.path.startswith(portal.ADMIN_PATH):
+            with self._lock:
+                status, answer = portal.admin_request(self, request.method.upper(), request.url.path, request.read())
+            return httpx.Response(status, json=answer, request=request)
         self._sleep_latency()
         hold = self._hold
         path = request.url.path
@@ -213,6 +222,7 @@ class SandboxTenant(TenantViews):
                 and handler != "export_jobs":
             self.stats.writes += 1
             self.stats.write_log.append((method, route_key))
+            self.stats.write_requests.append(WriteRequest(method, raw_path, call.body))
         return self._finish(reply, request_id, client_request_id, service), service
 
     def _next_request_id(self) -> str:
@@ -297,6 +307,8 @@ class SandboxTenant(TenantViews):
         head = call.path.split("/", 1)[0].lower()
         if call.path.lower().startswith("devicemanagement/reports"):
             head = "devicemanagement/reports"
+        elif call.path.lower().startswith("devicemanagement/auditevents"):
+            head = "devicemanagement/auditevents"
         read, write = _PERMISSIONS.get(head, _PERMISSIONS["deviceappmanagement"])
         scopes = write if call.method in _WRITE_METHODS else f"{read}, {write}"
         return ApiError(403, "Forbidden", "Application is not authorized to perform this operation. "
@@ -447,6 +459,47 @@ class SandboxTenant(TenantViews):
     def remove_connector(self) -> None:
         with self._lock:
             self._connector = None
+
+    # ---- edits outside the bot: an admin in the Intune portal (bot.sandbox.portal) ----------------
+
+    def edit_policy_as(self, admin: str, policy: str, *, apps: list[str] | None = None, add_apps: Iterable[str] = (),
+                       remove_apps: Iterable[str] = (), include: Iterable[str] = (), exclude: Iterable[str] = (),
+                       remove_groups: Iterable[str] = (), audit_delay: timedelta | None = None,
+                       **settings: Any) -> dict[str, Any]:
+        """Change a policy (by id, or a name only it has) as `admin` (a UPN) would in the Intune portal: settings
+        (Graph property names), its apps (`apps` replaces them; `add_apps`/`remove_apps` package ids) and groups
+        (`include`/`exclude`/`remove_groups`, ids or names). Intune's audit log names the admin; its events are
+        visible after `audit_delay` (default `SandboxConfig.audit_delay`). PortalError: nothing was changed."""
+        with self._lock:
+            return portal.edit_policy(self, admin, policy, settings=settings, apps=apps, add_apps=add_apps,
+                                      remove_apps=remove_apps, include=include, exclude=exclude,
+                                      remove_groups=remove_groups, delay=audit_delay)
+
+    def create_policy_as(self, admin: str, name: str, *, audit_delay: timedelta | None = None,
+                         **settings: Any) -> dict[str, Any]:
+        """A new Android app protection policy made by `admin` in the portal."""
+        with self._lock:
+            return portal.create_policy(self, admin, name, settings, audit_delay)
+
+    def delete_policy_as(self, admin: str, policy: str, *, audit_delay: timedelta | None = None) -> str:
+        """Delete a policy (by id or a name only it has) as `admin`; returns its id."""
+        with self._lock:
+            return portal.delete_policy(self, admin, policy, audit_delay)
+
+    def set_connector_as(self, admin: str, *, audit_delay: timedelta | None = None, **fields: Any) -> dict[str, Any]:
+        """Save the Intune connector page as `admin`: its toggles (e.g.
+        androidMobileApplicationManagementEnabled=False) and partnerUnresponsivenessThresholdInDays."""
+        with self._lock:
+            return portal.set_connector(self, admin, fields, audit_delay)
+
+    def deliver_late_audit_events(self) -> int:
+        """Audit events still held back (`audit_delay`) become visible now; returns how many."""
+        return self.audit.deliver_late()
+
+    @property
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event recorded so far, visible or not yet, oldest first (beta shape)."""
+        return self.audit.events
 
     # ---- policies --------------------------------------------------------------------------------
 

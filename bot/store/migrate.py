@@ -54,6 +54,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "bot.microsoft.shared_budget",
     "bot.store.drafts",
     "bot.store.job_requests",
+    "bot.store.drift",
 )
 
 

@@ -303,11 +303,29 @@ def assign_cases() -> Iterator[tuple[str, dict[str, Any]]]:
             }
         )
         yield "action:assign", bodies.assign_body([filtered])
-    from_policy_set = PolicyAssignment(target=targets[0], source="policySets", sourceId="ps-1")
-    yield (
-        "action:assign",
-        bodies.assign_body([from_policy_set, PolicyAssignment(target=targets[1], source="direct")]),
-    )
+    yield "action:assign", bodies.assign_body([PolicyAssignment(target=targets[1], source="direct")])
+
+
+def assignment_change_cases() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A read-modify-write keeps every target kind and filter as read; a policy set's assignment is left out."""
+    read = [
+        PolicyAssignment(id="a", source="direct", target=AssignmentTarget.model_validate({
+            "@odata.type": TargetKind.ALL_LICENSED_USERS.value,
+            "deviceAndAppManagementAssignmentFilterId": "f-1",
+            "deviceAndAppManagementAssignmentFilterType": "exclude",
+        })),
+        PolicyAssignment(id="b", source="direct", target=AssignmentTarget.all_devices()),
+        PolicyAssignment(id="c", source="policySets", sourceId="ps-1",
+                         target=AssignmentTarget.include_group("44444444-4444-4444-4444-444444444444")),
+    ]
+    change = bodies.assignment_change(read, include=["11111111-1111-1111-1111-111111111111"],
+                                      exclude=["22222222-2222-2222-2222-222222222222"])
+    assert [a["target"]["@odata.type"] for a in change.body["assignments"]] == [
+        TargetKind.ALL_LICENSED_USERS.value, TargetKind.ALL_DEVICES.value, TargetKind.GROUP.value,
+        TargetKind.EXCLUSION_GROUP.value]
+    assert "source" not in json.dumps(change.body) and change.left_alone == read[2:]
+    yield "action:assign", change.body
+    yield "action:assign", bodies.assignment_change([], remove=["g"]).body
 
 
 def batch_cases() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -329,6 +347,7 @@ CASES: dict[str, Callable[[], Iterator[tuple[str, dict[str, Any]]]]] = {
     "policy_patch_body": patch_cases,
     "target_apps_body": target_apps_cases,
     "assign_body": assign_cases,
+    "assignment_change": assignment_change_cases,
     "batch_body": batch_cases,
 }
 HELPERS = {"flags_value", "package_ids"}  # build parts of bodies; covered through the builders
