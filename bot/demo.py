@@ -16,7 +16,8 @@ from typing import TextIO
 
 from bot.console.session import ConsoleSession, ScriptedInput
 from bot.local import DEMO_ADMIN, DEMO_APPROVER, DEMO_END_USER, LocalWorkspace
-from bot.sandbox import SandboxTenant
+from bot.sandbox import SEED_POLICY_NAME, SandboxTenant
+from bot.sandbox.audit import PORTAL_ADMIN
 from bot.settings import load_settings
 from bot.store.watch import active_blocks
 from workflows.enforcement import current_enforcement
@@ -83,6 +84,21 @@ def _enforcement_is(state: str) -> Callable[[LocalWorkspace], str | None]:
         found = current_enforcement(ws.deps.store).state
         return None if found == state else f"the watch says enforcement is {found}, expected {state}"
     return check
+
+
+def _threat_level_is(name: str, level: str) -> Callable[[LocalWorkspace], str | None]:
+    def check(ws: LocalWorkspace) -> str | None:
+        policy = next((p for p in _sandbox(ws).policies if p["displayName"] == name), None)
+        found = policy["maximumAllowedDeviceThreatLevel"] if policy else None
+        return None if found == level else f"{name!r} allows at most {found}, expected {level}"
+    return check
+
+
+def _portal_edit(name: str, **settings: str) -> Callable[[LocalWorkspace], None]:
+    """An admin changes a policy in the Intune admin center (the sandbox's audit log names them)."""
+    def edit(ws: LocalWorkspace) -> None:
+        _sandbox(ws).edit_policy_as(PORTAL_ADMIN, name, **settings)
+    return edit
 
 
 def _active_blocks(expected: int) -> Callable[[LocalWorkspace], str | None]:
@@ -160,6 +176,25 @@ SCRIPT: list[Step] = [
     Step("Sam is an approver (MAM_APPROVERS): read-only commands only.", DEMO_APPROVER, "/mam help"),
     Step("App Home shows each person what they can do.", DEMO_APPROVER, ":home"),
     Step("Everything is on record: the request, the approval, the Graph write.", DEMO_ADMIN, "/mam audit 8"),
+    Step("The drift check (every 10 minutes) takes its first snapshot of the policies and the connector, silently.",
+         DEMO_ADMIN, job="policy-drift"),
+    Step("The policy list flags the seeded policy: it ignores Defender's signal. Its Set threat level button opens "
+         "the edit form, filled in, with the threat level set to low.", DEMO_ADMIN, "/mam policy list"),
+    Step("Alex keeps the form as it is and gives a reason: the request carries only what changed, one PATCH of one "
+         "property; the apps and groups are not touched.", DEMO_ADMIN, click="Set threat level",
+         answers=("", "", "", "", "", "", "", "Make the BYOD policy act on Defender's signal (CHG0044)", "")),
+    Step("The form's last screen says the request is filed; Alex closes it.", DEMO_ADMIN, ":close"),
+    Step("Sam approves: the bot re-reads the policy, finds it as the card said, and sends the one PATCH.",
+         DEMO_APPROVER, click="Approve", check=_threat_level_is(SEED_POLICY_NAME, "low")),
+    Step("The next drift check moves its snapshot with the bot's own change: no card.", DEMO_ADMIN,
+         job="policy-drift"),
+    Step("Someone raises the policy's threat level back to high in the Intune admin center. The drift check reads "
+         "Intune's audit log and posts one card: who, when, old → new, with Revert and Accept.", DEMO_ADMIN,
+         job="policy-drift", before=_portal_edit(SEED_POLICY_NAME, maximumAllowedDeviceThreatLevel="high")),
+    Step("Alex reverts it: a change request that puts the snapshot back, approved like any other.", DEMO_ADMIN,
+         click="Revert"),
+    Step("Sam approves the revert: the policy allows at most low again.", DEMO_APPROVER, click="Approve",
+         check=_threat_level_is(SEED_POLICY_NAME, "low")),
 ]
 
 

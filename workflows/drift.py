@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -419,10 +420,17 @@ class _Poll:
     def touched(self, key: str, name: str) -> Touched:
         since = self.window(key) - SKEW
         wanted = {key, f"policy-name:{_fold(name)}"} if name else {key}
+        # a finished change the snapshot already took (its baseline names it) is not taken again: within the
+        # skew, it would otherwise hide an admin's change to the same setting made just after it
+        base = self.baselines.get(key)
+        absorbed = {int(n) for n in re.findall(r"#(\d+)", base.updated_by)} if base is not None else set()
         touched = Touched()
         for change in self.bot:
-            if change.key in wanted and change.at >= since:
-                touched.add(change.request)
+            if change.key not in wanted or change.at < since:
+                continue
+            if change.request.state != "executing" and change.request.id in absorbed:
+                continue
+            touched.add(change.request)
         return touched
 
 

@@ -217,6 +217,22 @@ def test_the_bots_own_change_posts_nothing(world):
     assert world.poll().reported == 0
 
 
+def test_an_admin_changing_the_same_setting_right_after_the_bots_change_is_reported(world):
+    """The bot's change, taken into the snapshot by one poll, is not taken again by the next: an admin who sets
+    the same property moments later (within the clocks' skew) is reported, not absorbed as the bot's."""
+    baseline(world)
+    request = world.changes.file(EDIT, {"policy_id": SEED_POLICY_ID, "settings": {
+        "maximumAllowedDeviceThreatLevel": {"before": "notConfigured", "after": "low"}}},
+        requester=ADMIN, justification="watch the threat level")
+    world.approve_all([request.id or 0])
+    assert world.poll(minutes=0.5).absorbed == 1  # the change ran half a minute before this poll
+    world.tenant.edit_policy_as(MEGAN.mail, SEED_POLICY_ID, maximumAllowedDeviceThreatLevel="high")
+
+    assert world.poll(minutes=0.5).reported == 1  # and the admin's, half a minute after it
+    change = difference("policy", world.only_report().loaded("before"), world.only_report().loaded("after"))
+    assert change.settings == {"maximumAllowedDeviceThreatLevel": ("low", "high")}
+
+
 def test_the_bots_app_in_the_audit_log_is_the_bot_even_without_a_request(world):
     baseline(world)
     world.graph.patch_android_policy(SEED_POLICY_ID, {"description": "written by the bot's app"})
