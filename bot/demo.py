@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.console.session import ConsoleSession, ScriptedInput
 from bot.local import DEMO_ADMIN, DEMO_APPROVER, DEMO_END_USER, LocalWorkspace
@@ -94,7 +94,7 @@ def _threat_level_is(name: str, level: str) -> Callable[[LocalWorkspace], str | 
     return check
 
 
-def _portal_edit(name: str, **settings: str) -> Callable[[LocalWorkspace], None]:
+def _portal_edit(name: str, **settings: Any) -> Callable[[LocalWorkspace], None]:
     """An admin changes a policy in the Intune admin center (the sandbox's audit log names them)."""
     def edit(ws: LocalWorkspace) -> None:
         _sandbox(ws).edit_policy_as(PORTAL_ADMIN, name, **settings)
