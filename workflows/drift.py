@@ -237,6 +237,7 @@ class Touched:
 
     everything: bool = False
     settings: set[str] = field(default_factory=set)
+    after: dict[str, Any] = field(default_factory=dict)  # what the bot's latest edit wrote to each setting
     apps: bool = False
     groups: set[str] = field(default_factory=set)
     requests: list[int] = field(default_factory=list)
@@ -255,7 +256,10 @@ class Touched:
         if request.kind == ASSIGN:
             self.groups |= {str(g).lower() for k in ("include", "exclude", "remove") for g in change.get(k) or []}
         elif request.kind == EDIT:
-            self.settings |= set(change.get("settings") or {})
+            settings = change.get("settings") or {}
+            self.settings |= set(settings)
+            self.after.update({name: delta["after"] for name, delta in settings.items()
+                               if isinstance(delta, dict) and "after" in delta})
             self.apps = self.apps or change.get("apps") is not None or "appGroupType" in (change.get("settings") or {})
         elif request.kind == CONNECTOR_TOGGLE:
             self.settings.add(str(change.get("flag", "")))
@@ -269,8 +273,13 @@ def merge(snapshot: Mapping[str, Any], live: Mapping[str, Any], touched: Touched
         return json.loads(json.dumps(live))
     settings = dict(snapshot.get("settings") or {})
     for name in touched.settings:
-        if name in (live.get("settings") or {}):
-            settings[name] = live["settings"][name]
+        if name not in (live.get("settings") or {}):
+            continue
+        seen, setting = live["settings"][name], SETTINGS.get(name)
+        if name in touched.after and setting is not None and not setting.same(seen, touched.after[name]):
+            settings[name] = touched.after[name]  # not what the bot wrote: someone changed it since, which is drift
+        else:
+            settings[name] = seen
     apps = live.get("apps") if touched.apps else snapshot.get("apps")
     assignments = snapshot.get("assignments")
     if touched.groups and assignments is not None:
@@ -288,11 +297,15 @@ class _BotChange:
 
 
 def _bot_changes(store: Store, since: datetime) -> list[_BotChange]:
-    """Change requests of the bot that ran (or run) since `since`: executing, succeeded or failed."""
+    """Change requests of the bot that wrote (or may be writing) since `since`: executing, succeeded, or failed
+    after recording an intent to write. A run that failed before writing (e.g. "changed since approval") wrote
+    nothing, so whatever changed there is someone else's."""
     with store.session() as session:
         rows = list(session.exec(select(ChangeRequest).where(
             (col(ChangeRequest.executed_at) >= since) | (col(ChangeRequest.state) == "executing"))))
-    return [_BotChange((r.target_key or "").lower(), as_utc(r.executed_at) or since, r) for r in rows]
+    wrote = [r for r in rows if r.state in ("executing", "succeeded") or (r.state == "failed" and r.intent)]
+    return sorted((_BotChange((r.target_key or "").lower(), as_utc(r.executed_at) or since, r) for r in wrote),
+                  key=lambda change: change.at)
 
 
 # ---- the audit log -------------------------------------------------------------------------------------

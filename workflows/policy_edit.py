@@ -82,7 +82,8 @@ class EditGraph(Protocol):
 
 
 def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
+    """Text as compared: stripped, and with one kind of line ending (Slack's inputs give `\n`, the portal `\r\n`)."""
+    return "" if value is None else str(value).replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
 def _levels(value: Any) -> frozenset[str]:
@@ -567,11 +568,15 @@ class PolicyDelete:
                 return Outcome(True, f"Deleted '{name}' ({policy_id}): the earlier run of this change deleted it "
                                      "before it stopped.")
             return Outcome(False, f"'{name}' ({policy_id}) was already gone: nothing to delete.")
+        if (snapshot.get("assignments") is not None and _assignment_keys(policy) != snapshot["assignments"]
+                and not run.earlier_intent.get("delete")):
+            # the approver approved taking protection away from whom the card named: it covers others now
+            raise UserError(f"Changed since approval, so nothing was deleted: '{name}': its groups changed since the "
+                            "request, so it covers other people than the card said. File the delete again to see "
+                            "who it covers now.")
         drift = []
-        if _text(policy.displayName) != _text(change.get("policy_name")):
+        if _text(policy.displayName) != _text(change.get("policy_name")):  # the same policy (by id), renamed
             drift.append(f"it was renamed since the request, to '{cut_plain(policy.displayName, NAME_SHOWN)}'")
-        if snapshot.get("assignments") is not None and _assignment_keys(policy) != snapshot["assignments"]:
-            drift.append("its groups changed since the request")
         run.intend({"delete": policy.id})
         try:
             self.graph.delete_android_policy(policy.id)
