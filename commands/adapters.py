@@ -27,8 +27,8 @@ from commands.alerts import (
     digest_card,
     digest_text,
     edit_card,
-    enforcement_notice,
     episodes_csv,
+    queue_enforcement_notice,
     resolved_reply,
     snooze_over_reply,
     unblocked_dm,
@@ -37,7 +37,6 @@ from commands.approvals import FINAL_FOR_REQUESTER, STATE_LABELS, request_card
 from commands.nudges import nudge_blocks, nudge_text, thanks_text
 from commands.roles import RoleDirectory
 from workflows.changes import State
-from workflows.enforcement import notice_key, notice_post_key
 from workflows.episodes import resolved_key, snooze_over_key
 from workflows.onboarding import DirectoryThrottled
 
@@ -155,13 +154,7 @@ class SlackAlerts:
         self.outbox.post(key, channel=slack_user, text=unblocked_dm(episode))
 
     def enforcement(self, row: Enforcement, channel: str) -> None:
-        """The notice's first version is posted; each later one edits that message in place."""
-        text, blocks = enforcement_notice(row)
-        key = notice_key(row)
-        if key == notice_post_key(row):
-            self.outbox.post(key, channel=channel, text=text, blocks=blocks)
-        else:
-            self.outbox.update(key, of=notice_post_key(row), text=text, blocks=blocks)
+        queue_enforcement_notice(self.outbox, row, channel)
 
 
 # ---- onboarding nudges (workflows.onboarding) ----------------------------------------------------

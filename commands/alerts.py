@@ -42,7 +42,7 @@ from commands.context import CommandRequest, Interaction
 from commands.listen import Listeners
 from commands.payloads import AlertRef
 from workflows.connectors import PORTALS, Portals, format_age
-from workflows.enforcement import current_enforcement
+from workflows.enforcement import current_enforcement, notice_key, notice_post_key
 from workflows.episodes import (
     acknowledge,
     back_within_limit,
@@ -373,6 +373,16 @@ def enforcement_off_blocks(row: Enforcement, *, admin_hint: bool = True) -> list
                count(row.suppressed, "device")) if row.suppressed else Mrkdwn("")
     return [section(md(":no_entry_sign: *{}*\n*Why:* {}\n{}{}{}", enforcement_text(row), row.reason or "unknown",
                        fix, would, hint))]
+
+
+def queue_enforcement_notice(outbox: Outbox, row: Enforcement, channel: str) -> None:
+    """The notice's first version is posted; each later one edits that message in place (keys by version)."""
+    text, blocks = enforcement_notice(row)
+    key = notice_key(row)
+    if key == notice_post_key(row):
+        outbox.post(key, channel=channel, text=text, blocks=blocks)
+    else:
+        outbox.update(key, of=notice_post_key(row), text=text, blocks=blocks)
 
 
 def enforcement_notice(row: Enforcement) -> tuple[Mrkdwn, list[Block]]:

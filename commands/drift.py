@@ -22,7 +22,7 @@ from bot.settings import Cloud, Settings
 from bot.slack_limits import pack_lines
 from bot.store.drift import ACCEPTED, CREATED, DELETED, OPEN, DriftReport
 from bot.text import count
-from commands.alerts import enforcement_notice, portals_for, slack_date
+from commands.alerts import portals_for, queue_enforcement_notice, slack_date
 from commands.blocks import Block, actions, button, context, header, section
 from commands.context import Interaction
 from commands.listen import Listeners
@@ -42,7 +42,6 @@ from workflows.drift import (
     run_drift_check,
     version_key,
 )
-from workflows.enforcement import notice_key, notice_post_key
 from workflows.onboarding import WatchSettings
 from workflows.policies import APP_GROUP_LABELS, app_label, apps_list_label, label
 from workflows.policy_edit import SETTINGS
@@ -113,12 +112,7 @@ class SlackDrift:
                                blocks=drift_card(report))
 
     def enforcement(self, row: Enforcement, channel: str) -> None:
-        text, blocks = enforcement_notice(row)
-        key = notice_key(row)
-        if key == notice_post_key(row):
-            self.outbox.post(key, channel=channel, text=text, blocks=blocks)
-        else:
-            self.outbox.update(key, of=notice_post_key(row), text=text, blocks=blocks)
+        queue_enforcement_notice(self.outbox, row, channel)
 
 
 # ---- the card (pure) -------------------------------------------------------------------------------------
