@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck console serve sandbox clean
+.PHONY: demo test lint typecheck console serve sandbox image clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ serve: $(STAMP)
 
 sandbox: $(STAMP)
 	$(BIN)/mam-bot sandbox serve
+
+image:
+	docker build -t mam-bot .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mam-bot.db
