@@ -24,7 +24,7 @@ from commands.sweep import INDEX_JOB, LICENCE_JOB  # `/mam sweep index|licences`
 from commands.sweep import JOB as SWEEP  # `/mam sweep` asks for this job by name
 from workflows.enforcement import current_enforcement
 from workflows.entra_users import EntraUsers
-from workflows.licences import last_licence_run, licence_job_summary, refresh_licences
+from workflows.licences import last_licence_run, refresh_licences
 from workflows.onboarding import NudgeResult, WatchSettings, run_onboarding_nudges
 from workflows.registrations_index import index_due, refresh_index
 from workflows.tenant_reader import IndexedReader, MicrosoftReader
@@ -93,9 +93,7 @@ def index_job(deps: Deps) -> IndexRun:
     microsoft = deps.microsoft.background()
     with microsoft.counting_requests() as requests:
         policies = list(microsoft.graph.iter_android_policies())
-        run = _refresh(deps, policies, requests)
-    log.info("registrations index #%s: %s", run.id, run.summary())
-    return run
+        return _refresh(deps, policies, requests)  # refresh_index logs its outcome
 
 
 def _refresh(deps: Deps, policies: list[AndroidPolicy], requests: Callable[[], int]) -> IndexRun:
@@ -109,11 +107,9 @@ def licence_job(deps: Deps) -> LicenceRun:
     """"licences": who holds an enabled Intune and Defender for Endpoint service plan (assignedPlans)."""
     microsoft = deps.microsoft.background()
     with microsoft.counting_requests() as requests:
-        run = refresh_licences(reader=microsoft.graph, store=deps.store,
-                               intune_plans=deps.settings.mam_intune_plan_ids,
-                               defender_plans=deps.settings.mam_defender_plan_ids, now=deps.now(), requests=requests)
-    log.info("licences: %s", licence_job_summary(run))
-    return run
+        return refresh_licences(reader=microsoft.graph, store=deps.store,  # it logs its outcome
+                                intune_plans=deps.settings.mam_intune_plan_ids,
+                                defender_plans=deps.settings.mam_defender_plan_ids, now=deps.now(), requests=requests)
 
 
 def licences_due(deps: Deps) -> bool:

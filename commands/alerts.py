@@ -34,6 +34,7 @@ from bot.store.watch import (
     is_warning,
     last_sweep,
     pending_onboardings,
+    unlicensed_count,
     unlicensed_users,
 )
 from bot.text import count, csv_cell
@@ -572,13 +573,14 @@ UNLICENSED_LISTED = 10
 
 def unlicensed_blocks(deps: Deps) -> list[Block]:
     """Users whose app would wait for Defender but who lack a licence to get there: they can't be protected."""
-    cases = unlicensed_users(deps.store)
-    if not cases:
+    total = unlicensed_count(deps.store)  # on the ack path: count them, read only the ones listed
+    if not total:
         return []
+    cases = unlicensed_users(deps.store, limit=UNLICENSED_LISTED)
     gaps = licence_gaps(deps.store, (c.user_id for c in cases))
     lines = [md("• {}: {}", c.user_name or c.user_mail or c.user_id,
                 gap_text(gaps[c.user_id]) if c.user_id in gaps else "can't be protected: no licence")
-             for c in cases[:UNLICENSED_LISTED]]
-    more = md("\n…and {} more", len(cases) - UNLICENSED_LISTED) if len(cases) > UNLICENSED_LISTED else Mrkdwn("")
+             for c in cases]
+    more = md("\n…and {} more", total - len(cases)) if total > len(cases) else Mrkdwn("")
     return [section(md("*Can't be protected: {}* (not nudged: they can't onboard without a licence)\n{}{}",
-                       count(len(cases), "user"), md_join("\n", lines), more))]
+                       count(total, "user"), md_join("\n", lines), more))]

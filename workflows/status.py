@@ -20,7 +20,7 @@ from bot.store.watch import (
     last_sweep,
     nudges_sent,
     pending_onboardings,
-    unlicensed_users,
+    unlicensed_count,
 )
 from workflows.changes import OPEN_STATES
 from workflows.enforcement import current_enforcement
@@ -93,7 +93,7 @@ def gather(deps: Deps) -> Status:
         enforcement=current_enforcement(deps.store),
         index=index,
         licences=last_licence_run(deps.store),
-        unlicensed=len(unlicensed_users(deps.store)),
+        unlicensed=unlicensed_count(deps.store),
     )
 
 

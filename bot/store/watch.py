@@ -219,11 +219,20 @@ def pending_onboardings(store: Store) -> int:
         return int(session.exec(query).one())
 
 
-def unlicensed_users(store: Store) -> list[OnboardingCase]:
+def unlicensed_users(store: Store, limit: int | None = None) -> list[OnboardingCase]:
     """Users whose app would wait for Defender but who lack a licence to get there (as of the last sweep)."""
     query = select(OnboardingCase).where(OnboardingCase.state == UNLICENSED).order_by(col(OnboardingCase.user_id))
+    if limit is not None:
+        query = query.limit(limit)
     with store.session() as session:
         return list(session.exec(query))
+
+
+def unlicensed_count(store: Store) -> int:
+    """How many users `unlicensed_users` would list, counted by the database."""
+    query = select(func.count()).select_from(OnboardingCase).where(OnboardingCase.state == UNLICENSED)
+    with store.session() as session:
+        return int(session.exec(query).one())
 
 
 def nudges_sent(store: Store, since: datetime) -> int:

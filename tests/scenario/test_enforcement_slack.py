@@ -94,3 +94,19 @@ def test_back_on_edits_the_notice_and_announces_one_digest(make_bot):
     assert "Blocked now" in blocked and "enforcement is OFF" not in blocked
     refused = ack_json(bot.command("blocked", user=DEMO_END_USER)[0])
     assert "Only mam-bot admins and approvers" in refused["text"]
+
+
+def test_blocked_lists_ten_unlicensed_users_and_counts_the_rest(make_bot):
+    from bot.store.watch import UNLICENSED, OnboardingCase
+
+    bot = make_bot()
+    with bot.deps.store.session() as session:
+        for n in range(12):
+            session.add(OnboardingCase(user_id=f"u{n:02d}", state=UNLICENSED, user_name=f"<!channel> & <@U1> {n}",
+                                       first_pending_at=TUESDAY_10, last_pending_at=TUESDAY_10))
+        session.commit()
+
+    text = block_text(ack_json(bot.command("blocked")[0])["blocks"])
+
+    assert "Can't be protected: 12 users" in text and "…and 2 more" in text
+    assert "&lt;!channel&gt; &amp; &lt;@U1&gt; 0" in text and "<!channel>" not in text
