@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -141,6 +141,10 @@ EXAMPLES: dict[str, str] = {
                                   "requests, 0 to 120, e.g. 5",
     "MAM_SHUTDOWN_GRACE_SECONDS": "seconds work already acknowledged (executions included) gets to finish after "
                                   "SIGTERM, 0 to 600, e.g. 20",
+    "MAM_METRICS_PORT": "the port of /metrics, /healthz and /livez, 0 to pick a free one, e.g. 9464",
+    "MAM_METRICS_HOST": "the address /metrics, /healthz and /livez listen on, e.g. 127.0.0.1, or 0.0.0.0 in a "
+                        "container",
+    "MAM_LOG_FORMAT": "text or json (one JSON object per line)",
 }
 
 
@@ -250,6 +254,11 @@ class Settings(BaseSettings):
     # already acknowledged gets to finish (bot/cli.py, docs/deployment.md "Shutdown")
     mam_shutdown_drain_seconds: float = Field(default=5.0, ge=0, le=120)
     mam_shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=600)
+    # /metrics, /healthz and /livez for the operator, on a port of their own in `run` and `serve` (bot/health.py):
+    # never on the port Slack reaches
+    mam_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    mam_metrics_host: str = "127.0.0.1"
+    mam_log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod
@@ -319,6 +328,11 @@ class Settings(BaseSettings):
         if not _URL.match(value):
             raise ValueError(f"{value!r} is not a URL")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("mam_log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("mam_graph_url", "mam_defender_url", "mam_authority_url", mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,15 @@ from bot.microsoft.defender import DefenderClient
 from bot.microsoft.errors import DEFENDER, GRAPH, ApiUnavailable
 from bot.microsoft.graph import GraphClient
 from bot.microsoft.permissions import ALL_ROLES, PermissionRow, check_permissions
-from bot.microsoft.transport import BACKGROUND, INTERACTIVE, WITHIN_ACK, Api, ApiSession, CallProfile
+from bot.microsoft.transport import (
+    BACKGROUND,
+    INTERACTIVE,
+    WITHIN_ACK,
+    AnswerListener,
+    Api,
+    ApiSession,
+    CallProfile,
+)
 from bot.settings import Settings, SettingsError
 
 POOL_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=60.0)
@@ -126,12 +134,14 @@ def build_clients(
     tokens: TokenSource | None = None,
     sign_in_http_client: Any = None,
     profile: CallProfile = INTERACTIVE,
+    listeners: Sequence[AnswerListener] = (),
 ) -> MicrosoftClients:
     """Clients for the settings' cloud. No network until the first call.
 
     `transport` replaces the network (the in-process sandbox passes `tenant.transport()`, tests an
     `httpx.MockTransport`); `sign_in_http_client` replaces msal's `requests` session; `clock`,
-    `sleep` and `rng` make retries and token expiry testable without waiting.
+    `sleep` and `rng` make retries and token expiry testable without waiting. `listeners` hear every
+    try of every call (`transport.Answer`): the metrics and the audit log of writes.
     """
     if settings.uses_in_process_sandbox and transport is None:
         raise SettingsError(
@@ -163,7 +173,7 @@ def build_clients(
         # Signed download links (report exports) go to `shared` directly: the same pool (and the
         # in-process sandbox), but not `http`'s hooks (`counting_requests`) or its URL logging.
         return ApiSession(api, http, token_source, budget, clock=clock, sleep=sleep, rng=rng, profile=profile,
-                          downloads=shared)
+                          downloads=shared, listeners=listeners)
 
     return MicrosoftClients(
         graph=GraphClient(session(apis[GRAPH])),

@@ -11,9 +11,10 @@ import json
 import logging
 import math
 import random
+import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
@@ -97,6 +98,50 @@ class _Call:
     idempotent: bool  # safe to repeat after it may have reached Microsoft
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One try of one call and what came of it: what the metrics count and the audit log records (a write).
+
+    `status` is None when no answer came (a connection error); `request_id` is Microsoft's `request-id`.
+    """
+
+    api: str
+    method: str
+    url: str
+    status: int | None
+    seconds: float
+    client_request_id: str
+    request_id: str | None
+    write: bool
+    attempt: int
+
+    @property
+    def endpoint(self) -> str:
+        """The path with its ids taken out (`/beta/…/androidManagedAppProtections/{id}/assign`): a label of
+        bounded cardinality."""
+        return endpoint_of(self.url)
+
+
+AnswerListener = Callable[[Answer], None]
+
+
+def endpoint_of(url: str) -> str:
+    parts = []
+    for segment in urlsplit(url).path.split("/"):
+        if not segment or _WORD.match(segment) or segment in _VERSIONS:
+            parts.append(segment)
+        elif (keyed := _KEYED.match(segment)) is not None:
+            parts.append(keyed.group(1) + "({id})")
+        else:
+            parts.append("{id}")
+    return "/".join(parts) or "/"
+
+
+_WORD = re.compile(r"^\$?[A-Za-z]+(\(\))?$")  # deviceAppManagement, $batch, microsoft.graph… has no dots here
+_KEYED = re.compile(r"^([A-Za-z]+)\(.*\)$")  # users('…'), reports/getCachedReport(…)
+_VERSIONS = frozenset({"v1.0", "beta"})
+
+
 def _request_headers(token: str, call: _Call, extra: Mapping[str, str] | None) -> dict[str, str]:
     return {
         "Authorization": f"Bearer {token}",
@@ -122,10 +167,12 @@ class ApiSession:
         rng: random.Random | None = None,
         profile: CallProfile = INTERACTIVE,
         downloads: httpx.BaseTransport | None = None,
+        listeners: Sequence[AnswerListener] = (),
     ) -> None:
         """`downloads`: the transport under `http`, used directly for signed links that are not API
         calls (build_clients passes it): no event hooks (`counting_requests`), and no httpx client
-        logging the link, signature and all."""
+        logging the link, signature and all. `listeners` hear every try of every call (`Answer`): the
+        metrics and the audit log of writes; a listener that fails is logged and never fails the call."""
         self.api = api
         self._http = http
         self._downloads = downloads
@@ -135,6 +182,7 @@ class ApiSession:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.profile = profile
+        self._listeners = tuple(listeners)
 
     def with_profile(self, profile: CallProfile) -> ApiSession:
         clone = ApiSession.__new__(ApiSession)
@@ -194,13 +242,16 @@ class ApiSession:
                                               headers=_request_headers(token.value, call, headers),
                                               timeout=self.profile.timeout)
             except httpx.TransportError as exc:
+                self._tell(call, None, None, attempt, self._clock() - started, write)
                 delay = self._delay_after_transport_error(call, exc, attempt, waited)
                 if delay is None:
                     raise self._connection_failed(call, exc, op) from exc
                 self._sleep(delay)
                 waited += delay
                 continue
-            self._log_answer(call, response, attempt, elapsed=self._clock() - started)
+            elapsed = self._clock() - started
+            self._log_answer(call, response, attempt, elapsed=elapsed)
+            self._tell(call, response.status_code, _request_id(response), attempt, elapsed, write)
             if response.status_code < 400:
                 return response
             if response.status_code == 401 and not token_renewed and math.isfinite(token.expires_at):
@@ -253,9 +304,21 @@ class ApiSession:
             api=self.api.name, code=type(exc).__name__, client_request_id=call.client_request_id,
         )
 
+    def _tell(self, call: _Call, status: int | None, request_id: str | None, attempt: int, seconds: float,
+              write: bool) -> None:
+        if not self._listeners:
+            return
+        answer = Answer(self.api.name, call.method, call.url, status, seconds, call.client_request_id, request_id,
+                        write, attempt)
+        for listener in self._listeners:
+            try:
+                listener(answer)
+            except Exception:
+                log.exception("a listener failed on %s %s %s", self.api.name, call.method, answer.endpoint)
+
     def _log_answer(self, call: _Call, response: httpx.Response, attempt: int, *, elapsed: float) -> None:
         status = response.status_code
-        request_id = response.headers.get("request-id") or response.headers.get("x-ms-request-id")
+        request_id = _request_id(response)
         log.log(
             logging.DEBUG if status < 400 else logging.WARNING,
             "%s %s %s -> %d in %.0f ms (client-request-id %s, request-id %s, attempt %d)",
@@ -415,6 +478,11 @@ def parse_json(content: bytes) -> Any:
     return json.loads(text) if text else None
 
 
+def _request_id(response: httpx.Response) -> str | None:
+    """Microsoft's id of the request (Graph: `request-id`; Defender: `x-ms-request-id` as well)."""
+    return response.headers.get("request-id") or response.headers.get("x-ms-request-id")
+
+
 def _path(url: str) -> str:
     return urlsplit(url).path
 
@@ -492,9 +560,7 @@ def error_for(response: httpx.Response, api: Api, op: Operation, client_request_
         "status": status,
         "code": code,
         "detail": detail,
-        "request_id": response.headers.get("request-id")
-        or response.headers.get("x-ms-request-id")
-        or body_request_id,
+        "request_id": _request_id(response) or body_request_id,
         "client_request_id": client_request_id,
     }
     short = _shorten(detail)
