@@ -13,9 +13,10 @@
 # - DATABASE_URL is set to empty here on purpose, so start-up stops with one line naming it until you set it:
 #   the default SQLite file (./mam-bot.db) would be on the read-only filesystem and lost with the container.
 #   Use PostgreSQL, or a SQLite file on a volume (DATABASE_URL=sqlite:////data/mam-bot.db).
-# - HEALTHCHECK: GET /healthz on 127.0.0.1:${MAM_HEALTH_PORT:-3000}. Only `mam-bot serve` listens on a port;
-#   Socket Mode (`mam-bot run`, the default command) has no HTTP port yet, so with `run` turn the check off
-#   (`--no-healthcheck`, or `healthcheck: {disable: true}` in Compose, as compose.yaml does).
+# - HEALTHCHECK: GET /healthz on the operator's port, 127.0.0.1:${MAM_METRICS_PORT:-9464}, which `mam-bot run`
+#   and `mam-bot serve` both open (with /livez and /metrics; MAM_METRICS_HOST is 0.0.0.0 here so Prometheus can
+#   scrape it from outside the container). 503 while the database is unreachable, Socket Mode is not connected,
+#   or the bot is stopping. Publish 9464 only to your monitoring network, never to the internet.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -47,10 +48,13 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 WORKDIR /srv/mam-bot
 ENV HOME=/tmp \
     TMPDIR=/tmp \
-    DATABASE_URL=""
+    DATABASE_URL="" \
+    MAM_METRICS_HOST=0.0.0.0 \
+    MAM_METRICS_PORT=9464
 USER 10001:10001
-EXPOSE 3000
+# 3000: `serve`'s Slack port (/slack/events, /healthz); 9464: the operator's (/metrics, /healthz, /livez)
+EXPOSE 3000 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('MAM_HEALTH_PORT') or '3000'), timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % (os.environ.get('MAM_METRICS_PORT') or '9464'), timeout=2)"]
 ENTRYPOINT ["mam-bot"]
 CMD ["run"]

@@ -217,7 +217,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AZURE_", "MAM_", "DATABASE_"))}
     # no load balancer to drain for: the stop between runs need not wait out MAM_SHUTDOWN_DRAIN_SECONDS
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "MAM_SHUTDOWN_DRAIN_SECONDS": "0"})
+                "MAM_SHUTDOWN_DRAIN_SECONDS": "0", "MAM_METRICS_PORT": "0"})
     env.update(extra)
     return env
 

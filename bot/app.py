@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,10 @@ from bot.command_text import read_command
 from bot.dedupe import DedupeMiddleware
 from bot.deps import Deps
 from bot.errors import apology, new_correlation_id
+from bot.errors import correlation_id as correlation_id_now
+from bot.logs import bind
 from bot.marker import SandboxMarkerMiddleware
+from bot.metrics import Metrics, surface_of
 from bot.registry import COMMAND_KEY, ROUTE_KEY
 from bot.roles import Access, allowed
 from commands.payloads import recipient_of
@@ -59,7 +63,8 @@ def build_app(deps: Deps, *, client: WebClient, identity: BotIdentity, signing_s
     # earns a warning, so the app gets a token-less copy with the same host, timeout and retries.
     app_client = WebClient(base_url=client.base_url, timeout=client.timeout, retry_handlers=client.retry_handlers,
                            headers=client.headers, proxy=client.proxy, ssl=client.ssl)
-    app = App(
+    app = BotApp(
+        metrics=deps.metrics,
         client=app_client,
         signing_secret=signing_secret,
         authorize=authorize,
@@ -91,6 +96,31 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+class BotApp(App):
+    """Bolt's App, with every request's log context and ack time around its whole dispatch.
+
+    `dispatch` binds a fresh correlation id, the Slack user and team (bot.logs) for everything that runs for
+    the request, the work handed to the runner after the ack included, so its log lines, its audit rows and
+    an apology's reference all carry the same id. It times the dispatch, middleware, listener and ack (with
+    `process_before_response` the listener's return is the ack), as the ack latency of its surface. Both
+    transports and the console call `dispatch`. (A middleware cannot do either: Bolt's sync App runs its
+    middleware one after another, and a middleware's `next()` returns before the listener runs.)
+    """
+
+    def __init__(self, *, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    def dispatch(self, req: BoltRequest) -> BoltResponse:
+        started = time.perf_counter()
+        with bind(correlation_id=new_correlation_id(), slack_user=req.context.user_id,
+                  slack_team=req.context.team_id or req.context.enterprise_id):
+            try:
+                return super().dispatch(req)
+            finally:
+                self._metrics.ack(surface_of(req.body), time.perf_counter() - started)
 
 
 # Request types that reach listeners without a role check: Events API callbacks (the listeners read
@@ -201,7 +231,7 @@ def _mention(principal: str) -> str:
 
 
 def _error_handler(error: Exception, body: dict[str, Any], logger: logging.Logger) -> BoltResponse:
-    correlation_id = new_correlation_id()
+    correlation_id = correlation_id_now()  # the request's (BotApp.dispatch bound it), as its log lines carry
     logger.error("unhandled error [%s] for %s: %r", correlation_id, body.get("type") or body.get("command"),
                  error, exc_info=error)
     if body.get("type") in ("block_suggestion",):

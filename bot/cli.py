@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from bot.logs import configure_logging, secrets_of
 from bot.settings import Mode, Settings, SettingsError, load_settings, missing_for, missing_line
 from bot.text import count
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from slack_bolt import App
 
     from bot.deps import Deps
+    from bot.health import OperatorServer
 
 log = logging.getLogger("mam")
 
@@ -26,14 +28,7 @@ log = logging.getLogger("mam")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # slack_sdk logs every failed Web API call at ERROR before raising it; the bot handles what it
-    # raises and says so once, in words (e.g. `mam-bot check` with Slack unreachable)
-    logging.getLogger("slack_sdk.web.base_client").setLevel(logging.CRITICAL)
+    configure_logging(args.log_level)  # text until the settings (the format, the secrets' values) are read
     try:
         return int(args.func(args) or 0)
     except SettingsError as exc:
@@ -102,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(args: argparse.Namespace) -> Settings:
+    """The settings, and the logs in their format with their secrets masked (bot.logs) from here on."""
+    settings = load_settings()
+    configure_logging(args.log_level, settings.mam_log_format, secrets_of(settings))
+    return settings
+
+
 def _fail(line: str, code: int = 2) -> NoReturn:
     print(line, file=sys.stderr)
     raise SystemExit(code)
@@ -117,29 +119,31 @@ def _require(settings: Settings, mode: Mode) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load(args)
     _require(settings, Mode.RUN)
-    from bot.socket_mode import SocketModeRefused, run_socket_mode
+    from bot.socket_mode import SocketLink, SocketModeRefused, run_socket_mode
 
     stop = _Stop.install()  # before anything starts: from here on a signal means a clean stop
-    app, deps = _start_slack_app(settings)
+    link = SocketLink()
+    app, deps, operator = _start_slack_app(settings, stop, slack=link.is_up)
     assert settings.slack_app_token is not None
     token = settings.slack_app_token.get_secret_value()
     log.warning("mam-bot is connecting to Slack over Socket Mode")
     try:
         return _until_stopped(settings, deps, stop, lambda: run_socket_mode(
-            app, token, ping_seconds=settings.mam_socket_ping_seconds, stop=stop.requested))
+            app, token, ping_seconds=settings.mam_socket_ping_seconds, stop=stop.requested, link=link),
+            operator=operator)
     except SocketModeRefused as exc:
         _fail(str(exc))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = _load(args)
     _require(settings, Mode.SERVE)
     from bot.http import ServeFailed, serve
 
     stop = _Stop.install()  # before anything starts: uvicorn must never see a signal (see bot.http.HttpServer)
-    app, deps = _start_slack_app(settings)
+    app, deps, operator = _start_slack_app(settings, stop)
     print(f"mam-bot serving Slack at http://{args.host}:{args.port}/slack/events (health: /healthz)",
           file=sys.stderr, flush=True)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
@@ -153,7 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         return 0 if stop.requested.is_set() else 1  # uvicorn ended by itself: not a stop anyone asked for
 
-    return _until_stopped(settings, deps, stop, transport, drain_seconds=settings.mam_shutdown_drain_seconds)
+    return _until_stopped(settings, deps, stop, transport, drain_seconds=settings.mam_shutdown_drain_seconds,
+                          operator=operator)
 
 
 class _Stop:
@@ -185,22 +190,26 @@ class _Stop:
 
 
 def _until_stopped(settings: Settings, deps: Deps, stop: _Stop, transport: Callable[[], int], *,
-                   drain_seconds: float = 0.0) -> int:
+                   drain_seconds: float = 0.0, operator: OperatorServer | None = None) -> int:
     """Run the Slack transport until it returns (after a signal, or when Slack ends the link), then stop
     cleanly: work acknowledged before the stop (executions included) gets MAM_SHUTDOWN_GRACE_SECONDS to
     finish while the outbox still sends, counted from the end of the drain; then `Deps.close` hands the
-    scheduler lease back and gives back the outbox rows claimed but not sent. Returns the exit code."""
+    scheduler lease back and gives back the outbox rows claimed but not sent. The operator's port (/livez,
+    /metrics) answers until the end. Returns the exit code."""
     cut = False
     try:
         code = 0 if stop.requested.is_set() else transport()
     finally:
+        stop.requested.set()  # not ready from here on, whatever ended the transport
         start = stop.at if stop.at is not None else time.monotonic()
         deadline = start + drain_seconds + settings.mam_shutdown_grace_seconds
         cut = not _finish_work(deps, stop, deadline)
         # a scheduled job (an execution taken over) shares the same grace, not a second one
         jobs_done = deps.close(job_seconds=0.0 if stop.hurry.is_set() else max(0.0, deadline - time.monotonic()))
         cut = cut or not jobs_done
-    if stop.requested.is_set():
+        if operator is not None:
+            operator.stop()
+    if stop.at is not None:
         log.warning("mam-bot stopped %.1f s after %s: %s; scheduler lease and unsent outbox claims handed back",
                     time.monotonic() - start, stop.name,
                     "acknowledged work cut short (MAM_SHUTDOWN_GRACE_SECONDS)" if cut else "acknowledged work done")
@@ -222,14 +231,29 @@ def _finish_work(deps: Deps, stop: _Stop, deadline: float) -> bool:
     return deps.runner.shutdown(timeout=0)
 
 
-def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
+def _start_slack_app(settings: Settings, stop: _Stop, *,
+                     slack: Callable[[], bool] | None = None) -> tuple[App, Deps, OperatorServer]:
+    """The app and its collaborators, running; and the operator's port (bot/health.py) from as early as the
+    database is known, so a slow start is alive (/livez) before it is ready (/healthz)."""
     from bot.app import build_app, freeze_startup_heap
     from bot.compose import build_deps
-    from bot.slack import fetch_identity, slack_client
+    from bot.health import Health, OperatorServer
+    from bot.metrics import Metrics
+    from bot.slack import SlackCallMeter, fetch_identity, slack_client
 
-    client = slack_client(settings)
+    metrics = Metrics()
+    client = slack_client(settings, meter=SlackCallMeter(metrics.slack_call))
     identity = fetch_identity(client)
-    deps = build_deps(settings, slack_client=client)
+    deps = build_deps(settings, slack_client=client, metrics=metrics)
+    health = Health(deps.store, stopping=stop.requested, slack=slack, alive=lambda: deps.outbox.alive)
+    try:
+        operator = OperatorServer(health, metrics.render, host=settings.mam_metrics_host,
+                                  port=settings.mam_metrics_port).start()
+    except OSError as exc:
+        deps.close()
+        _fail(str(exc))
+    print(f"mam-bot metrics at {operator.url}/metrics (readiness /healthz, liveness /livez)", file=sys.stderr,
+          flush=True)
     deps.roles.refresh()
     deps.roles.start_background_refresh()
     if not deps.roles.has_admins:
@@ -238,7 +262,7 @@ def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
     app = build_app(deps, client=client, identity=identity, signing_secret=secret)
     freeze_startup_heap()  # before the background threads start: what they make is theirs to free
     deps.start_background()
-    return app, deps
+    return app, deps, operator
 
 
 # ---- console and demo ---------------------------------------------------------------------------
@@ -247,7 +271,7 @@ def _start_slack_app(settings: Settings) -> tuple[App, Deps]:
 def cmd_console(args: argparse.Namespace) -> int:
     from bot.local import run_console
 
-    return run_console(load_settings(), user=args.user, channel=args.channel)
+    return run_console(_load(args), user=args.user, channel=args.channel)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -316,7 +340,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from bot.settings import mask_url
     from bot.store.migrate import upgrade
 
-    url = load_settings().database_url
+    url = _load(args).database_url
     result = upgrade(url)  # an unreachable database: DatabaseUnavailable, one line (main prints it)
     print(f"{mask_url(url)}: {result.summary()}")
     return 0
@@ -418,7 +442,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     from bot.store import AuditLog, create_store
     from bot.store.audit import export_rows
 
-    store = create_store(load_settings().database_url)
+    store = create_store(_load(args).database_url)
     try:
         for chunk in export_rows(AuditLog(store).iter_all(), args.format):
             sys.stdout.write(chunk)

@@ -7,14 +7,17 @@ Only the entry points (bot.cli, bot.local, the demo) import this module; nothing
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk import WebClient
 
 from bot.cache import TimedCache
 from bot.clock import utcnow
 from bot.deps import Deps
+from bot.metrics import Metrics, StateCollector
 from bot.roles import Role
 from bot.runner import BackgroundRunner
 from bot.settings import Settings
@@ -24,6 +27,7 @@ from commands.roles import RoleDirectory
 
 if TYPE_CHECKING:
     from bot.sandbox import SandboxTenant
+    from bot.scheduler import Job
 
 
 def build_deps(
@@ -32,9 +36,11 @@ def build_deps(
     slack_client: WebClient | None,
     sandbox: SandboxTenant | None = None,
     runner: BackgroundRunner | None = None,
+    metrics: Metrics | None = None,
 ) -> Deps:
     """Connect the store and Microsoft's APIs. With MAM_CLOUD=sandbox and no host overrides the
-    sandbox tenant runs in this process (pass one in to share it with a test or the demo)."""
+    sandbox tenant runs in this process (pass one in to share it with a test or the demo). `metrics`: the
+    process's (bot/cli.py makes it first, for the Slack client's meter); a new one when not given."""
     from bot.jobs import default_jobs
     from bot.microsoft import build_clients
     from bot.microsoft.shared_budget import fleet_budget
@@ -48,6 +54,7 @@ def build_deps(
     from workflows.policy_edit import DELETE, EDIT, PolicyDelete, PolicyEdit
 
     store = create_store(settings.database_url)
+    audit = AuditLog(store)  # before the clients: it records each of their writes with Microsoft's request-id
     runner = runner or BackgroundRunner()
     transport = None
     if settings.uses_in_process_sandbox:
@@ -58,9 +65,10 @@ def build_deps(
         transport = sandbox.transport()
     # several replicas on PostgreSQL share one request budget; SQLite means one process, the local one
     budget = None if settings.uses_in_process_sandbox else fleet_budget(store.engine)
-    microsoft = build_clients(settings, transport=transport, budget=budget)
+    metrics = metrics or Metrics()
+    microsoft = build_clients(settings, transport=transport, budget=budget,
+                              listeners=[metrics.microsoft_answer, audit.record_write])
     roles = RoleDirectory(settings.mam_admins, settings.mam_approvers, slack_client)
-    audit = AuditLog(store)
     # the outbox strips the client's own retry handlers: it paces and retries itself; replicas on
     # PostgreSQL share one pace
     rate = settings.mam_slack_posts_per_second
@@ -86,10 +94,17 @@ def build_deps(
     deps = Deps(settings=settings, store=store, audit=audit, microsoft=microsoft,
                 runner=runner, roles=roles, outbox=outbox, changes=changes,
                 policy_names=policy_names, seen=SeenRequests(store.engine, background=runner.submit),
-                drafts=Drafts(store),
+                drafts=Drafts(store), metrics=metrics,
                 sandbox=sandbox)
     # every job of bot.jobs, run while this process holds the scheduler lease; made on first use (a process that
     # never schedules never touches the lease), and reading the clock through deps, as the jobs do
     deps.make_scheduler = lambda: Scheduler(store, default_jobs(deps), now=lambda: deps.now())
+    metrics.watch(StateCollector(store, leading=lambda: deps.scheduler().leading,
+                                 intervals=lambda: job_intervals(deps.scheduler().jobs.values())))
     return deps
+
+
+def job_intervals(jobs: Iterable[Job]) -> dict[str, float]:
+    """Each interval job's interval in seconds (`mam_job_interval_seconds`, what the staleness alerts divide by)."""
+    return {job.name: job.trigger.interval.total_seconds() for job in jobs if isinstance(job.trigger, IntervalTrigger)}
 

@@ -17,6 +17,7 @@ from bot.store import AuditLog, Drafts, Store
 from bot.store.seen import SeenRequests
 
 if TYPE_CHECKING:
+    from bot.metrics import Metrics
     from bot.microsoft import MicrosoftClients
     from bot.outbox import Outbox
     from bot.sandbox import SandboxTenant
@@ -38,6 +39,7 @@ class Deps:
     policy_names: TimedCache  # (id, name) of the Android policies: modal checks and pickers, never a wait
     seen: SeenRequests  # replayed signatures and duplicate commands, clicks, forms and events (bot.dedupe)
     drafts: Drafts  # what a button stands for, when it is too long for the button's value (bot.store.drafts)
+    metrics: Metrics  # this process's figures, rendered at /metrics (bot.metrics, bot.health)
     sandbox: SandboxTenant | None = None
     registry: Registry = field(default_factory=Registry)
     now: Callable[[], datetime] = utcnow

@@ -8,6 +8,8 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bot.logs import current
+
 if TYPE_CHECKING:
     from bot.mrkdwn import Mrkdwn
 
@@ -46,6 +48,11 @@ _ids = random.Random(int.from_bytes(os.urandom(16), "big"))
 def new_correlation_id() -> str:
     """A reference to quote to an admin; needs to be unique, not secret (so no os.urandom per call)."""
     return f"{_ids.getrandbits(48):012x}"
+
+
+def correlation_id() -> str:
+    """The id bound for this request, change or job, so an apology quotes the id its log lines carry; else a new one."""
+    return str(current().get("correlation_id") or new_correlation_id())
 
 
 def apology(correlation_id: str) -> Mrkdwn:

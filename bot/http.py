@@ -1,4 +1,4 @@
-"""HTTP mode: Bolt at /slack/events plus /healthz, as an ASGI app for uvicorn.
+"""HTTP mode: Bolt at /slack/events plus /healthz (bot.health.Health's readiness), as an ASGI app for uvicorn.
 
 Every request to /slack/events goes through, in this order, before Bolt sees it:
 
@@ -50,6 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.dedupe import CLAIMED, describe, idempotency_key
+from bot.health import Health
 from bot.store import Store
 from bot.store.seen import SeenRequests, seen_key
 
@@ -89,7 +90,8 @@ class HttpServer:
 
         self.draining = threading.Event()
         app = build_asgi(bolt_app, store, signing_secret=signing_secret, seen=seen, stopping=self.draining)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+        # log_config None: uvicorn's lines go to the bot's handler (bot.logs: its format, secrets masked)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, log_config=None,
                                 timeout_graceful_shutdown=max(1, round(grace_seconds)))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="mam-http")
@@ -172,15 +174,11 @@ def build_asgi(bolt_app: App, store: Store, *, signing_secret: str, seen: SeenRe
             headers={k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"},
         )
 
+    health = Health(store, stopping=stopping)
+
     async def healthz(_: Request) -> Response:
-        if stopping is not None and stopping.is_set():
-            return JSONResponse({"status": "stopping", "database": store.dialect}, status_code=503)
-        try:
-            await run_in_threadpool(store.ping)
-        except Exception as exc:
-            log.warning("health check: database unreachable: %s", exc)
-            return JSONResponse({"status": "unhealthy", "database": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": store.dialect})
+        status, body = await run_in_threadpool(health.ready)
+        return JSONResponse(body, status_code=status)
 
     return Starlette(
         routes=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -21,10 +22,12 @@ class BackgroundRunner:
         self._shut = False
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run `fn` on a pool thread, in a copy of the caller's context: its log lines carry the request's ids."""
+        context = contextvars.copy_context()
         with self._idle:
             self._pending += 1
         try:
-            return self._pool.submit(self._run, fn, *args, **kwargs)
+            return self._pool.submit(context.run, self._run, fn, *args, **kwargs)
         except RuntimeError:  # the pool was shut down: nothing will run it
             with self._idle:
                 self._pending -= 1

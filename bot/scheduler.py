@@ -33,6 +33,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from bot.clock import as_utc, utcnow
+from bot.logs import bind
 from bot.store import Store
 from bot.store.job_requests import DONE, INTERRUPTED, QUEUED, RUNNING, SCHEDULE, JobRequest, JobRequests
 from bot.store.leases import LEASE_SECONDS, LeaderLease, process_id
@@ -153,6 +154,7 @@ class Scheduler:
             leading = self.lease.acquire()
         except Exception:
             log.exception("could not renew the scheduler lease")
+            self._leading = False  # unproven until a renewal succeeds: nothing is claimed, mam_leader says 0
             return
         if leading and not self._leading:
             try:
@@ -267,15 +269,17 @@ class Scheduler:
                 session.refresh(record)
             if request_id is not None and record.id is not None:
                 self.requests.attach(request_id, record.id)
-            try:
-                result = job.run()
-                text = result.summary() if hasattr(result, "summary") else str(result)
-                # a job that returns its own verdict (a sweep, an index or licence refresh) failed when it says so
-                record.outcome = "ok" if getattr(result, "ok", True) is not False else "failed"
-                record.summary = text[:4000]
-            except Exception as exc:
-                log.exception("job %s failed", name)
-                record.outcome, record.summary = "failed", f"{type(exc).__name__}: {exc}"[:4000]
+            # every line the run logs, and the audit rows of the writes it makes, name the job and this run
+            with bind(job=name, correlation_id=f"job-{name}-{record.id}"):
+                try:
+                    result = job.run()
+                    text = result.summary() if hasattr(result, "summary") else str(result)
+                    # a job that returns its own verdict (a sweep, an index or licence refresh) failed when it says so
+                    record.outcome = "ok" if getattr(result, "ok", True) is not False else "failed"
+                    record.summary = text[:4000]
+                except Exception as exc:
+                    log.exception("job %s failed", name)
+                    record.outcome, record.summary = "failed", f"{type(exc).__name__}: {exc}"[:4000]
             record.finished_at = self.now()
             with self.store.session() as session:
                 session.add(record)
@@ -398,6 +402,12 @@ class Scheduler:
         return Requested(row, run, joined=joined, here=here)
 
     # ---- reading -----------------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process's last renewal of the scheduler lease succeeded (`mam_leader`); a renewal that
+        could not reach the database says no."""
+        return self._leading
 
     def next_run(self, name: str) -> datetime | None:
         if self._scheduler is not None:

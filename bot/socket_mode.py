@@ -128,6 +128,17 @@ class BotSocketModeClient(SocketModeClient):
         super().close()
 
 
+class SocketLink:
+    """Whether the Socket Mode connection is open now: /healthz's readiness over Socket Mode (bot/health.py)."""
+
+    def __init__(self) -> None:
+        self.client: BotSocketModeClient | None = None
+
+    def is_up(self) -> bool:
+        client = self.client
+        return client is not None and not client.draining.is_set() and client.is_connected()
+
+
 class _Handler(SocketModeHandler):
     """Bolt's handler around a client made here (its own __init__ always builds the stock client)."""
 
@@ -139,14 +150,17 @@ class _Handler(SocketModeHandler):
 
 
 def run_socket_mode(app: App, app_token: str, *, ping_seconds: float = 5.0,
-                    stop: threading.Event | None = None) -> int:
+                    stop: threading.Event | None = None, link: SocketLink | None = None) -> int:
     """Serve `app` over Socket Mode until `stop` is set (`STOPPED_EXIT`, once the envelopes taken are
     acked and the connection is closed) or Slack disables the link (`LINK_DISABLED_EXIT`).
 
-    Raises SocketModeRefused when Slack refuses the app-level token at start.
+    Raises SocketModeRefused when Slack refuses the app-level token at start. `link` is told the client, so
+    readiness can ask whether it is connected.
     """
     client = BotSocketModeClient(app_token=app_token, logger=app.logger, web_client=app.client,
                                  proxy=app.client.proxy, ping_interval=ping_seconds)
+    if link is not None:
+        link.client = client
     handler = _Handler(app, client)
     stop = stop or threading.Event()
     try:

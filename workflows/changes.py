@@ -22,9 +22,11 @@ from sqlmodel import col, select
 
 from bot.clock import as_utc
 from bot.errors import UserError
+from bot.logs import bind
 from bot.microsoft.errors import MicrosoftError
 from bot.mrkdwn import md, mention
 from bot.store import Approval, AuditLog, ChangeRequest, Store
+from bot.store.audit import LastWrite
 from bot.store.leases import LeaderLease
 from workflows.execution import EXECUTION_LEASE, Execution, LeaseLost, target_lease
 
@@ -305,6 +307,13 @@ class ChangeService:
                 .order_by(col(ChangeRequest.decided_at), col(ChangeRequest.id)).limit(1)).first()
 
     def _run(self, request_id: int, lease: LeaderLease) -> ChangeRequest | None:
+        """Execute one claimed change. Its Microsoft writes and log lines, the notifier's included, carry its id
+        (the log context), and its outcome row the ids of the last write it made: what Microsoft support asks
+        for."""
+        with bind(change_request=request_id), self.audit.last_write_of(request_id) as last_write:
+            return self._run_bound(request_id, lease, last_write)
+
+    def _run_bound(self, request_id: int, lease: LeaderLease, last_write: LastWrite) -> ChangeRequest | None:
         now = self.now()
         if not self._transition(request_id, [State.APPROVED], State.EXECUTING, executed_at=now,
                                 attempts=ChangeRequest.attempts + 1, lease_owner=lease.holder,
@@ -323,31 +332,39 @@ class ChangeService:
         except LeaseLost:
             log.warning("change #%s: lease lost mid-run; the process that took it over finishes it", request_id)
             return None
-        except (MicrosoftError, UserError) as exc:
-            return self._fail(request, str(exc), getattr(exc, "request_id", None) or "")
+        except MicrosoftError as exc:  # the ids of the call that failed
+            return self._fail(request, str(exc), exc.request_id or "", exc.client_request_id or "")
+        except UserError as exc:  # found wrong after its last write, if it made one
+            return self._fail(request, str(exc), last_write.request_id, last_write.client_request_id)
         except Exception as exc:
             log.exception("change #%s failed", request_id)
-            return self._fail(request, f"unexpected error ({type(exc).__name__}); see the bot's log", "")
+            return self._fail(request, f"unexpected error ({type(exc).__name__}); see the bot's log",
+                              last_write.request_id, last_write.client_request_id)
         result = outcome.summary + "".join(f"\n• {d}" for d in outcome.drift)
         if request.resumed:
             result += "\n• resumed by another mam-bot process after the first one stopped mid-run"
         if not self._transition(request_id, [State.EXECUTING], State.SUCCEEDED, owner=lease.holder,
                                 result=result[:8000], error="", lease_owner="", lease_until=None):
             return None  # taken over meanwhile: the process that took it over records the outcome
+        self.audit.flush()  # the rows of its writes, queued as they were made, go before its outcome
         self.audit.record(actor="mam-bot", action=f"execute #{request_id} {request.kind}",
                           outcome="succeeded" if outcome.applied else "no-op", target=request.target,
-                          detail=result[:4000])
+                          detail=result[:4000], graph_request_id=last_write.request_id,
+                          client_request_id=last_write.client_request_id)
         done = self.require(request_id)
         self.notifier.changed(done)
         return done
 
-    def _fail(self, request: ChangeRequest, error: str, graph_request_id: str) -> ChangeRequest | None:
+    def _fail(self, request: ChangeRequest, error: str, graph_request_id: str,
+              client_request_id: str) -> ChangeRequest | None:
         assert request.id is not None
         if not self._transition(request.id, [State.EXECUTING], State.FAILED, owner=request.lease_owner,
                                 error=error[:8000], lease_owner="", lease_until=None):
             return None  # taken over meanwhile: a late error of a stalled run must not overwrite that run
+        self.audit.flush()  # the rows of its writes, queued as they were made, go before its outcome
         self.audit.record(actor="mam-bot", action=f"execute #{request.id} {request.kind}", outcome="failed",
-                          target=request.target, detail=error[:4000], graph_request_id=graph_request_id[:64])
+                          target=request.target, detail=error[:4000], graph_request_id=graph_request_id,
+                          client_request_id=client_request_id)
         failed = self.require(request.id)
         self.notifier.changed(failed)
         return failed

@@ -63,6 +63,11 @@ class Outbox(OutboxQueue):
         """Run `threads` workers that deliver whatever comes due, woken when something is queued."""
         self.worker.start(threads)
 
+    @property
+    def alive(self) -> bool:
+        """The workers started are all running (True before `start`)."""
+        return self.worker.alive
+
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the workers: each finishes the call in flight and gives back rows it claimed but didn't send."""
         self.worker.stop(timeout)

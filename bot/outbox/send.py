@@ -20,12 +20,14 @@ def outbox_client(client: WebClient) -> WebClient:
 
     The rate-limit handler sleeps Retry-After inside the call, holding a worker and a claimed row while
     the pacer knows nothing of it; the connection handler would resend a post the outbox has not yet
-    recorded. The outbox does both itself.
+    recorded. The outbox does both itself. A handler that only observes (`observes_only`: the metrics' meter,
+    bot.slack.SlackCallMeter) is kept.
     """
-    if not client.retry_handlers:
+    kept = [h for h in client.retry_handlers if getattr(h, "observes_only", False)]
+    if len(kept) == len(client.retry_handlers):
         return client
     clone = copy.copy(client)
-    clone.retry_handlers = []
+    clone.retry_handlers = kept
     return clone
 
 

@@ -337,6 +337,11 @@ class Worker:
             self._threads.append(thread)
             thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once a started worker thread has died (only a restart mends that: /livez says so)."""
+        return all(thread.is_alive() for thread in self._threads)
+
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the workers: each finishes the call in flight and gives back rows it claimed but didn't send."""
         self._stopping.set()

@@ -21,7 +21,8 @@ class AuditEntry(SQLModel, table=True):
     outcome: str = Field(max_length=32)
     detail: str = Field(default="", max_length=4000)
     correlation_id: str = Field(default="", max_length=64)
-    graph_request_id: str = Field(default="", max_length=64)
+    graph_request_id: str = Field(default="", max_length=64)  # Microsoft's `request-id` of the call
+    client_request_id: str = Field(default="", max_length=64)  # the bot's `client-request-id` of it
 
 
 class ChangeRequest(SQLModel, table=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -44,7 +45,8 @@ def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AZURE_", "MAM_", "DATABASE_"))}
     env.update({"DATABASE_URL": f"sqlite:///{tmp_path}/serve.db", "MAM_ADMINS": DEMO_ADMIN, "PYTHONUNBUFFERED": "1",
                 "MAM_CLOUD": "sandbox",  # with real Slack tokens MAM_CLOUD must be set: this is the fake Slack
-                "MAM_SHUTDOWN_DRAIN_SECONDS": "0"})  # no load balancer to drain: a stop is not held up 5 s
+                "MAM_SHUTDOWN_DRAIN_SECONDS": "0",  # no load balancer to drain: a stop is not held up 5 s
+                "MAM_METRICS_PORT": "0"})  # processes side by side: each operator port a free one (LiveBot.operator)
     env.update(extra)
     return env
 
@@ -77,6 +79,13 @@ class LiveBot:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def operator(self) -> str:
+        """The base URL of the process's /metrics, /healthz and /livez, as its start line printed it."""
+        found = re.search(r"mam-bot metrics at (http://\S+)/metrics", self.log())
+        assert found, f"no operator port in the log: {self.log()[-2000:]}"
+        return found.group(1)
 
     def command(self, text: str, *, user: str = DEMO_ADMIN, channel: str = "C0CONSOLE") -> tuple[dict[str, Any], str]:
         """`/mam text` typed by `user`: returns the ack's payload ({} for an empty ack) and the response_url."""

@@ -121,32 +121,53 @@ def test_deployments_stop_in_time_and_survive_disruptions(name: str) -> None:
         "labels"].items()
 
 
+OPERATOR_PORT = 9464  # MAM_METRICS_PORT in configmap.yaml
+
+
+def probe_port(container: dict[str, Any], probe: str, path: str) -> int:
+    """The port number `probe` asks for `path` on (a port's name resolved)."""
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    get = container[probe]["httpGet"]
+    assert get["path"] == path, f"{probe} asks {get['path']}, not {path}"
+    return int(ports.get(get["port"], get["port"]))
+
+
 def test_http_deployment_serves_on_3000_with_probes() -> None:
     objects = k8s_objects()
     deployment = objects[("Deployment", "mam-bot-http")]
     container = the_container(deployment)
     assert container["args"] == ["serve", "--host", "0.0.0.0", "--port", "3000"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 3000}
-    readiness = container["readinessProbe"]
-    assert readiness["httpGet"]["path"] == "/healthz"
-    assert ports.get(readiness["httpGet"]["port"], readiness["httpGet"]["port"]) == 3000
+    assert ports == {"http": 3000, "operator": OPERATOR_PORT}
+    assert probe_port(container, "readinessProbe", "/healthz") == 3000
     # the load balancer that only watches the probe sees the 503 within the drain
+    readiness = container["readinessProbe"]
     assert readiness["periodSeconds"] * readiness["failureThreshold"] < DRAIN
-    liveness = container["livenessProbe"]
-    assert "httpGet" not in liveness, "liveness must not depend on the database (/healthz does)"
-    assert ports.get(liveness["tcpSocket"]["port"], liveness["tcpSocket"]["port"]) == 3000
+    # liveness must not depend on the database (/healthz does): /livez on the operator's port doesn't
+    assert probe_port(container, "livenessProbe", "/livez") == OPERATOR_PORT
     service = objects[("Service", "mam-bot-http")]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert service["spec"]["ports"][0]["targetPort"] in ("http", 3000)
+    # Slack reaches the Service: only port 3000, never the operator's port with /metrics
+    assert [p["targetPort"] for p in service["spec"]["ports"]] in (["http"], [3000])
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(OPERATOR_PORT)
 
 
 def test_socket_deployment_runs_socket_mode_without_a_service() -> None:
     objects = k8s_objects()
-    container = the_container(objects[("Deployment", "mam-bot-socket")])
+    deployment = objects[("Deployment", "mam-bot-socket")]
+    container = the_container(deployment)
     assert container["args"] == ["run"]
-    assert "ports" not in container
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"operator": OPERATOR_PORT}
+    assert probe_port(container, "readinessProbe", "/healthz") == OPERATOR_PORT
+    assert probe_port(container, "livenessProbe", "/livez") == OPERATOR_PORT
     assert [k for k in objects if k[0] == "Service"] == [("Service", "mam-bot-http")]
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+
+
+def test_configmap_opens_the_operator_port_to_the_pod() -> None:
+    data = k8s_objects()[("ConfigMap", "mam-bot")]["data"]
+    assert data["MAM_METRICS_HOST"] == "0.0.0.0" and data["MAM_METRICS_PORT"] == str(OPERATOR_PORT)
+    assert data["MAM_LOG_FORMAT"] == "json"
 
 
 def test_migrate_job_upgrades_the_schema() -> None:
@@ -194,11 +215,12 @@ def test_compose_postgres_then_migrate_then_the_bot() -> None:
         assert service["read_only"] is True
         assert service["tmpfs"] == ["/tmp"]
         assert seconds(service["stop_grace_period"]) > STOP_SECONDS
-    # Socket Mode has no HTTP port: the image's /healthz check is off for it, on for `serve`
-    assert bot["healthcheck"] == {"disable": True}
+    # both modes keep the image's check (/healthz on the operator's port); only the one-off migration turns it off
+    assert "healthcheck" not in bot and "healthcheck" not in services["mam-bot-http"]
+    assert services["migrate"]["healthcheck"] == {"disable": True}
     http = services["mam-bot-http"]
     assert http["command"][0] == "serve"
-    assert "/healthz" in " ".join(http["healthcheck"]["test"])
+    assert http["ports"] == ["3000:3000"], "only Slack's port is published, never the one with /metrics"
 
 
 def test_env_example_names_the_settings_and_holds_no_secrets() -> None:
@@ -231,13 +253,14 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert users[-1].split(":")[0] not in ("0", "root")
     assert users[-1].split(":")[0] == "10001"
     (health,) = [line for line in final if line.upper().startswith("HEALTHCHECK ")]
-    assert "/healthz" in health and "MAM_HEALTH_PORT" in health and "3000" in health
-    assert "EXPOSE 3000" in final
+    assert "/healthz" in health and "MAM_METRICS_PORT" in health and "9464" in health
+    assert "EXPOSE 3000 9464" in final
     assert 'ENTRYPOINT ["mam-bot"]' in final
     assert 'CMD ["run"]' in final
     env = " ".join(line for line in final if line.upper().startswith("ENV "))
     assert "HOME=/tmp" in env and "TMPDIR=/tmp" in env
     assert 'DATABASE_URL=""' in env, "the image must not fall back to the SQLite file on a read-only filesystem"
+    assert "MAM_METRICS_HOST=0.0.0.0" in env and "MAM_METRICS_PORT=9464" in env
 
 
 def test_dockerignore_keeps_secrets_and_the_venv_out() -> None:
@@ -278,7 +301,36 @@ def test_prometheus_alerts() -> None:
                    "mam_outbox_oldest_age_seconds", "mam_microsoft_throttled_total"):
         assert metric in expressions
     assert all({"expr", "for", "labels", "annotations"} <= rule.keys() for rule in alerts.values())
-    assert "issue 17 item 2" in (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
+
+
+def test_every_metric_the_alerts_use_is_one_the_bot_exports(tmp_path: Path) -> None:
+    """A renamed metric would silence an alert: each name in alerts.yml must be in a real scrape."""
+    from datetime import UTC, datetime
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bot.metrics import Metrics, StateCollector
+    from bot.store import create_store
+    from bot.store.models import JobRun
+
+    store = create_store(f"sqlite:///{tmp_path}/m.db")
+    try:
+        with store.session() as session:
+            now = datetime.now(UTC)
+            session.add(JobRun(job="threat-sweep", holder="h", started_at=now, finished_at=now, outcome="ok"))
+            session.commit()
+        metrics = Metrics()
+        metrics.watch(StateCollector(store, leading=lambda: True, intervals=lambda: {"threat-sweep": 300.0}))
+        metrics.ack("command", 0.01)
+        metrics.microsoft_throttled.labels("graph", "/v1.0/users").inc()
+        families = list(text_string_to_metric_families(metrics.render().decode()))
+        exported = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    finally:
+        store.close()
+    rules = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
+    used = set(re.findall(r"\b(mam_[a-z_]+)", rules))
+    assert used, "alerts.yml names no metric"
+    assert used <= exported, f"alerts.yml uses metrics the bot does not export: {sorted(used - exported)}"
 
 
 # ---- the wheel, installed -----------------------------------------------------------------------

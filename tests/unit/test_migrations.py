@@ -132,7 +132,7 @@ def test_every_table_is_defined_in_a_module_autogenerate_loads() -> None:
 
 
 # columns that migrations after the baseline add to the first generation's tables
-ADDED_SINCE = {"audit_log": set(), "approvals": set(),
+ADDED_SINCE = {"audit_log": {"client_request_id"}, "approvals": set(),
                "change_requests": {"target_key", "lease_owner", "lease_until", "intent", "resumed"}}
 
 
@@ -153,6 +153,23 @@ def test_a_database_from_before_migrations_is_adopted(engine: Engine) -> None:
     assert {"outbox", "request_budget"} <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
         assert conn.execute(text("SELECT detail FROM audit_log")).scalars().all() == ["from before"]
+
+
+def test_audit_rows_from_before_0012_read_no_client_request_id(engine: Engine) -> None:
+    """0012 adds the bot's `client-request-id` to the audit log: the rows already there are kept, with ''."""
+    url = engine.url.render_as_string(hide_password=False)
+    upgrade(url, "0011")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO audit_log (at, actor, action, target, outcome, detail, correlation_id, graph_request_id) "
+            "VALUES (:at, 'mam-bot', 'execute #1 policy_assign', 'p1', 'failed', 'refused', 'c1', 'rid-1')"),
+            {"at": datetime(2026, 12, 1, tzinfo=UTC)})
+
+    upgrade(url)
+
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT graph_request_id, client_request_id FROM audit_log")).all()
+    assert [tuple(row) for row in rows] == [("rid-1", "")]
 
 
 def test_a_schema_newer_than_this_version_is_left_alone(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
