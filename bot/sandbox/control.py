@@ -20,6 +20,23 @@ class WriteRequest:
     body: Any
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One call the tenant answered (not the calls inside a `$batch`): the `client-request-id` the caller sent
+    and the `request-id` it answered with, as Microsoft support would quote them."""
+
+    method: str
+    path: str
+    status: int
+    client_request_id: str
+    request_id: str
+
+    @property
+    def write(self) -> bool:
+        """A write as the bot's audit log counts them: not a read, and not a `$batch` of reads."""
+        return self.method != "GET" and not self.path.endswith("$batch")
+
+
 @dataclass
 class SandboxStats:
     """What the tenant was asked: requests by (method, route), 429s answered, writes applied.
@@ -27,7 +44,8 @@ class SandboxStats:
     `writes`/`write_log` count writes that change the tenant (not `$batch` envelopes, not export jobs,
     which are Intune writes for the quota only); `write_requests` holds the same writes with their path and
     body, so a test can hold what an approval card showed against what arrived; `downloads` counts export
-    downloads, which are not Graph requests and appear nowhere else.
+    downloads, which are not Graph requests and appear nowhere else; `answers` holds every call answered,
+    with its ids.
     """
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -36,6 +54,7 @@ class SandboxStats:
     writes: int = 0
     write_log: list[tuple[str, str]] = field(default_factory=list)
     write_requests: list[WriteRequest] = field(default_factory=list)
+    answers: list[Answered] = field(default_factory=list)
     downloads: int = 0
 
     @property
@@ -55,6 +74,7 @@ class SandboxStats:
         self.writes = 0
         self.write_log.clear()
         self.write_requests.clear()
+        self.answers.clear()
         self.downloads = 0
 
 

@@ -19,7 +19,7 @@ from bot.sandbox import graph as graph_module
 from bot.sandbox import portal
 from bot.sandbox.audit import AuditTrail
 from bot.sandbox.config import ConnectorConfig, SandboxConfig
-from bot.sandbox.control import RiskChange, Rule, SandboxStats, WriteHold, WriteRequest
+from bot.sandbox.control import Answered, RiskChange, Rule, SandboxStats, WriteHold, WriteRequest
 from bot.sandbox.core import ApiError, Call, Reply, bad_request
 from bot.sandbox.defender import DefenderApi
 from bot.sandbox.exports import DOWNLOADS_PATH, ExportJobs
@@ -211,7 +211,7 @@ class SandboxTenant(TenantViews):
         except ApiError as exc:
             self.stats.requests[(method, "<unmatched>")] += 1
             return self._finish(self._error_reply(exc, service, request_id, client_request_id), request_id,
-                                client_request_id, service), service
+                                client_request_id, service, (method, raw_path, inner)), service
         self.stats.requests[(method, route_key)] += 1
         call = Call(method, service, version, rest, query, headers, None, base, args, route_key)
         try:
@@ -223,19 +223,25 @@ class SandboxTenant(TenantViews):
             self.stats.writes += 1
             self.stats.write_log.append((method, route_key))
             self.stats.write_requests.append(WriteRequest(method, raw_path, call.body))
-        return self._finish(reply, request_id, client_request_id, service), service
+        return self._finish(reply, request_id, client_request_id, service, (method, raw_path, inner)), service
 
     def _next_request_id(self) -> str:
         self._request_number += 1
         return stable_guid(f"request:{self.config.seed}:{self._request_number}")
 
-    def _finish(self, reply: Reply, request_id: str, client_request_id: str, service: str) -> Reply:
+    def _finish(self, reply: Reply, request_id: str, client_request_id: str, service: str,
+                call: tuple[str, str, bool] | None = None) -> Reply:
+        """`call`: (method, path, inside a $batch); the answer is recorded in `stats.answers` unless it is
+        inside a batch."""
         self.stats.statuses[reply.status] += 1
         if reply.status == 429:
             self.stats.throttled += 1
         reply.headers.setdefault("request-id", request_id)
         reply.headers.setdefault("client-request-id", client_request_id)
         reply.headers.setdefault("Date", self._clock().strftime("%a, %d %b %Y %H:%M:%S GMT"))
+        if call is not None and not call[2]:
+            self.stats.answers.append(Answered(call[0], call[1], reply.status, client_request_id,
+                                               reply.headers["request-id"]))
         return reply
 
     def _match(self, method: str, version: str, rest: str) -> tuple[str, str, str, dict[str, str], str]:

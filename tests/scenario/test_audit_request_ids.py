@@ -4,88 +4,35 @@ the change's outcome row carries its last write's ids, or those of the write the
 export` shows them.
 
 The bot is the one `bot.compose.build_deps` builds: its Microsoft clients' listeners include the audit log's
-`record_write`. The sandbox keeps what it applied (`SandboxStats.write_requests`) but no ids, so the tenant here
-also notes the ids of each call it answers.
+`record_write`. The sandbox notes the ids of each call it answers (`SandboxStats.answers`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
-import httpx
-import pytest
-
-from bot.console.fake_slack import FakeSlack, default_users
-from bot.local import CONSOLE_CHANNELS, DEMO_ADMIN, DEMO_APPROVER, LocalWorkspace
-from bot.sandbox import SandboxConfig, SandboxTenant
-from bot.settings import load_settings
+from bot.local import DEMO_APPROVER
+from bot.sandbox import SandboxConfig
+from bot.sandbox.control import Answered
 from bot.store import AuditEntry
 from bot.store.audit import export_rows
 from commands.ids import Action
 from tests.scenario.conftest import Bot
-from tests.scenario.slack_requests import SIGNING_SECRET
 from tests.scenario.test_card_is_the_call import file_connector_toggle, file_policy_create
 from workflows.changes import State
 
 REFUSE_CONNECTOR_PATCH = {"PATCH /deviceManagement/mobileThreatDefenseConnectors": [403]}
 
 
-@dataclass(frozen=True)
-class Heard:
-    """One call the tenant answered: the bot's client-request-id it got, the request-id it answered with."""
-
-    method: str
-    path: str
-    status: int
-    client_request_id: str
-    request_id: str
-
-
-class ListenedTenant(SandboxTenant):
-    def __init__(self, config: SandboxConfig | None = None) -> None:
-        super().__init__(config)
-        self.heard: list[Heard] = []
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        response = super().handle(request)
-        self.heard.append(Heard(request.method, request.url.path, response.status_code,
-                                request.headers.get("client-request-id", ""), response.headers.get("request-id", "")))
-        return response
-
-    def writes_since(self, mark: int) -> list[Heard]:
-        # a `$batch` of reads is a POST, but no write: the bot doesn't record it, the tenant doesn't count it
-        return [h for h in self.heard[mark:] if h.method != "GET" and not h.path.endswith("$batch")]
-
-
-@pytest.fixture
-def make_bot(tmp_path: Path) -> Iterator[Callable[..., Bot]]:
-    made: list[LocalWorkspace] = []
-
-    def make(config: SandboxConfig | None = None) -> Bot:
-        settings = load_settings(database_url=f"sqlite:///{tmp_path}/bot-{len(made)}.db", mam_admins=[DEMO_ADMIN],
-                                 mam_approvers=[DEMO_APPROVER], mam_cloud="sandbox", mam_graph_url=None,
-                                 mam_defender_url=None)
-        slack = FakeSlack(users=default_users(), channels=CONSOLE_CHANNELS).start()
-        tenant = ListenedTenant(config)
-        ws = LocalWorkspace.start(settings, sandbox=tenant, signing_secret=SIGNING_SECRET, slack=slack)
-        made.append(ws)
-        return Bot(ws, tenant)
-
-    yield make
-    for ws in made:
-        ws.close()
-
-
-def approve(bot: Bot, request_id: int) -> tuple[list[Heard], list[tuple[str, str]]]:
-    """Approve by a signed click; the writes the tenant heard for it, and those it applied (its own log)."""
+def approve(bot: Bot, request_id: int) -> tuple[list[Answered], list[tuple[str, str]]]:
+    """Approve by a signed click; the writes the tenant answered for it, and those it applied (its own log)."""
     tenant = bot.sandbox
-    assert isinstance(tenant, ListenedTenant)
-    heard, applied = len(tenant.heard), len(tenant.stats.write_requests)
+    assert tenant is not None
+    answered, applied = len(tenant.stats.answers), len(tenant.stats.write_requests)
     bot.click(Action.APPROVE, user=DEMO_APPROVER, value=str(request_id))
-    return tenant.writes_since(heard), [(w.method, w.path) for w in tenant.stats.write_requests[applied:]]
+    return ([a for a in tenant.stats.answers[answered:] if a.write],
+            [(w.method, w.path) for w in tenant.stats.write_requests[applied:]])
 
 
 def write_rows(bot: Bot) -> list[AuditEntry]:
@@ -98,7 +45,7 @@ def outcome_row(bot: Bot, request_id: int, kind: str) -> AuditEntry:
     return row
 
 
-def assert_on_record(bot: Bot, request_id: int, writes: list[Heard]) -> None:
+def assert_on_record(bot: Bot, request_id: int, writes: list[Answered]) -> None:
     """Each write has exactly one row: the tenant's request-id, the bot's client-request-id, the change's id."""
     rows = write_rows(bot)
     for write in writes:

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from bot.logs import bind
 from bot.microsoft import MicrosoftClients, build_clients
 from bot.microsoft.transport import Answer
 from bot.sandbox import SandboxConfig, SandboxTenant
+from bot.sandbox.control import Answered
 from bot.sandbox.schema import MDE_CONNECTOR_ID
 from bot.settings import load_settings
 from bot.store import AuditEntry, AuditLog, Store, create_store
@@ -139,36 +140,25 @@ def test_the_export_has_both_ids():
 # ---- through the transport, against the sandbox ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Heard:
-    """One call as the tenant saw it: the bot's client-request-id it got, the request-id it answered with."""
-
-    method: str
-    path: str
-    status: int
-    client_request_id: str
-    request_id: str
-
-
 @dataclass
 class Tenant:
     sandbox: SandboxTenant
-    heard: list[Heard] = field(default_factory=list)
     refuse_connects: bool = False  # PATCHes never reach it: a connection error
 
     def transport(self) -> httpx.MockTransport:
         def handle(request: httpx.Request) -> httpx.Response:
             if self.refuse_connects and request.method == "PATCH":
                 raise httpx.ConnectError("connection refused", request=request)
-            response = self.sandbox.handle(request)
-            self.heard.append(Heard(request.method, request.url.path, response.status_code,
-                                    request.headers["client-request-id"], response.headers["request-id"]))
-            return response
+            return self.sandbox.handle(request)
 
         return httpx.MockTransport(handle)
 
-    def writes(self) -> list[Heard]:
-        return [h for h in self.heard if h.method != "GET"]
+    @property
+    def heard(self) -> list[Answered]:
+        return self.sandbox.stats.answers
+
+    def writes(self) -> list[Answered]:
+        return [a for a in self.heard if a.write]
 
 
 def clients(tenant: Tenant, *listeners: Any) -> MicrosoftClients:
