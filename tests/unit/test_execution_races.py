@@ -60,6 +60,7 @@ def test_a_run_that_lost_its_lease_leaves_the_next_change_to_the_new_holder(worl
     a, s, c = world.service(a_kind), world.service(s_kind), world.service()
     first, second = world.include(a, "Finance"), world.include(c, "Sales EMEA")
     s_wrote = threading.Event()
+    takeover = threading.Thread(target=s.take_over, daemon=True)
 
     def s_after():  # S has written #1 under the target's lease; #2 is approved meanwhile (C's execute finds T held)
         c.approve(second, APPROVER)
@@ -73,7 +74,7 @@ def test_a_run_that_lost_its_lease_leaves_the_next_change_to_the_new_holder(worl
 
     def a_stalls():  # A freezes past its lease; the leader's takeover job (S) takes #1 over
         world.clock.offset += EXECUTION_LEASE + timedelta(seconds=1)
-        threading.Thread(target=s.take_over, daemon=True).start()
+        takeover.start()
         assert s_wrote.wait(10)
 
     a_kind.before = a_stalls
@@ -85,3 +86,5 @@ def test_a_run_that_lost_its_lease_leaves_the_next_change_to_the_new_holder(worl
         time.sleep(0.05)
     assert a.require(first).state == a.require(second).state == State.SUCCEEDED
     assert a.require(second).resumed == 0  # run by the holder, not rescued from a stranded claim
+    takeover.join(10)  # its last look for approved changes done before the test's database goes
+    assert not takeover.is_alive()
