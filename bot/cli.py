@@ -144,8 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     stop = _Stop.install()  # before anything starts: uvicorn must never see a signal (see bot.http.HttpServer)
     app, deps, operator = _start_slack_app(settings, stop)
-    print(f"mam-bot serving Slack at http://{args.host}:{args.port}/slack/events (health: /healthz)",
-          file=sys.stderr, flush=True)
+    log.warning("mam-bot serving Slack at http://%s:%s/slack/events (health: /healthz)", args.host, args.port)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
 
     def transport() -> int:
@@ -252,8 +251,8 @@ def _start_slack_app(settings: Settings, stop: _Stop, *,
     except OSError as exc:
         deps.close()
         _fail(str(exc))
-    print(f"mam-bot metrics at {operator.url}/metrics (readiness /healthz, liveness /livez)", file=sys.stderr,
-          flush=True)
+    # a log line, not a print: with MAM_LOG_FORMAT=json every line on stderr is JSON
+    log.warning("mam-bot metrics at %s/metrics (readiness /healthz, liveness /livez)", operator.url)
     deps.roles.refresh()
     deps.roles.start_background_refresh()
     if not deps.roles.has_admins:

@@ -120,6 +120,13 @@ class _Handler(BaseHTTPRequestHandler):
     health: Health
     metrics: Callable[[], bytes]
     protocol_version = "HTTP/1.1"
+    # a connection that sends nothing for this long is closed: idle clients must not hold threads for good
+    timeout = 10
+
+    def do_HEAD(self) -> None:
+        """As GET without the body (RFC 9110 9.3.2): some uptime checks probe with HEAD."""
+        self._head_only = True
+        self.do_GET()
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -141,7 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if not getattr(self, "_head_only", False):
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("operator port: " + format, *args)

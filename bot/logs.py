@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -70,10 +70,12 @@ class ContextFilter(logging.Filter):
 # Secrets by their shape, whoever logs them (Bolt, slack_sdk, httpx, our own code). A group keeps what names the
 # secret (`Bearer `, `client_secret=`, `?`); the rest of the match becomes ***.
 _SHAPES = (
-    r"xox[abposr]-[0-9A-Za-z-]+",  # Slack bot, user and legacy tokens
+    r"xox[abeposr]-[0-9A-Za-z-]+",  # Slack bot, user, refresh and legacy tokens
     r"xapp-[0-9A-Za-z-]+",  # Slack app-level token (Socket Mode)
     r"(\b[Bb]earer\s+)[0-9A-Za-z._~+/=-]+",
-    r"(\bclient_secret[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+",  # a token request's form field, or its dict
+    r"(\b(?:client_secret|client_assertion|access_token|refresh_token|id_token)[\"']?\s*[=:]\s*[\"']?)"
+    r"[^&\s\"',}]+",  # a token request's form field or its answer, as a form, a dict or JSON
+    r"\beyJ[\w-]{10,}\.[\w-]+\.[\w-]*",  # a JWT (an access token or a signed assertion), however it is labelled
     r"([?&]ticket=)[^&\s\"'#<>]+",  # a Socket Mode URL: the ticket opens the app's connection
     r"(\?)(?:[^\s\"'#<>&]*&)*?(?:sig|sv)=[^\s\"'#<>]*",  # a signed download link: the whole query
 )
@@ -94,7 +96,8 @@ class Redactor(logging.Filter):
         super().__init__()
         # each value also as it reads inside JSON (a logged request body) and inside a URL or a form
         variants = {form for s in secrets if len(s) >= _SHORTEST_SECRET
-                    for form in (s, json.dumps(s)[1:-1], quote(s, safe=""))}
+                    for form in (s, json.dumps(s)[1:-1], quote(s, safe=""), repr(s)[1:-1],
+                                 repr(s.encode())[2:-1])}
         known = sorted(variants, key=len, reverse=True)
         self._pattern = re.compile("|".join([*(re.escape(s) for s in known), *_SHAPES]))
 
@@ -126,7 +129,12 @@ _LABELS = {"correlation_id": "cid", "slack_user": "user", "slack_team": "team", 
 
 
 class TextFormatter(logging.Formatter):
-    """Today's layout, then ` [cid=… user=… team=… change=#… job=…]` with the fields that are set."""
+    """Today's layout, then ` [cid=… user=… team=… change=#… job=…]` with the fields that are set.
+
+    One line per record: a newline, carriage return or terminal escape in the message (a Slack user's text)
+    is written escaped (`\\n`, `\\x1b`), so it can neither split the record into a forged second line nor
+    rewrite the operator's terminal. A traceback keeps its lines, each indented, so none can pass for a record.
+    """
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
@@ -134,8 +142,29 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         fields = [f"{_LABELS[name]}={'#' if name == 'change_request' else ''}{value}"
                   for name in FIELDS if (value := getattr(record, name, "")) not in (None, "")]
-        line = super().formatMessage(record)
-        return f"{line} [{' '.join(fields)}]" if fields else line
+        message = record.message
+        record.message = escape_controls(message)
+        try:
+            line = super().formatMessage(record)
+        finally:
+            record.message = message
+        return escape_controls(f"{line} [{' '.join(fields)}]" if fields else line)
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, newline, rest = super().format(record).partition("\n")  # the first line is escaped whole
+        if not newline:
+            return first
+        return first + "".join(f"\n    {escape_controls(line)}" for line in rest.splitlines())
+
+
+# C0 controls but tab, DEL, C1 controls, and Unicode's line and paragraph separators
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c != 0x09}
+_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line, its control characters written as escapes."""
+    return text.translate(_CONTROLS)
 
 
 class JsonFormatter(logging.Formatter):
@@ -159,9 +188,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in _extras(record):
             entry.setdefault(key, value)
         try:
-            return json.dumps(entry, default=str)
-        except Exception:  # an extra JSON cannot hold (a dict with tuple keys, a cycle, a str() that raises)
-            return json.dumps({key: _jsonable(value) for key, value in entry.items()}, default=str)
+            return json.dumps(entry, default=str, allow_nan=False)
+        except Exception:  # an extra JSON cannot hold (a dict with tuple keys, a cycle, a str() that raises, NaN)
+            return json.dumps({key: _jsonable(value) for key, value in entry.items()}, default=str, allow_nan=False)
 
 
 # ---- set-up ----------------------------------------------------------------------------------------
@@ -194,13 +223,20 @@ def configure_logging(level: str, fmt: str = "text", secrets: Iterable[str] = ()
 
 def secrets_of(settings: Settings) -> list[str]:
     """The secret values in `settings`, for the Redactor: every SecretStr, and DATABASE_URL's password (as
-    written and decoded)."""
+    written and decoded), whether it is in the URL's user part or a `password=` parameter."""
+    from sqlalchemy.engine import make_url
+
     values = [value.get_secret_value() for name in type(settings).model_fields
               if hasattr(value := getattr(settings, name), "get_secret_value")]
-    _scheme, separator, rest = settings.database_url.partition("://")
-    user, colon, password = rest[:rest.rfind("@")].partition(":") if separator and "@" in rest else ("", "", "")
-    if colon and password and "/" not in user:  # as bot.settings.mask_url reads it
-        values += [password, unquote(password)]
+    try:
+        url = make_url(settings.database_url)
+    except Exception:  # settings validated it; a URL SQLAlchemy cannot read has no password to find
+        url = None
+    if url is not None:
+        given = url.query.get("password")
+        for password in (url.password, *(given if isinstance(given, tuple) else (given,))):
+            if password:
+                values += [str(password), quote(str(password), safe="")]
     return [value for value in dict.fromkeys(values) if value]
 
 
@@ -235,7 +271,7 @@ def _text(value: Any, convert: Callable[[Any], str]) -> str:
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value, default=str)
+        json.dumps(value, default=str, allow_nan=False)  # strict JSON: NaN and Infinity are not JSON
     except Exception:
         return _text(value, repr)
     return value

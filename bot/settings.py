@@ -155,8 +155,12 @@ CLOUD_CHOICES = ", ".join(c.value for c in Cloud)
 MAM_CLOUD_REQUIRED = (f"one of {CLOUD_CHOICES}: with real Slack the tenant must be chosen explicitly "
                       "(sandbox serves simulated data)")
 
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """A database URL safe to print: the password, if any, shown as ***."""
+    """A database URL safe to print: the password, if any, shown as *** (`user:password@` or `?password=`)."""
+    url = _PASSWORD_PARAMETER.sub(r"\1***", url)
     head, sep, rest = url.partition("://")
     at = rest.rfind("@")
     if not sep or at < 0:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 
-from bot.errors import UserError, new_correlation_id
+from bot.errors import UserError, correlation_id
 from bot.registry import Subcommand, Verb
 from bot.roles import Access
 from commands.context import CommandRequest, Interaction
@@ -138,7 +138,7 @@ def interaction(deps: Deps, body: dict[str, Any], ack: Ack, respond: Any, client
     channel_id = str((channel or {}).get("id") if isinstance(channel, dict)
                      else body.get("channel_id") or event.get("channel") or "")
     return Interaction(deps=deps, body=body, user_id=user_id, channel_id=channel_id,
-                       trigger_id=str(body.get("trigger_id") or ""), correlation_id=new_correlation_id(),
+                       trigger_id=str(body.get("trigger_id") or ""), correlation_id=correlation_id(),
                        ack=_Acked(ack), respond=respond, client=client, context=context or {})
 
 

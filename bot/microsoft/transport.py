@@ -127,18 +127,26 @@ AnswerListener = Callable[[Answer], None]
 
 def endpoint_of(url: str) -> str:
     parts = []
-    for segment in urlsplit(url).path.split("/"):
-        if not segment or _WORD.match(segment) or segment in _VERSIONS:
+    for segment in urlsplit(url).path.split("/")[:_MOST_SEGMENTS + 1]:
+        if not segment or segment in _VERSIONS or (_WORD.match(segment) and not _ID_OF_LETTERS.match(segment)):
             parts.append(segment)
         elif (keyed := _KEYED.match(segment)) is not None:
             parts.append(keyed.group(1) + "({id})")
         else:
             parts.append("{id}")
+    if urlsplit(url).path.count("/") > _MOST_SEGMENTS:
+        parts.append("…")
     return "/".join(parts) or "/"
 
 
-_WORD = re.compile(r"^\$?[A-Za-z]+(\(\))?$")  # deviceAppManagement, $batch, microsoft.graph… has no dots here
-_KEYED = re.compile(r"^([A-Za-z]+)\(.*\)$")  # users('…'), reports/getCachedReport(…)
+# A path word as Graph and Defender spell them (deviceAppManagement, $batch, assign); anything else, or a word
+# that is a long hex id, is an id. Bounded both ways, so whatever a next link holds the label stays one of few.
+_WORD = re.compile(r"^\$?[a-z][A-Za-z]{0,63}(\(\))?$")
+# ids made of letters only: a long hex id, or a long word without a capital (Graph's path words are camelCase:
+# managedAppRegistrations; its short lowercase ones are users, groups, machines, assign)
+_ID_OF_LETTERS = re.compile(r"^(?:[0-9a-fA-F]{16,}|[a-z]{17,})$")
+_KEYED = re.compile(r"^([a-z][A-Za-z]{0,63})\(.*\)$")  # users('…'), reports/getCachedReport(…)
+_MOST_SEGMENTS = 8
 _VERSIONS = frozenset({"v1.0", "beta"})
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import insert
@@ -79,6 +79,19 @@ class LastWrite:
     client_request_id: str = ""
 
 
+_LIMITS = {"actor": 64, "action": 128, "target": 512, "outcome": 32, "detail": 4000, "correlation_id": 64,
+           "graph_request_id": 64, "client_request_id": 64}
+
+
+def audit_row(at: datetime, **values: str) -> dict[str, Any]:
+    """A row's values as the table takes them: each cut to its column, NUL (which PostgreSQL refuses in text) as
+    U+FFFD. A person's command text or Microsoft's header could otherwise lose the row."""
+    row: dict[str, Any] = {"at": at}
+    for name, limit in _LIMITS.items():
+        row[name] = str(values.get(name) or "").replace("\x00", "\ufffd")[:limit]
+    return row
+
+
 class AuditLog:
     def __init__(self, store: Store, clock: Callable[[], datetime] = utcnow) -> None:
         self._store = store
@@ -98,10 +111,13 @@ class AuditLog:
         Rows are written in batches every 50 ms (one INSERT for many rows); under load that is what
         keeps the ack path near the floor of an empty Bolt app.
         """
-        row = {"at": self._clock(), "actor": actor, "action": action[:128], "target": target[:512],
-               "outcome": outcome[:32], "detail": detail[:4000], "correlation_id": correlation_id,
-               "graph_request_id": graph_request_id[:64], "client_request_id": client_request_id[:64]}
+        row = audit_row(self._clock(), actor=actor, action=action, outcome=outcome, target=target, detail=detail,
+                        correlation_id=correlation_id, graph_request_id=graph_request_id,
+                        client_request_id=client_request_id)
         with self._cond:
+            if self._closed and self._writer is None:  # after close (a job that outran the grace): written now
+                self._insert([row])
+                return
             self._queue.append(row)
             self._queued += 1
             if self._writer is None and not self._closed:
@@ -115,18 +131,32 @@ class AuditLog:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue and self._closed:
+                    self._writer = None  # rows from now on are written by whoever records them
                     return
                 batch, self._queue = self._queue, []
             try:
-                with self._store.engine.begin() as conn:
-                    conn.execute(insert(AuditEntry.__table__), batch)  # type: ignore[attr-defined]
-            except Exception:
-                log.exception("could not write %d audit rows", len(batch))
+                self._insert(batch)
             finally:
                 with self._cond:
                     self._done += len(batch)
                     self._cond.notify_all()
             time.sleep(WRITE_EVERY_SECONDS)  # let the next rows gather into one batch
+
+    def _insert(self, batch: list[dict[str, object]]) -> None:
+        """One INSERT for the batch; if the database refuses it, each row on its own, so one bad row loses only
+        itself."""
+        table = AuditEntry.__table__  # type: ignore[attr-defined]
+        try:
+            with self._store.engine.begin() as conn:
+                conn.execute(insert(table), batch)
+            return
+        except Exception:
+            if len(batch) == 1:
+                log.exception("could not write the audit row %r", batch[0]["action"])
+                return
+            log.warning("could not write %d audit rows at once; writing them one by one", len(batch))
+        for row in batch:
+            self._insert([row])
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Until every row queued before this call is written (tests, the console, shutdown, a change's outcome
@@ -153,17 +183,9 @@ class AuditLog:
         graph_request_id: str = "",
         client_request_id: str = "",
     ) -> AuditEntry:
-        entry = AuditEntry(
-            at=self._clock(),
-            actor=actor,
-            action=action[:128],
-            target=target[:512],
-            outcome=outcome[:32],
-            detail=detail[:4000],
-            correlation_id=correlation_id,
-            graph_request_id=graph_request_id[:64],
-            client_request_id=client_request_id[:64],
-        )
+        entry = AuditEntry(**audit_row(
+            self._clock(), actor=actor, action=action, outcome=outcome, target=target, detail=detail,
+            correlation_id=correlation_id, graph_request_id=graph_request_id, client_request_id=client_request_id))
         with self._store.session() as session:
             session.add(entry)
             session.commit()

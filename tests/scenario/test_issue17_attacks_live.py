@@ -24,7 +24,7 @@ def operator_url(bot: LiveBot) -> str:
 
 
 def test_with_json_logs_every_line_of_stderr_is_a_json_object(tmp_path, slack, sandbox):
-    """FINDING (low): bot/cli.py prints its start lines ("mam-bot metrics at …", "mam-bot serving Slack at …") as
+    """Fixed (low): bot/cli.py prints its start lines ("mam-bot metrics at …", "mam-bot serving Slack at …") as
     plain text on stderr whatever MAM_LOG_FORMAT says; a pipeline that parses each line as JSON (the ConfigMap sets
     json) gets parse errors on every start. tests/scenario/test_json_logs.py keeps only lines starting with `{`."""
     bot = serve(tmp_path, slack, sandbox, "json")

@@ -411,3 +411,15 @@ def test_the_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> 
     assert "nothing to do" in run(mam_bot, "db", "upgrade")
     assert "DATABASE_URL" in run(mam_bot, "check")
     assert run(mam_bot, "demo", timeout=120).strip()
+
+
+def test_the_operators_port_is_open_to_the_monitoring_namespace_only() -> None:
+    objects = k8s_objects()
+    policy = objects[("NetworkPolicy", "mam-bot")]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mam-bot"}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert set(rules) == {OPERATOR_PORT, 3000}
+    assert rules[OPERATOR_PORT]["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]
+    assert "from" not in rules[3000]  # the ingress controller that Slack reaches, wherever it runs

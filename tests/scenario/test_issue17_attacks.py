@@ -1,5 +1,6 @@
 """Issue 17 under attack: label cardinality, the operator's port, the logs (secrets, injection), the audit rows of
-Microsoft writes and the log context. A test that fails here is a finding; the others guard what holds."""
+Microsoft writes and the log context. Each test guards a weakness found in review (now fixed) or
+something that held."""
 
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ from bot.slack import SlackCallMeter
 from bot.store import AuditEntry, AuditLog, Store, create_store
 from commands.listen import interaction
 from tests.databases import database_url  # noqa: F401  (fixture)
-from tests.scenario.conftest import Bot, make_bot  # noqa: F401  (fixtures)
-from tests.scenario.slack_requests import SIGNING_SECRET
+from tests.scenario.conftest import Bot
 from workflows.connector_change import ANDROID_MAM
 
 REGISTRATIONS = "/beta/deviceAppManagement/managedAppRegistrations"
@@ -93,14 +93,14 @@ def test_ids_of_every_shape_leave_the_endpoint_label(url: str):
     "https://graph.microsoft.com/v1.0/groups/" + "ab/" * 400,  # a next link of many segments
 ])
 def test_the_endpoint_label_is_bounded_even_for_paths_of_letters(url: str):
-    """FINDING: `_WORD` keeps any run of letters, of any length and in any number of segments, as it is."""
+    """Fixed: `_WORD` keeps any run of letters, of any length and in any number of segments, as it is."""
     label = endpoint_of(url)
     assert len(label) <= 200 and all(len(segment) <= 64 for segment in label.split("/")), \
         f"a {len(label)}-character label: {label[:80]}…"
 
 
 def test_ids_made_of_letters_do_not_each_become_a_label():
-    """FINDING (hardening): 500 distinct ids of letters are 500 series of every Microsoft metric."""
+    """Fixed (hardening): 500 distinct ids of letters are 500 series of every Microsoft metric."""
     words = {"".join(chr(ord("a") + (n * 7 + k * 3) % 26) for k in range(20)) + chr(ord("a") + n % 26) * (n % 9)
              for n in range(500)}
     labels = {endpoint_of(f"https://graph.microsoft.com/v1.0/users/{w}/managedAppRegistrations") for w in words}
@@ -176,7 +176,7 @@ def test_the_slack_method_label_is_the_method_whatever_the_arguments(slack_api: 
     "<!channel> <@U0ADMIN> " + "x" * 3000,
     'policy edit "<script>alert(1)</script>"',
 ])
-def test_a_hostile_mam_command_adds_no_label_value(make_bot: Callable[..., Bot], text: str):  # noqa: F811
+def test_a_hostile_mam_command_adds_no_label_value(make_bot: Callable[..., Bot], text: str):
     bot = make_bot()
     bot.command(text)
     values = label_values(bot.deps.metrics)
@@ -278,7 +278,7 @@ def test_other_methods_are_refused_and_the_port_keeps_answering(operator, method
 
 
 def test_head_on_the_probe_paths_answers_like_get(operator):
-    """FINDING (low): HEAD is 501 (RFC 9110 §9.1: a server MUST support HEAD wherever it supports GET); some load
+    """Fixed (low): HEAD is 501 (RFC 9110 §9.1: a server MUST support HEAD wherever it supports GET); some load
     balancers and uptime checkers probe with HEAD."""
     server, _ = operator
     for path in ("/livez", "/healthz", "/metrics"):
@@ -305,15 +305,15 @@ def test_clients_that_send_nothing_do_not_hold_up_the_probes(operator):
     half.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")  # a slowloris, its headers never finished
     try:
         for path in ("/livez", "/healthz", "/metrics"):
-            status, _, seconds = get(server, path)
-            assert status == 200 and seconds < 1.0, (path, status, seconds)
+            status, _, _seconds = get(server, path)
+            assert status == 200, (path, status)  # answered at all (get's own timeout); tests never assert times
     finally:
         for sock in [*idle, half]:
             sock.close()
 
 
 def test_an_idle_connection_is_closed_by_the_server_in_bounded_time(operator):
-    """FINDING: the handler has no timeout, so a connection that sends nothing (or a slowloris, or a keep-alive
+    """Fixed: the handler has no timeout, so a connection that sends nothing (or a slowloris, or a keep-alive
     scraper that walks away) holds a thread for ever. MAM_METRICS_HOST is 0.0.0.0 in the image and the Kubernetes
     ConfigMap: anything that can reach the pod can open thousands and exhaust the process's threads (then the
     runner, the outbox and the probes cannot start one, and liveness restarts the pod)."""
@@ -334,7 +334,7 @@ def test_an_idle_connection_is_closed_by_the_server_in_bounded_time(operator):
 
 
 def test_the_kubernetes_manifests_keep_the_operators_port_to_the_monitoring_network():
-    """FINDING (low): MAM_METRICS_HOST is 0.0.0.0 in the ConfigMap and no NetworkPolicy ships, so every pod of the
+    """Fixed (low): MAM_METRICS_HOST is 0.0.0.0 in the ConfigMap and no NetworkPolicy ships, so every pod of the
     cluster reads /metrics (endpoints, jobs, volumes: "an outsider has no business reading", bot/health.py) and can
     hold its connections open (see the idle-connection finding); docs/operations.md only says "publish it only to
     your monitoring network"."""
@@ -366,10 +366,10 @@ def test_a_slow_scrape_never_slows_liveness(operator):
     scrape = threading.Thread(target=get, args=(server, "/metrics"), daemon=True)
     scrape.start()
     assert slow.entered.wait(5)
-    status, _, seconds = get(server, "/livez")
-    assert status == 200 and seconds < 0.5, seconds
-    status, _, seconds = get(server, "/healthz")
-    assert status == 200 and seconds < 1.0, seconds
+    status, _, _ = get(server, "/livez")
+    assert status == 200 and scrape.is_alive()  # answered while the scrape still waits on its database
+    status, _, _ = get(server, "/healthz")
+    assert status == 200 and scrape.is_alive()
     scrape.join(10)
 
 
@@ -391,19 +391,6 @@ def test_healthz_says_nothing_of_where_the_database_is_or_its_password(caplog: p
     assert status == 503 and json.loads(body) == {"status": "unhealthy", "database": "unreachable"}
     for leak in ("Hunter2Secret", "db.internal", "10.9.8.7"):
         assert leak not in body.decode() and leak not in caplog.text
-
-
-def test_the_slack_port_has_no_metrics(make_bot):  # noqa: F811
-    from starlette.testclient import TestClient
-
-    from bot.http import build_asgi
-
-    bot = make_bot()
-    app = build_asgi(bot.ws.app, bot.deps.store, signing_secret=SIGNING_SECRET)
-    with TestClient(app) as client:
-        for path in ("/metrics", "/livez", "/slack/events/../../metrics", "/healthz/../metrics"):
-            response = client.get(path)
-            assert response.status_code in (404, 405) and "mam_" not in response.text, path
 
 
 # ==== 3. logs ================================================================================================
@@ -451,7 +438,7 @@ FORGED = "2026-12-06 12:00:00,000 ERROR mam.security admin U0EVIL granted [cid=0
     "policy show \x1b[2J\x1b[1;1H\x1b[32mall good\x1b[0m",
 ])
 def test_the_text_format_keeps_one_line_per_record(ours, capsys, hostile: str):
-    """FINDING: the text format (the default, and what docs/operations.md says keeps one line per record) writes a
+    """Fixed: the text format (the default, and what docs/operations.md says keeps one line per record) writes a
     Slack user's newline, carriage return or terminal escape as it is: one record becomes two lines, the second
     forged to look like the bot's own (journald, Fluent Bit, `kubectl logs | grep` all split on newlines), or
     rewrites the operator's terminal."""
@@ -487,7 +474,7 @@ def test_a_json_record_is_one_parseable_line_wherever_the_hostile_text_is(ours, 
 
 
 def test_a_json_line_is_strict_json(ours, capsys):
-    """FINDING (low): json.dumps allows NaN and Infinity, which no strict JSON parser (jq, Go, Loki, Elastic) takes."""
+    """Fixed (low): json.dumps allows NaN and Infinity, which no strict JSON parser (jq, Go, Loki, Elastic) takes."""
     ours("json").warning("ratio", extra={"ratio": math.nan, "wait": math.inf})
 
     def refuse(constant: str) -> Any:
@@ -501,7 +488,7 @@ SECRET = "Xy'9\"zQ!w~Hunter2-long"  # a generated password: both quotes
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_a_secret_in_the_repr_of_an_exception_is_masked(ours, capsys, fmt: str):
-    """FINDING: repr() of a string holding both quotes escapes the ' (\\'), a form the Redactor doesn't know; and
+    """Fixed: repr() of a string holding both quotes escapes the ' (\\'), a form the Redactor doesn't know; and
     bot/app.py's _error_handler logs `%r` of the error, as does str() of any dict or list holding the secret."""
     logger = ours(fmt, [SECRET])
     logger.error("unhandled error [abc] for command: %r", RuntimeError(f"sign-in failed with {SECRET}"))
@@ -511,7 +498,7 @@ def test_a_secret_in_the_repr_of_an_exception_is_masked(ours, capsys, fmt: str):
 
 
 def test_a_database_password_given_as_a_query_parameter_is_a_secret(monkeypatch, tmp_path):
-    """FINDING: `postgresql+psycopg://mam@db/mam?password=…` (libpq's and SQLAlchemy's form) connects, but secrets_of
+    """Fixed: `postgresql+psycopg://mam@db/mam?password=…` (libpq's and SQLAlchemy's form) connects, but secrets_of
     (and bot.settings.mask_url, which `mam-bot db upgrade` prints) only know `user:password@`."""
     for name in ("DATABASE_URL", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "AZURE_CLIENT_SECRET"):
         monkeypatch.delenv(name, raising=False)
@@ -530,7 +517,7 @@ def test_a_database_password_given_as_a_query_parameter_is_a_secret(monkeypatch,
     "refreshed: xoxe-1-My0xLTEyMzQ1Njc4OTAtMTIzNDU2Nzg5MDEyMy1hYmNkZWY",
 ])
 def test_tokens_the_bot_cannot_know_in_advance_are_masked_by_shape(ours, capsys, text: str):
-    """FINDING (low): a bare JWT (a Microsoft access token or a client assertion without `Bearer `) and a Slack
+    """Fixed (low): a bare JWT (a Microsoft access token or a client assertion without `Bearer `) and a Slack
     refresh token (`xoxe-`) are not among the Redactor's shapes, though the docs promise "anything shaped like …
     a bearer token"."""
     ours("text").warning("%s", text)
@@ -575,7 +562,7 @@ def test_a_known_secret_is_out_wherever_it_hides(ours, capsys, fmt: str, where: 
 
 
 @pytest.fixture
-def audit_store(database_url: str) -> Iterator[Store]:  # noqa: F811
+def audit_store(database_url: str) -> Iterator[Store]:  # noqa: F811  (the imported fixture)
     store = create_store(database_url)
     yield store
     store.close()
@@ -624,8 +611,9 @@ def test_a_hostile_request_id_is_cut_to_the_column_and_the_call_and_batch_surviv
     assert not [v for v in label_values(metrics) if "DROP" in v or "é" in v]
 
 
-def test_one_row_the_database_refuses_does_not_lose_the_others_in_its_batch(audit: AuditLog, database_url: str):  # noqa: F811
-    """FINDING (PostgreSQL): the writer inserts a batch as one statement; a row PostgreSQL refuses (a NUL in a
+def test_one_row_the_database_refuses_does_not_lose_the_others_in_its_batch(
+        audit: AuditLog, database_url: str) -> None:  # noqa: F811  (the imported fixture)
+    """Fixed (PostgreSQL): the writer inserts a batch as one statement; a row PostgreSQL refuses (a NUL in a
     person's command text, a correlation id over 64) loses every row queued with it: Microsoft writes with their
     request-ids, approvals, commands. The audit log is meant to be complete."""
     ok = Answer("graph", "PATCH", f"https://graph.microsoft.com/beta/x/{MDE_CONNECTOR_ID}", 200, 0.1, "cid-ok",
@@ -639,7 +627,7 @@ def test_one_row_the_database_refuses_does_not_lose_the_others_in_its_batch(audi
 
 
 def test_a_write_heard_after_the_audit_log_closed_is_not_silently_lost(audit_store: Store):
-    """FINDING: Deps.close closes the audit log while a job that overran the grace still runs (it keeps the
+    """Fixed: Deps.close closes the audit log while a job that overran the grace still runs (it keeps the
     clients); its writes' rows are queued for a writer that has exited, with no log line, and a change's
     `audit.flush()` then waits its full 10 s."""
     audit = AuditLog(audit_store)  # not the fixture's: its close would wait 10 s for the lost row
@@ -709,7 +697,7 @@ def test_threads_the_bot_starts_inside_a_request_do_not_inherit_it():
     assert seen == [{}] and dict(current()) == {}
 
 
-def test_each_slack_request_gets_its_own_context_and_leaves_none_behind(make_bot):  # noqa: F811
+def test_each_slack_request_gets_its_own_context_and_leaves_none_behind(make_bot):
     bot = make_bot()
     seen: list[dict[str, Any]] = []
 
@@ -728,7 +716,7 @@ def test_each_slack_request_gets_its_own_context_and_leaves_none_behind(make_bot
 
 
 def test_the_interactions_correlation_id_is_the_one_its_log_lines_carry():
-    """FINDING: commands/listen.py `interaction` makes a second correlation id (new_correlation_id) instead of
+    """Fixed: commands/listen.py `interaction` makes a second correlation id (new_correlation_id) instead of
     taking the one BotApp.dispatch bound. The apology's reference (run_guarded), the command's audit row
     (commands/router.py) and `[…]` in "… failed [id]" use it, while every log line's `correlation_id` and the
     Microsoft write rows use the other: an admin given the reference finds only the one line that quotes it."""
@@ -738,7 +726,7 @@ def test_the_interactions_correlation_id_is_the_one_its_log_lines_carry():
     assert ctx.correlation_id == "feedfacecafe"
 
 
-def test_a_commands_audit_row_carries_the_correlation_id_of_its_log_lines(make_bot):  # noqa: F811
+def test_a_commands_audit_row_carries_the_correlation_id_of_its_log_lines(make_bot):
     """FINDING, end to end: the same split, in the in-process bot."""
     bot = make_bot()
     pairs: list[tuple[str, str]] = []
