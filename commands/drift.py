@@ -1,10 +1,11 @@
 """The drift card (a change made outside the bot to a policy or the connector) and its two buttons.
 
-workflows.drift decides: what differs from the snapshot, who did it, what Revert files. This module renders the
-card, queues it through the outbox under the keys the workflow gives each report (`SlackDrift`), binds the poll
-to the bot's settings (`check_drift`, which the `policy-drift` job runs) and answers the buttons: "Revert"
-files change requests that put the snapshot back, through approval as usual; "Accept as the new baseline" makes
-what the card shows the snapshot. Both are for admins.
+workflows.drift (the poll), workflows.drift_compare and workflows.drift_buttons decide: what differs from the
+snapshot, who did it, what Revert files. This module renders the card, queues it through the outbox under the
+keys the workflow gives each report (`SlackDrift`), binds the poll to the bot's settings (`check_drift`, which
+the `policy-drift` job runs) and answers the buttons: "Revert" files change requests that put the snapshot back,
+through approval as usual; "Accept as the new baseline" makes what the card shows the snapshot. Both are for
+admins.
 """
 
 from __future__ import annotations
@@ -28,20 +29,9 @@ from commands.context import Interaction
 from commands.listen import Listeners
 from commands.payloads import ROW_ID_MAX, Payload
 from workflows.connector_change import FLAG_LABELS
-from workflows.drift import (
-    CONNECTOR,
-    NO_EVENT,
-    SELECTED,
-    DriftResult,
-    accept_drift,
-    card_key,
-    difference,
-    get_report,
-    revert_drift,
-    revert_plan,
-    run_drift_check,
-    version_key,
-)
+from workflows.drift import NO_EVENT, DriftResult, card_key, get_report, run_drift_check, version_key
+from workflows.drift_buttons import accept_drift, revert_drift, revert_plan
+from workflows.drift_compare import CONNECTOR, SELECTED, difference
 from workflows.onboarding import WatchSettings
 from workflows.policies import APP_GROUP_LABELS, app_label, apps_list_label, label
 from workflows.policy_edit import SETTINGS

@@ -20,6 +20,9 @@ are never used to rebuild a value. When the object is back to its snapshot the r
 
 The connector's Android app protection toggle is the watch's business: switched outside the bot, it is recorded
 as an enforcement reading (`workflows.enforcement.record`), whose notice says so, and no drift card is posted.
+
+What is compared and who did it (the states, their difference, the bot's own changes, the audit log) is in
+`workflows.drift_compare`; the buttons (Accept, Revert) are in `workflows.drift_buttons`.
 """
 
 from __future__ import annotations
@@ -32,19 +35,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from bot.clock import Clock, as_utc, utc_clock
-from bot.errors import UserError
-from bot.microsoft import CONNECTOR_WRITABLE_FLAGS
 from bot.microsoft.errors import MicrosoftError, NotFound
-from bot.microsoft.models import AndroidPolicy, Group, MtdConnector, PolicyAssignment, TargetKind
+from bot.microsoft.models import AndroidPolicy, Group, MtdConnector
 from bot.store.db import Store
 from bot.store.drift import (
-    ACCEPTED,
     CHANGED,
     CREATED,
     DELETED,
@@ -56,36 +55,39 @@ from bot.store.drift import (
     DriftState,
 )
 from bot.store.index import Enforcement
-from bot.store.models import ChangeRequest
 from bot.text import count
-from workflows.changes import OPEN_STATES, ChangeService
 from workflows.connector_change import ANDROID_MAM
-from workflows.connector_change import KIND as CONNECTOR_TOGGLE
 from workflows.connectors import Portals
+from workflows.drift_compare import (
+    CONNECTOR,
+    POLICY,
+    SKEW,
+    Attribution,
+    BotChange,
+    Seen,
+    Touched,
+    attribution,
+    bot_changes,
+    difference,
+    event_row,
+    fold,
+    merge,
+    observe,
+)
 from workflows.enforcement import OFF, current_enforcement, reading, record
-from workflows.policy_changes import ASSIGN
-from workflows.policy_edit import DELETE, EDIT, SETTINGS, current_settings
 
 __all__ = [
-    "ACCEPTED", "CHANGED", "CREATED", "DELETED", "OPEN", "RESOLVED", "Difference", "DriftGraph", "DriftNotifier",
-    "DriftReport", "DriftResult", "Revert", "accept_drift", "card_key", "difference", "get_report", "open_reports",
-    "revert_drift", "revert_plan", "run_drift_check", "version_key",
+    "CHANGED", "CREATED", "DELETED", "OPEN", "RESOLVED", "DriftGraph", "DriftNotifier", "DriftReport", "DriftResult",
+    "card_key", "drop_baseline", "get_report", "load_baselines", "open_reports", "run_drift_check", "save_baseline",
+    "update_report", "version_key",
 ]
 
 log = logging.getLogger(__name__)
 
-POLICY = "policy"
-CONNECTOR = "connector"
-SELECTED = "selectedPublicApps"
 AUDIT_OVERLAP = timedelta(minutes=15)  # audit events are read again this far back: they can arrive late
 AUDIT_LOOKBACK = timedelta(days=7)  # never further back than this, however old an unattributed report is
 AUDIT_KEPT = timedelta(days=30)  # audit events read are kept this long (dedupe by id, late attribution)
-SKEW = timedelta(minutes=2)  # between Intune's clock, ours and when a write lands
 NO_EVENT = "someone (no audit event yet)"
-# what the connector's drift compares: its settings, not the service's state or heartbeat
-CONNECTOR_SETTINGS: tuple[str, ...] = tuple(
-    name for name in MtdConnector.model_fields if name not in ("id", "lastHeartbeatDateTime", "partnerState"))
-_TIME = TypeAdapter(datetime)
 
 
 # ---- ports ---------------------------------------------------------------------------------------------
@@ -120,248 +122,6 @@ def card_key(report: DriftReport) -> str:
 
 def version_key(report: DriftReport) -> str:
     return f"drift:{report.id}:v{report.version}"
-
-
-# ---- what is compared ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One policy or the connector as this poll read it."""
-
-    key: str
-    kind: str
-    id: str
-    name: str
-    state: dict[str, Any]
-    last_modified: str = ""
-    version: str = ""
-    connector: MtdConnector | None = None
-
-
-def policy_key(policy_id: str) -> str:
-    return f"{POLICY}:{policy_id.lower()}"
-
-
-def _fold(name: str) -> str:
-    return " ".join(name.split()).casefold()
-
-
-def _assignment(assignment: PolicyAssignment) -> dict[str, Any]:
-    target = assignment.target
-    if target.groupId:
-        kind = "exclude" if target.is_exclusion else "include"
-    else:
-        kind = {TargetKind.ALL_LICENSED_USERS.value: "allLicensedUsers",
-                TargetKind.ALL_DEVICES.value: "allDevices"}.get(target.odata_type, target.odata_type.rsplit(".", 1)[-1])
-    narrowed = target.assignment_filter
-    return {"target": kind, "groupId": target.groupId.lower() if target.groupId else None,
-            "filter": f"{narrowed[0]}:{narrowed[1]}" if narrowed else None,
-            "policySet": assignment.sourceId if assignment.from_policy_set else None}
-
-
-def _sort_key(entry: Mapping[str, Any]) -> tuple[str, str, str]:
-    return (str(entry.get("groupId") or ""), str(entry.get("target")), str(entry.get("filter") or ""))
-
-
-def policy_state(policy: AndroidPolicy) -> dict[str, Any]:
-    return {"settings": json.loads(json.dumps(current_settings(policy), default=str)),
-            "apps": sorted(set(policy.package_ids)),
-            "assignments": sorted((_assignment(a) for a in policy.assignments), key=_sort_key)}
-
-
-def connector_state(connector: MtdConnector) -> dict[str, Any]:
-    return {"settings": {name: getattr(connector, name) for name in CONNECTOR_SETTINGS}, "apps": None,
-            "assignments": None}
-
-
-def observe(policies: Iterable[AndroidPolicy], connector: MtdConnector | None) -> dict[str, Seen]:
-    seen: dict[str, Seen] = {}
-    for policy in policies:
-        modified = as_utc(policy.lastModifiedDateTime)
-        seen[policy_key(policy.id)] = Seen(policy_key(policy.id), POLICY, policy.id, policy.displayName,
-                                           policy_state(policy), modified.isoformat() if modified else "",
-                                           policy.version or "")
-    if connector is not None:
-        key = f"{CONNECTOR}:{connector.id.lower()}"
-        seen[key] = Seen(key, CONNECTOR, connector.id, "Microsoft Defender for Endpoint connector",
-                         connector_state(connector), connector=connector)
-    return seen
-
-
-@dataclass(frozen=True)
-class Difference:
-    """What differs between a snapshot and what was seen, setting by setting."""
-
-    settings: dict[str, tuple[Any, Any]]
-    apps_added: tuple[str, ...] = ()
-    apps_removed: tuple[str, ...] = ()
-    groups_added: tuple[dict[str, Any], ...] = ()
-    groups_removed: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (self.settings or self.apps_added or self.apps_removed or self.groups_added
-                    or self.groups_removed)
-
-
-def same_setting(kind: str, name: str, before: Any, after: Any) -> bool:
-    if kind == POLICY and name in SETTINGS:
-        return bool(SETTINGS[name].same(before, after))
-    return bool(before == after)
-
-
-def difference(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> Difference:
-    """Pure: `before` and `after` are states as `policy_state`/`connector_state` make them."""
-    old, new = dict(before.get("settings") or {}), dict(after.get("settings") or {})
-    settings = {name: (old.get(name), new.get(name)) for name in dict.fromkeys([*old, *new])
-                if not same_setting(kind, name, old.get(name), new.get(name))}
-    apps_added: tuple[str, ...] = ()
-    apps_removed: tuple[str, ...] = ()
-    if (old.get("appGroupType") or SELECTED) == (new.get("appGroupType") or SELECTED) == SELECTED:
-        had, has = set(before.get("apps") or []), set(after.get("apps") or [])
-        apps_added, apps_removed = tuple(sorted(has - had)), tuple(sorted(had - has))
-    was = {json.dumps(a, sort_keys=True): a for a in before.get("assignments") or []}
-    now = {json.dumps(a, sort_keys=True): a for a in after.get("assignments") or []}
-    added = tuple(sorted((now[k] for k in now.keys() - was.keys()), key=_sort_key))
-    removed = tuple(sorted((was[k] for k in was.keys() - now.keys()), key=_sort_key))
-    return Difference(settings, apps_added, apps_removed, added, removed)
-
-
-# ---- the bot's own changes -----------------------------------------------------------------------------
-
-
-@dataclass
-class Touched:
-    """What change requests of the bot wrote to one object since some moment: that much is not drift."""
-
-    everything: bool = False
-    settings: set[str] = field(default_factory=set)
-    after: dict[str, Any] = field(default_factory=dict)  # what the bot's latest edit wrote to each setting
-    apps: bool = False
-    groups: set[str] = field(default_factory=set)
-    requests: list[int] = field(default_factory=list)
-
-    @property
-    def any(self) -> bool:
-        return bool(self.everything or self.settings or self.apps or self.groups)
-
-    def add(self, request: ChangeRequest) -> None:
-        try:
-            change = json.loads(request.change or "{}")
-        except ValueError:
-            change = {}
-        if request.id is not None:
-            self.requests.append(request.id)
-        if request.kind == ASSIGN:
-            self.groups |= {str(g).lower() for k in ("include", "exclude", "remove") for g in change.get(k) or []}
-        elif request.kind == EDIT:
-            settings = change.get("settings") or {}
-            self.settings |= set(settings)
-            self.after.update({name: delta["after"] for name, delta in settings.items()
-                               if isinstance(delta, dict) and "after" in delta})
-            self.apps = self.apps or change.get("apps") is not None or "appGroupType" in (change.get("settings") or {})
-        elif request.kind == CONNECTOR_TOGGLE:
-            self.settings.add(str(change.get("flag", "")))
-        else:  # a creation, a deletion, or a kind this code doesn't know: all of it is the bot's
-            self.everything = True
-
-
-def merge(snapshot: Mapping[str, Any], live: Mapping[str, Any], touched: Touched) -> dict[str, Any]:
-    """The snapshot with what the bot wrote taken from what is seen now."""
-    if touched.everything:
-        return json.loads(json.dumps(live))
-    settings = dict(snapshot.get("settings") or {})
-    for name in touched.settings:
-        if name not in (live.get("settings") or {}):
-            continue
-        seen, setting = live["settings"][name], SETTINGS.get(name)
-        if name in touched.after and setting is not None and not setting.same(seen, touched.after[name]):
-            settings[name] = touched.after[name]  # not what the bot wrote: someone changed it since, which is drift
-        else:
-            settings[name] = seen
-    apps = live.get("apps") if touched.apps else snapshot.get("apps")
-    assignments = snapshot.get("assignments")
-    if touched.groups and assignments is not None:
-        kept = [a for a in assignments if str(a.get("groupId") or "") not in touched.groups]
-        moved = [a for a in live.get("assignments") or [] if str(a.get("groupId") or "") in touched.groups]
-        assignments = sorted([*kept, *moved], key=_sort_key)
-    return {"settings": settings, "apps": apps, "assignments": assignments}
-
-
-@dataclass(frozen=True)
-class _BotChange:
-    key: str  # the request's target key, lower case ("policy:<id>", "connector:<id>", "policy-name:<name>")
-    at: datetime
-    request: ChangeRequest
-
-
-def _bot_changes(store: Store, since: datetime) -> list[_BotChange]:
-    """Change requests of the bot that wrote (or may be writing) since `since`: executing, succeeded, or failed
-    after recording an intent to write. A run that failed before writing (e.g. "changed since approval") wrote
-    nothing, so whatever changed there is someone else's."""
-    with store.session() as session:
-        rows = list(session.exec(select(ChangeRequest).where(
-            (col(ChangeRequest.executed_at) >= since) | (col(ChangeRequest.state) == "executing"))))
-    wrote = [r for r in rows if r.state in ("executing", "succeeded") or (r.state == "failed" and r.intent)]
-    return sorted((_BotChange((r.target_key or "").lower(), as_utc(r.executed_at) or since, r) for r in wrote),
-                  key=lambda change: change.at)
-
-
-# ---- the audit log -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Attribution:
-    actors: list[dict[str, str]]  # who else than the bot, from the audit log
-    events: list[str]
-    changed_at: datetime | None
-    ours: bool  # the bot's own app wrote to it in the window too
-
-
-def _event_row(item: Mapping[str, Any], own_apps: frozenset[str], at: datetime) -> DriftAuditEvent | None:
-    event_id = str(item.get("id") or "").strip().lower()
-    try:
-        when = as_utc(_TIME.validate_python(item.get("activityDateTime")))
-    except ValidationError:
-        return None
-    if not event_id or len(event_id) > 64:
-        return None
-    resources = [r for r in item.get("resources") or [] if isinstance(r, dict)]
-    raw_actor = item.get("actor")
-    actor: Mapping[str, Any] = raw_actor if isinstance(raw_actor, dict) else {}
-    app_id = str(actor.get("applicationId") or "").strip().lower()
-    properties = [str(p.get("displayName") or "")[:200] for r in resources for p in r.get("modifiedProperties") or []
-                  if isinstance(p, dict)]
-    return DriftAuditEvent(
-        id=event_id, activity_at=when, component=str(item.get("componentName") or "")[:128],
-        activity=str(item.get("activity") or item.get("activityType") or "")[:256],
-        operation=str(item.get("activityOperationType") or "")[:32],
-        resource_ids=json.dumps(sorted({str(r.get("resourceId") or "").strip().lower() for r in resources} - {""})),
-        properties=json.dumps(properties[:100]), actor_type=str(actor.get("type") or "")[:64],
-        actor_app_id=app_id[:64], actor_app=str(actor.get("applicationDisplayName") or "")[:256],
-        actor_upn=str(actor.get("userPrincipalName") or "")[:320], ours=bool(app_id) and app_id in own_apps,
-        seen_at=at)
-
-
-def _attribution(events: Iterable[DriftAuditEvent], resource_id: str, since: datetime) -> Attribution:
-    wanted = resource_id.lower()
-    actors: dict[tuple[str, str], dict[str, str]] = {}
-    ids: list[str] = []
-    latest: datetime | None = None
-    ours = False
-    for event in events:
-        at = as_utc(event.activity_at)
-        if at < since - SKEW or wanted not in json.loads(event.resource_ids or "[]"):
-            continue
-        if event.ours:
-            ours = True
-            continue
-        ids.append(event.id)
-        actors.setdefault((event.actor_upn.lower(), event.actor_app_id), {
-            "upn": event.actor_upn, "app": event.actor_app, "app_id": event.actor_app_id, "type": event.actor_type})
-        latest = at if latest is None or at > latest else latest
-    return Attribution(list(actors.values()), sorted(ids), latest, ours)
 
 
 # ---- one poll ------------------------------------------------------------------------------------------
@@ -419,7 +179,7 @@ class _Poll:
     baselines: dict[str, DriftBaseline]
     reports: dict[str, DriftReport]
     events: list[DriftAuditEvent] = field(default_factory=list)
-    bot: list[_BotChange] = field(default_factory=list)
+    bot: list[BotChange] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)  # group id → name, read once per poll
 
     def window(self, key: str) -> datetime:
@@ -432,7 +192,7 @@ class _Poll:
 
     def touched(self, key: str, name: str) -> Touched:
         since = self.window(key) - SKEW
-        wanted = {key, f"policy-name:{_fold(name)}"} if name else {key}
+        wanted = {key, f"policy-name:{fold(name)}"} if name else {key}
         # a finished change the snapshot already took (its baseline names it) is not taken again: within the
         # skew, it would otherwise hide an admin's change to the same setting made just after it
         base = self.baselines.get(key)
@@ -464,10 +224,10 @@ def run_drift_check(*, graph: DriftGraph, store: Store, notifier: DriftNotifier,
     result.policies = sum(1 for s in seen.values() if s.kind == POLICY)
     result.connector = any(s.kind == CONNECTOR for s in seen.values())
     state = _state(store)
-    baselines = _baselines(store)
+    baselines = load_baselines(store)
     if state.baseline_at is None:
         for item in seen.values():
-            _save_baseline(store, baselines.get(item.key), item, item.state, started, "the first drift check")
+            save_baseline(store, baselines.get(item.key), item, item.state, started, "the first drift check")
         _set_state(store, baseline_at=started, last_poll_at=started)
         result.baseline = True
         return _done(result, clock, counted() - before)
@@ -479,12 +239,12 @@ def run_drift_check(*, graph: DriftGraph, store: Store, notifier: DriftNotifier,
     if unexplained:
         _read_audit(poll, min(poll.window(k) for k in unexplained))
     poll.events = _events_since(store, earliest - SKEW)
-    poll.bot = _bot_changes(store, earliest - SKEW)
+    poll.bot = bot_changes(store, earliest - SKEW)
     for key in keys:
         _reconcile(poll, key)
     for report in open_reports(store).values():  # heals a poll that stopped between recording and queuing
         if not report.card_key and poll.channel:  # seen before MAM_ALERT_CHANNEL was set: post it now
-            report = _update(store, report, channel=poll.channel, card_key=card_key(report)) or report
+            report = update_report(store, report, channel=poll.channel, card_key=card_key(report)) or report
         _show(poll, report)
     _set_state(store, last_poll_at=started)
     _purge(store, started - AUDIT_KEPT)
@@ -518,7 +278,7 @@ def _read_audit(poll: _Poll, earliest: datetime) -> None:
     try:
         for item in poll.graph.iter_audit_events(since):
             poll.result.audit_events += 1
-            row = _event_row(item, poll.own_apps, poll.now)
+            row = event_row(item, poll.own_apps, poll.now)
             if row is not None and wanted & set(json.loads(row.resource_ids)):
                 rows.append(row)
     except MicrosoftError as exc:
@@ -562,7 +322,7 @@ def _reconcile(poll: _Poll, key: str) -> None:
     object_id = source.object_id if isinstance(source, DriftBaseline | DriftReport) else source.id
     name = live.name if live is not None else (base.name if base is not None else report.name if report else "")
     touched = poll.touched(key, name)
-    who = _attribution(poll.events, object_id, poll.window(key))
+    who = attribution(poll.events, object_id, poll.window(key))
     if live is None and base is None:
         if report is not None:  # created outside the bot, then deleted again before anyone decided
             _close(poll, report, RESOLVED, "it no longer exists")
@@ -570,7 +330,7 @@ def _reconcile(poll: _Poll, key: str) -> None:
     if base is None:
         assert live is not None
         if touched.everything or (who.ours and not who.actors and report is None):
-            _save_baseline(poll.store, None, live, live.state, poll.now, _by(touched, "created by the bot"))
+            save_baseline(poll.store, None, live, live.state, poll.now, _by(touched, "created by the bot"))
             poll.result.absorbed += 1
             if report is not None:
                 _close(poll, report, RESOLVED, "now part of the snapshot")
@@ -582,7 +342,7 @@ def _reconcile(poll: _Poll, key: str) -> None:
         return
     if live is None:
         if touched.everything or (who.ours and not who.actors and report is None):
-            _drop_baseline(poll.store, key)
+            drop_baseline(poll.store, key)
             poll.result.absorbed += 1
             if report is not None:
                 _close(poll, report, RESOLVED, "deleted by the bot")
@@ -598,7 +358,7 @@ def _reconcile(poll: _Poll, key: str) -> None:
         merged = _enforcement(poll, merged, live, touched)
     change = difference(live.kind, merged, live.state)
     if change.empty:
-        _save_baseline(poll.store, base, live, live.state, poll.now,
+        save_baseline(poll.store, base, live, live.state, poll.now,
                        _by(touched, "") if touched.any or merged != base.snapshot else "")
         if touched.any and not difference(live.kind, base.snapshot, live.state).empty:
             poll.result.absorbed += 1
@@ -609,10 +369,10 @@ def _reconcile(poll: _Poll, key: str) -> None:
         return
     if report is None and who.ours and not who.actors and not touched.any:
         # the bot's own app wrote it (the audit log says so), though no change request of this bot ran
-        _save_baseline(poll.store, base, live, live.state, poll.now, "the bot's own app (audit log)")
+        save_baseline(poll.store, base, live, live.state, poll.now, "the bot's own app (audit log)")
         poll.result.absorbed += 1
         return
-    _save_baseline(poll.store, base, live, merged, poll.now, _by(touched, "") if touched.any else "")
+    save_baseline(poll.store, base, live, merged, poll.now, _by(touched, "") if touched.any else "")
     if report is not None:
         _refresh(poll, report, live, merged, live.state, CHANGED, who)
     else:
@@ -704,7 +464,7 @@ def _refresh(poll: _Poll, report: DriftReport, item: Seen, before: Mapping[str, 
     if {k: v for k, v in current.items() if k != "changed_at"} == {
             k: v for k, v in values.items() if k != "changed_at"}:
         return
-    updated = _update(poll.store, report, updated_at=poll.now, **values)
+    updated = update_report(poll.store, report, updated_at=poll.now, **values)
     if updated is not None:
         poll.result.updated += 1
         poll.reports[report.target_key] = updated
@@ -712,7 +472,7 @@ def _refresh(poll: _Poll, report: DriftReport, item: Seen, before: Mapping[str, 
 
 
 def _close(poll: _Poll, report: DriftReport, state: str, resolution: str) -> None:
-    closed = _update(poll.store, report, state=state, open_key=None, resolution=resolution[:1000],
+    closed = update_report(poll.store, report, state=state, open_key=None, resolution=resolution[:1000],
                      updated_at=poll.now)
     if closed is not None:
         poll.result.resolved += 1
@@ -729,7 +489,7 @@ def _show(poll: _Poll, report: DriftReport) -> None:
         poll.notifier.changed(report)
 
 
-def _update(store: Store, report: DriftReport, **values: Any) -> DriftReport | None:
+def update_report(store: Store, report: DriftReport, **values: Any) -> DriftReport | None:
     """A guarded UPDATE (by version): a button and a poll never both write the same version."""
     table = DriftReport.__table__  # type: ignore[attr-defined]
     with store.engine.begin() as conn:
@@ -774,12 +534,12 @@ def _set_state(store: Store, **values: Any) -> None:
         conn.execute(update(table).where(table.c.id == 1).values(**values, version=table.c.version + 1))
 
 
-def _baselines(store: Store) -> dict[str, DriftBaseline]:
+def load_baselines(store: Store) -> dict[str, DriftBaseline]:
     with store.session() as session:
         return {b.key: b for b in session.exec(select(DriftBaseline))}
 
 
-def _save_baseline(store: Store, base: DriftBaseline | None, item: Seen, state: Mapping[str, Any], at: datetime,
+def save_baseline(store: Store, base: DriftBaseline | None, item: Seen, state: Mapping[str, Any], at: datetime,
                    by: str) -> None:
     """The object's snapshot: `state`, and what Graph said of it now (name, lastModifiedDateTime, version)."""
     text = json.dumps(state, sort_keys=True)
@@ -800,165 +560,8 @@ def _save_baseline(store: Store, base: DriftBaseline | None, item: Seen, state: 
             log.debug("another drift check saved the snapshot of %s first", item.key)
 
 
-def _drop_baseline(store: Store, key: str) -> None:
+def drop_baseline(store: Store, key: str) -> None:
     table = DriftBaseline.__table__  # type: ignore[attr-defined]
     with store.engine.begin() as conn:
         conn.execute(delete(table).where(table.c.key == key))
 
-
-# ---- the buttons ---------------------------------------------------------------------------------------
-
-
-def accept_drift(store: Store, report_id: int, user: str, at: datetime) -> tuple[DriftReport | None, str]:
-    """Make what the card shows the new snapshot; (the report as it is now, a note for the clicker or "")."""
-    for _ in range(3):  # a poll may bump the version between our read and our write
-        report = get_report(store, report_id)
-        if report is None:
-            return None, "I have no record of that change any more."
-        if report.state != OPEN:
-            return report, _already(report)
-        closed = _update(store, report, state=ACCEPTED, open_key=None, decided_by=user[:64], decided_at=at,
-                         updated_at=at, resolution="accepted as the new baseline")
-        if closed is None:
-            continue
-        if report.change == DELETED:
-            _drop_baseline(store, report.target_key)
-        else:
-            after = report.loaded("after")
-            item = Seen(report.target_key, report.kind, report.object_id, report.name, after)
-            base = _baselines(store).get(report.target_key)
-            _save_baseline(store, base, _with_graph_marks(item, base), after, at, f"accepted by {user}")
-        return closed, ""
-    return get_report(store, report_id), "The card changed while you clicked; look at it again."
-
-
-def _with_graph_marks(item: Seen, base: DriftBaseline | None) -> Seen:
-    if base is None:
-        return item
-    return Seen(item.key, item.kind, item.id, item.name, item.state, base.last_modified, base.object_version)
-
-
-def _already(report: DriftReport) -> str:
-    if report.state == ACCEPTED:
-        return "That change was already accepted as the new baseline."
-    return f"That change is settled already: {report.resolution or report.state}."
-
-
-@dataclass(frozen=True)
-class Revert:
-    """The change requests that put an object back to its snapshot, and what they can't put back."""
-
-    requests: list[tuple[str, dict[str, Any]]]  # (kind, change) to file
-    cannot: list[str]  # in words
-
-
-def revert_plan(report: DriftReport) -> Revert:
-    """Pure: from the snapshot (`before`) and what was seen (`after`); the audit log plays no part."""
-    before, after = report.loaded("before"), report.loaded("after")
-    if report.kind == CONNECTOR and report.change != CHANGED:
-        return Revert([], ["the connector is set up and removed in the Defender portal, not by the bot"])
-    if report.change == DELETED:
-        return Revert([], ["a deleted policy can't be restored: accept it, or create it again with `/mam policy new`"])
-    if report.kind == POLICY and report.change == CREATED:
-        return Revert([(DELETE, {"policy_id": report.object_id, "policy_name": report.name})], [])
-    change = difference(report.kind, before, after)
-    if report.kind == CONNECTOR:
-        flags = [(CONNECTOR_TOGGLE, {"flag": name, "value": bool(old)}) for name, (old, _new) in change.settings.items()
-                 if name in CONNECTOR_WRITABLE_FLAGS and name != ANDROID_MAM]
-        cannot = [f"{name} (change it on the connector's page in Intune)" for name in change.settings
-                  if name not in CONNECTOR_WRITABLE_FLAGS]
-        return Revert(list(flags), cannot)
-    requests: list[tuple[str, dict[str, Any]]] = []
-    settings = {name: {"before": new, "after": old} for name, (old, new) in change.settings.items() if name in SETTINGS}
-    cannot = [f"{name} (the bot doesn't change it)" for name in change.settings if name not in SETTINGS]
-    edit: dict[str, Any] = {"policy_id": report.object_id, "policy_name": report.name, "settings": settings}
-    old_group = (before.get("settings") or {}).get("appGroupType") or SELECTED
-    new_group = (after.get("settings") or {}).get("appGroupType") or SELECTED
-    if old_group == SELECTED and set(before.get("apps") or []) != set(after.get("apps") or []):
-        if new_group == SELECTED:
-            edit["apps"] = {"before": list(after.get("apps") or []), "after": list(before.get("apps") or [])}
-        else:
-            cannot.append("the app list (its app group changed too: set the apps again once it is reverted)")
-    if settings or "apps" in edit:
-        requests.append((EDIT, edit))
-    groups = _group_revert(before.get("assignments") or [], after.get("assignments") or [])
-    if groups.get("include") or groups.get("exclude") or groups.get("remove"):
-        requests.append((ASSIGN, {"policy_id": report.object_id, **groups}))
-    cannot += _assignments_not_reverted(change)
-    return Revert(requests, cannot)
-
-
-def _group_revert(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, list[str]]:
-    def groups(entries: list[dict[str, Any]]) -> dict[str, str]:
-        return {str(a["groupId"]): str(a["target"]) for a in entries if a.get("groupId") and not a.get("policySet")}
-
-    was, now = groups(before), groups(after)
-    return {"include": sorted(g for g, how in was.items() if how == "include" and now.get(g) != "include"),
-            "exclude": sorted(g for g, how in was.items() if how == "exclude" and now.get(g) != "exclude"),
-            "remove": sorted(g for g in now if g not in was)}
-
-
-def _assignments_not_reverted(change: Difference) -> list[str]:
-    """Assignments ASSIGN can't put back: all users or devices, assignment filters, policy sets."""
-    out = []
-    for entry in (*change.groups_added, *change.groups_removed):
-        if not entry.get("groupId"):
-            out.append(f"the assignment to {entry.get('target')} (change it in Intune)")
-        elif entry.get("filter") or entry.get("policySet"):
-            out.append(f"the assignment filter or policy set of group {entry.get('groupId')} (change it in Intune)")
-    return list(dict.fromkeys(out))
-
-
-def revert_drift(store: Store, changes: ChangeService, report_id: int, user: str, at: datetime,
-                 *, channel: str = "") -> tuple[DriftReport, list[ChangeRequest], list[str]]:
-    """File the change requests that restore the snapshot (approved as usual); UserError in words when there is
-    nothing to revert or a revert is already waiting. Returns the report, the requests filed and what can't be
-    reverted."""
-    report = get_report(store, report_id)
-    if report is None:
-        raise UserError("I have no record of that change any more.")
-    if report.state != OPEN:
-        raise UserError(_already(report))
-    waiting = [n for n in report.loaded("revert_requests") if _is_open(changes, n)]
-    if waiting:
-        raise UserError(f"A revert is already waiting for approval: {', '.join(f'#{n}' for n in waiting)}.")
-    plan = revert_plan(report)
-    if not plan.requests:
-        raise UserError(("Nothing here can be reverted by the bot: " + "; ".join(plan.cannot) + ".")
-                        if plan.cannot else "There is nothing to revert: it matches the snapshot.")
-    claimed = _update(store, report, reverted_by=user[:64], reverted_at=at, updated_at=at)
-    if claimed is None:
-        raise UserError("The card changed while you clicked; look at it again and click Revert once more.")
-    when = as_utc(claimed.window_start)
-    why = (f"Revert a change made outside mam-bot to {'the connector' if report.kind == CONNECTOR else 'policy'} "
-           f"'{report.name[:200]}' (drift report #{report.id}): put back the snapshot the bot held"
-           + (f" at {when:%Y-%m-%d %H:%M} UTC" if when else "") + ".")
-    filed: list[ChangeRequest] = []
-    try:
-        for kind, change in plan.requests:
-            filed.append(changes.file(kind, change, requester=user, justification=why, origin_channel=channel))
-    except (UserError, MicrosoftError) as exc:
-        _record_filed(store, claimed, filed, user if filed else "")
-        reason = exc.message if isinstance(exc, UserError) else str(exc)
-        if not filed:
-            raise UserError(f"Nothing was filed: {reason}") from exc
-        raise UserError(f"Filed {', '.join(f'#{r.id}' for r in filed)}, but not the rest: {reason}") from exc
-    done = _record_filed(store, claimed, filed, user) or claimed
-    return done, filed, plan.cannot
-
-
-def _record_filed(store: Store, report: DriftReport, filed: list[ChangeRequest], user: str) -> DriftReport | None:
-    for _ in range(3):
-        current = get_report(store, report.id or 0)
-        if current is None:
-            return None
-        ids = [*current.loaded("revert_requests"), *(r.id for r in filed)]
-        done = _update(store, current, revert_requests=json.dumps(ids), reverted_by=user[:64])
-        if done is not None:
-            return done
-    return None
-
-
-def _is_open(changes: ChangeService, request_id: int) -> bool:
-    request = changes.get(request_id)
-    return request is not None and request.state in {s.value for s in OPEN_STATES}

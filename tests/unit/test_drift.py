@@ -29,18 +29,9 @@ from workflows.changes import ChangeService, State
 from workflows.connector_change import KIND as TOGGLE
 from workflows.connector_change import ConnectorToggle
 from workflows.connectors import PORTALS
-from workflows.drift import (
-    AUDIT_OVERLAP,
-    NO_EVENT,
-    DriftResult,
-    accept_drift,
-    difference,
-    get_report,
-    open_reports,
-    revert_drift,
-    revert_plan,
-    run_drift_check,
-)
+from workflows.drift import AUDIT_OVERLAP, NO_EVENT, DriftResult, get_report, open_reports, run_drift_check
+from workflows.drift_buttons import accept_drift, revert_drift, revert_plan
+from workflows.drift_compare import difference
 from workflows.enforcement import current_enforcement
 from workflows.policy_changes import ASSIGN, CREATE, PolicyAssignments, PolicyCreate
 from workflows.policy_edit import DELETE, EDIT, PolicyDelete, PolicyEdit

@@ -18,7 +18,9 @@ from bot.sandbox import SEED_POLICY_ID, SandboxConfig, SandboxTenant
 from bot.store.drift import DriftAuditEvent
 from tests.unit.test_drift import ADMIN, MEGAN, Clock, World, baseline
 from workflows.changes import State
-from workflows.drift import difference, open_reports, revert_drift, revert_plan
+from workflows.drift import open_reports
+from workflows.drift_buttons import revert_drift, revert_plan
+from workflows.drift_compare import difference
 from workflows.policy_edit import DELETE, EDIT
 
 OUTLOOK, TEAMS, CUSTOM = "com.microsoft.office.outlook", "com.microsoft.teams", "com.contoso.expenses"
