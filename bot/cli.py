@@ -28,7 +28,8 @@ log = logging.getLogger("mam")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)  # text until the settings (the format, the secrets' values) are read
+    # text, at --log-level or warning, until the settings (the format, the level, the secrets' values) are read
+    configure_logging(args.log_level or "warning")
     try:
         return int(args.func(args) or 0)
     except SettingsError as exc:
@@ -39,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mam-bot", description=__doc__)
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                        help="before the command; default MAM_LOG_LEVEL, else warning")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run in Slack over Socket Mode (no public URL needed)")
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> Settings:
     """The settings, and the logs in their format with their secrets masked (bot.logs) from here on."""
     settings = load_settings()
-    configure_logging(args.log_level, settings.mam_log_format, secrets_of(settings))
+    configure_logging(args.log_level or settings.mam_log_level, settings.mam_log_format, secrets_of(settings))
     return settings
 
 
@@ -245,6 +247,8 @@ def _start_slack_app(settings: Settings, stop: _Stop, *,
     identity = fetch_identity(client)
     deps = build_deps(settings, slack_client=client, metrics=metrics)
     health = Health(deps.store, stopping=stop.requested, slack=slack, alive=lambda: deps.outbox.alive)
+    if slack is not None:
+        metrics.watch_slack(slack)
     try:
         operator = OperatorServer(health, metrics.render, host=settings.mam_metrics_host,
                                   port=settings.mam_metrics_port).start()

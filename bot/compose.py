@@ -105,6 +105,8 @@ def build_deps(
 
 
 def job_intervals(jobs: Iterable[Job]) -> dict[str, float]:
-    """Each interval job's interval in seconds (`mam_job_interval_seconds`, what the staleness alerts divide by)."""
-    return {job.name: job.trigger.interval.total_seconds() for job in jobs if isinstance(job.trigger, IntervalTrigger)}
+    """Each job's period in seconds (`mam_job_interval_seconds`, what the staleness alerts divide by): its data's
+    refresh period for a job that ticks more often than it runs (`Job.every`), else its trigger's interval."""
+    return {job.name: (job.every or job.trigger.interval).total_seconds() for job in jobs
+            if job.every is not None or isinstance(job.trigger, IntervalTrigger)}
 

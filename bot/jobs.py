@@ -46,10 +46,11 @@ def default_jobs(deps: Deps) -> list[Job]:
         # Ticks every 5 minutes, refreshes when the index is MAM_INDEX_MINUTES old (a sweep builds the first)
         Job(INDEX_JOB, "refresh the registrations index from Intune's report export (the paged read if refused)",
             interval(minutes=5), lambda: index_job(deps),
-            due=lambda: index_due(deps.store, deps.now(), index_every)),
+            due=lambda: index_due(deps.store, deps.now(), index_every), every=index_every),
         # Ticks every 15 minutes, refreshes when the last good read is MAM_LICENCE_HOURS old (or there is none)
         Job(LICENCE_JOB, "read who holds an Intune and a Defender for Endpoint licence", interval(minutes=15),
-            lambda: licence_job(deps), due=lambda: licences_due(deps)),
+            lambda: licence_job(deps), due=lambda: licences_due(deps),
+            every=timedelta(hours=settings.mam_licence_hours)),
         # Every few minutes rather than once a day: Slack's users.lookupByEmail allows about 50 a
         # minute, so a daily run could only find 50 new people a day. The job itself sends only
         # within MAM_WORK_HOURS on MAM_WORK_DAYS, and each person's cadence is in the database.

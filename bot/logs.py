@@ -219,6 +219,10 @@ def configure_logging(level: str, fmt: str = "text", secrets: Iterable[str] = ()
     # slack_sdk logs every failed Web API call at ERROR before raising it; the bot handles what it
     # raises and says so once, in words (e.g. `mam-bot check` with Slack unreachable)
     logging.getLogger("slack_sdk.web.base_client").setLevel(logging.CRITICAL)
+    # at info, APScheduler says twice a second that its request poll ran, and Alembic lists every migration
+    # at each start: theirs only from warning up, unless debugging
+    for chatty in ("apscheduler", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.NOTSET if number <= logging.DEBUG else logging.WARNING)
 
 
 def secrets_of(settings: Settings) -> list[str]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func
@@ -67,6 +67,7 @@ class Metrics:
     """This process's counters and histograms, and the registry `/metrics` renders."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # no `*_created` twin of every series: nothing here alerts on it
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.ack_seconds = Histogram(
@@ -113,6 +114,10 @@ class Metrics:
         if not getattr(self, "_state", None):
             self._state = collector
             self.registry.register(collector)
+
+    def watch_slack(self, connected: Callable[[], bool]) -> None:
+        """`mam_slack_connected` at every scrape: whether the Socket Mode connection is open (`run` only)."""
+        self.registry.register(_LinkCollector(connected))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -234,6 +239,24 @@ class StateCollector(Collector):
 
 
 CHANGE_STATES = tuple(state.value for state in State)
+
+
+class _LinkCollector(Collector):
+    def __init__(self, connected: Callable[[], bool]) -> None:
+        self._connected = connected
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            up = bool(self._connected())
+        except Exception:
+            up = False
+        family = GaugeMetricFamily("mam_slack_connected", "1 while this process's Socket Mode connection to Slack is "
+                                   "open, else 0 (mam-bot run only)")
+        family.add_metric([], 1.0 if up else 0.0)
+        yield family
 
 
 def _users(raw: str | None) -> list[dict[str, str]]:

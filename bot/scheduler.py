@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -55,6 +55,9 @@ class Job:
     # asked at each scheduled time: False skips that time (nothing recorded); runs asked for (`jobs run`,
     # Slack) always run. Lets a daily job tick often and still run soon after a first start.
     due: Callable[[], bool] | None = None
+    # how often a job with `due` really runs (its data's refresh period), where the trigger is only its tick:
+    # `mam_job_interval_seconds`, which staleness alerts divide by
+    every: timedelta | None = None
 
 
 class JobHeldElsewhere(Exception):

@@ -145,6 +145,7 @@ EXAMPLES: dict[str, str] = {
     "MAM_METRICS_HOST": "the address /metrics, /healthz and /livez listen on, e.g. 127.0.0.1, or 0.0.0.0 in a "
                         "container",
     "MAM_LOG_FORMAT": "text or json (one JSON object per line)",
+    "MAM_LOG_LEVEL": "debug, info, warning or error",
 }
 
 
@@ -263,6 +264,7 @@ class Settings(BaseSettings):
     mam_metrics_port: int = Field(default=9464, ge=0, le=65535)
     mam_metrics_host: str = "127.0.0.1"
     mam_log_format: Literal["text", "json"] = "text"
+    mam_log_level: Literal["debug", "info", "warning", "error"] = "warning"  # `--log-level` wins
 
     @field_validator("database_url")
     @classmethod
@@ -333,7 +335,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a URL")
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("mam_log_format", mode="before")
+    @field_validator("mam_log_format", "mam_log_level", mode="before")
     @classmethod
     def _log_format(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -85,8 +85,11 @@ _LIMITS = {"actor": 64, "action": 128, "target": 512, "outcome": 32, "detail": 4
 
 def audit_row(at: datetime, **values: str) -> dict[str, Any]:
     """A row's values as the table takes them: each cut to its column, NUL (which PostgreSQL refuses in text) as
-    U+FFFD. A person's command text or Microsoft's header could otherwise lose the row."""
+    U+FFFD (a person's command text or Microsoft's header could otherwise lose the row); without a correlation id
+    given, the one bound where the row is made."""
     row: dict[str, Any] = {"at": at}
+    if not values.get("correlation_id"):  # the request's, change's or job's (bot.logs), as its log lines carry
+        values["correlation_id"] = str(logs.current().get("correlation_id") or "")
     for name, limit in _LIMITS.items():
         row[name] = str(values.get(name) or "").replace("\x00", "\ufffd")[:limit]
     return row

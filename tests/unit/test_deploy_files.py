@@ -188,6 +188,11 @@ def test_kustomization_names_files_that_exist_and_not_the_example_secret() -> No
     assert "secret.example.yaml" not in kustomization["resources"]
     for name in kustomization["resources"]:
         assert (K8S / name).is_file(), name
+    # one transport per Slack app: Socket Mode by default, the HTTP files named for the swap
+    assert "deployment-socket.yaml" in kustomization["resources"]
+    assert "deployment-http.yaml" not in kustomization["resources"]
+    text = (K8S / "kustomization.yaml").read_text()
+    assert "HTTP mode: deployment-http.yaml" in text and "HTTP mode: service.yaml" in text
 
 
 # ---- Compose ------------------------------------------------------------------------------------
@@ -321,6 +326,7 @@ def test_every_metric_the_alerts_use_is_one_the_bot_exports(tmp_path: Path) -> N
             session.commit()
         metrics = Metrics()
         metrics.watch(StateCollector(store, leading=lambda: True, intervals=lambda: {"threat-sweep": 300.0}))
+        metrics.watch_slack(lambda: True)
         metrics.ack("command", 0.01)
         metrics.microsoft_throttled.labels("graph", "/v1.0/users").inc()
         families = list(text_string_to_metric_families(metrics.render().decode()))
