@@ -74,6 +74,12 @@ def test_each_write_of_a_change_is_on_record_with_the_tenants_and_the_bots_ids(m
     assert_on_record(bot, request_id, writes)
     done = outcome_row(bot, request_id, "policy_create")
     assert done.outcome == "succeeded"
+    # the click, its approval and the writes it set off share one correlation id, which its log lines carry too
+    (approved,) = [r for r in bot.audit() if r.action == f"approve #{request_id}" and r.outcome == "approved"]
+    click = approved.correlation_id
+    assert click and {r.correlation_id for r in write_rows(bot) if r.detail.startswith(f"change #{request_id}")} == {
+        click}
+    assert done.correlation_id == click
     assert (done.graph_request_id, done.client_request_id) == (writes[-1].request_id, writes[-1].client_request_id)
 
     exported = [json.loads(line) for line in export_rows(bot.deps.audit.iter_all(), "jsonl")]

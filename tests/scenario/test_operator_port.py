@@ -100,6 +100,14 @@ def test_metrics_move_with_what_the_bot_does(bot, slack, sandbox):
     sweep = total(after, "mam_job_last_success_timestamp_seconds", job="threat-sweep")
     assert sweep > total(before, "mam_job_last_success_timestamp_seconds", job="threat-sweep")
     assert total(after, "mam_job_interval_seconds", job="threat-sweep") == 300
+    # the index and the licences tick every few minutes but run when their data is this old
+    assert total(after, "mam_job_interval_seconds", job="registrations-index") == 3600
+    assert total(after, "mam_job_interval_seconds", job="licences") == 24 * 3600
+    if bot.transport == "socket":
+        assert total(after, "mam_slack_connected") == 1
+    else:
+        assert ("mam_slack_connected", ()) not in after  # `serve` holds no link
+    assert not any(name.endswith("_created") for name, _ in after)
     assert total(after, "mam_job_last_success_duration_seconds", job="threat-sweep") >= 0
     assert total(after, "mam_enforcement") == 1  # the sweep read the connector, now enforcing
     assert ("mam_outbox_oldest_age_seconds", ()) in after and ("mam_blocked_users", ()) in after
