@@ -18,8 +18,10 @@ The names are the ones deploy/prometheus/alerts.yml and docs/operations.md use; 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 # Slack's deadline is 3 s: the buckets are finest where an ack lives, and 3 s is one of them.
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 MICROSOFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+# A scrape's database reads wait this long at most, well inside Prometheus's default scrape timeout (10 s)
+DATABASE_SECONDS = 5.0
 
 # What a Slack request is, by the first field that tells
 SURFACES = ("command", "button", "form", "options", "event", "other")
@@ -130,11 +135,14 @@ class StateCollector(Collector):
     seconds (None for a job that is not on an interval)."""
 
     def __init__(self, store: Store, *, leading: Callable[[], bool], intervals: Callable[[], Mapping[str, float]],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, database_seconds: float = DATABASE_SECONDS) -> None:
         self._store = store
         self._leading = leading
         self._intervals = intervals
         self._clock = clock
+        self._database_seconds = database_seconds
+        self._reading: Future[list[Metric]] | None = None
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         return []  # read at scrape time only: registering must not query the database
@@ -148,14 +156,33 @@ class StateCollector(Collector):
             intervals.add_metric([job], seconds)
         yield intervals
         try:
-            figures = list(self._from_database())
-        except Exception as exc:  # a scrape must answer: an unreachable database is itself the figure
-            log.warning("metrics: could not read the database: %s", type(exc).__name__)
+            figures = self._read_database().result(self._database_seconds)
+        except Exception as exc:  # a scrape must answer: an unreachable or hung database is itself the figure
+            log.warning("metrics: could not read the database within %g s: %s", self._database_seconds,
+                        type(exc).__name__)
             figures = []
         up = GaugeMetricFamily("mam_database_up", "1 when this scrape could read the bot's database, else 0")
         up.add_metric([], 1.0 if figures else 0.0)
         yield up
         yield from figures
+
+    def _read_database(self) -> Future[list[Metric]]:
+        """The database's figures, read on a daemon thread of their own: a database that hangs holds that thread
+        (never the process's exit), and scrapes meanwhile say it is down instead of starting another read."""
+        with self._lock:
+            if self._reading is not None and not self._reading.done():
+                raise TimeoutError("the previous read of the database has not finished")
+            reading: Future[list[Metric]] = Future()
+            self._reading = reading
+
+        def read() -> None:
+            try:
+                reading.set_result(list(self._from_database()))
+            except BaseException as exc:
+                reading.set_exception(exc)
+
+        threading.Thread(target=read, name="mam-metrics", daemon=True).start()
+        return reading
 
     def _safe(self, read: Callable[[], Any], default: Any) -> Any:
         try:

@@ -155,6 +155,28 @@ def test_a_scrape_without_the_database_says_so_and_still_answers(store: Store, m
     assert value(metrics, "mam_outbox_depth") is None
 
 
+def test_a_hung_database_is_reported_down_instead_of_holding_the_scrape(store: Store,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    release = threading.Event()
+    real = store.session
+
+    def hung(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)  # a database that accepted the connection and never answers
+        return real(*args, **kwargs)
+
+    metrics = Metrics()
+    metrics.watch(StateCollector(store, leading=lambda: True, intervals=dict, database_seconds=0.2))
+    monkeypatch.setattr(store, "session", hung)
+    try:
+        assert value(metrics, "mam_database_up") == 0
+        assert value(metrics, "mam_leader") == 1  # the rest of the scrape still answers
+        assert value(metrics, "mam_database_up") == 0  # the hung read is not joined by a second one
+    finally:
+        release.set()
+
+
 def test_the_leader_figure_follows_this_process(store: Store) -> None:
     leading = [False]
     metrics = watched(store, leading=lambda: leading[0])
