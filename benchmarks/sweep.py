@@ -227,7 +227,7 @@ class Bot:
         outbox.post = post  # type: ignore[method-assign]
 
     def run(self, label: str, job: Callable[[], Any]) -> Cycle:
-        from workflows.registrations_index import current_run
+        from workflows.index_store import current_run
 
         self.sandbox.ask("stats")  # forget whatever came before
         before_index = current_run(self.deps.store)
@@ -259,7 +259,7 @@ class Bot:
 
         from bot.store.index import IndexRow
         from bot.store.watch import OPEN, Episode
-        from workflows.registrations_index import current_run
+        from workflows.index_store import current_run
 
         run = current_run(self.deps.store)
         if run is None:

@@ -24,9 +24,10 @@ from commands.sweep import INDEX_JOB, LICENCE_JOB  # `/mam sweep index|licences`
 from commands.sweep import JOB as SWEEP  # `/mam sweep` asks for this job by name
 from workflows.enforcement import current_enforcement
 from workflows.entra_users import EntraUsers
+from workflows.index_store import index_due
 from workflows.licences import last_licence_run, refresh_licences
 from workflows.onboarding import NudgeResult, WatchSettings, run_onboarding_nudges
-from workflows.registrations_index import index_due, refresh_index
+from workflows.registrations_index import refresh_index
 from workflows.tenant_reader import IndexedReader, MicrosoftReader
 from workflows.threat_sweep import SweepResult, run_threat_sweep
 

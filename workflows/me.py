@@ -1,6 +1,6 @@
 """`/mam me`: what the bot knows about one person's own devices and work apps, and what each device's state means.
 
-Everything comes from the database: the registrations index (`workflows.registrations_index`), the open
+Everything comes from the database: the registrations index (`workflows.index_store`), the open
 block episodes and the onboarding case the threat sweep keeps (`bot.store.watch`), the licence table
 (`workflows.licences`) and the enforcement row (`workflows.enforcement`). Nothing here asks Defender.
 
@@ -28,10 +28,10 @@ from bot.store.index import OFF, IndexRow
 from bot.store.watch import OPEN, PENDING, Episode, OnboardingCase, last_sweep
 from workflows.enforcement import current_enforcement
 from workflows.entra_users import Resolved
+from workflows.index_store import current_run, rows_for_user
 from workflows.licences import licence_gaps
 from workflows.onboarding import find_case
 from workflows.policies import app_label
-from workflows.registrations_index import current_run, rows_for_user
 
 __all__ = ["DeviceState", "Finding", "Identity", "MyDevice", "MyView", "NotIdentified", "Resolver", "Why",
            "decide", "identify", "my_view", "open_episodes_of"]

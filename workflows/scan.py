@@ -2,7 +2,7 @@
 
 The sweep (workflows.threat_sweep) reads the Android app protection policies, indexes every Android
 device Defender lists (Entra device id → level, a packed int each), then streams the registrations
-(from the index, workflows.registrations_index) and keeps only what matters: the (device, policy)
+(from the index, workflows.index_store) and keeps only what matters: the (device, policy)
 pairs that block or warn, and the users still waiting for Defender (onboarding). Memory is bounded
 by the device index, not by the registrations. Nothing here writes anything.
 """

@@ -24,8 +24,8 @@ from bot.store.watch import (
 )
 from workflows.changes import OPEN_STATES
 from workflows.enforcement import current_enforcement
+from workflows.index_store import current_run
 from workflows.licences import last_licence_run
-from workflows.registrations_index import current_run
 
 if TYPE_CHECKING:
     from bot.deps import Deps

@@ -19,7 +19,7 @@ from bot.microsoft.models import AndroidPolicy, Machine, MtdConnector, User
 from bot.store.db import Store
 from bot.store.index import IndexRun
 from workflows.applicability import Registration
-from workflows.registrations_index import current_run, iter_registrations
+from workflows.index_store import current_run, iter_registrations
 
 if TYPE_CHECKING:
     from bot.microsoft.defender import DefenderClient

@@ -49,14 +49,15 @@ from tests.unit.test_registrations_index import (
 )
 from tests.unit.test_registrations_index import refresh as refresh_with
 from tests.unit.test_threat_sweep import T0, World, aad, make_world
-from workflows import registrations_index, threat_sweep
+from workflows import index_store, threat_sweep
 from workflows.connectors import PORTALS
 from workflows.enforcement import Reading, current_enforcement, notice_key, record
 from workflows.entra_users import EntraUsers
+from workflows.index_store import current_run, iter_registrations
 from workflows.licences import refresh_licences
 from workflows.me import Identity, identify
 from workflows.onboarding import WatchSettings
-from workflows.registrations_index import current_run, iter_registrations, refresh_index
+from workflows.registrations_index import refresh_index
 from workflows.report_csv import SELECT, ReportError, report_rows
 from workflows.tenant_reader import IndexedReader, MicrosoftReader
 from workflows.threat_sweep import SweepResult, run_threat_sweep
@@ -561,9 +562,9 @@ def test_me_does_not_show_a_previous_owner_of_the_mail(store: Store) -> None:
 
 def test_a_refresh_killed_half_way_keeps_the_previous_index(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     first = refresh_with(store, FakeGraph(report=make_zip(HEADER, REPORT)))
-    monkeypatch.setattr(registrations_index, "INSERT_CHUNK", 2)
+    monkeypatch.setattr(index_store, "INSERT_CHUNK", 2)
     seen: list[int | None] = []
-    real = registrations_index._Writer.flush
+    real = index_store.Writer.flush
     calls = {"n": 0}
 
     def dying_flush(self: Any) -> None:
@@ -574,7 +575,7 @@ def test_a_refresh_killed_half_way_keeps_the_previous_index(store: Store, monkey
             raise RuntimeError("killed half-way")
         real(self)
 
-    monkeypatch.setattr(registrations_index._Writer, "flush", dying_flush)
+    monkeypatch.setattr(index_store.Writer, "flush", dying_flush)
     with pytest.raises(RuntimeError):
         refresh_with(store, FakeGraph(report=make_zip(HEADER, REPORT)), at=T0 + timedelta(hours=1))
     assert set(seen) == {first.id}
@@ -613,14 +614,14 @@ def test_a_sweep_whose_index_is_dropped_while_it_reads_changes_nothing(world: Wo
     before = open_ids(world.store)
     assert before
     world.notifier.take()
-    monkeypatch.setattr(registrations_index, "READ_CHUNK", 2)
+    monkeypatch.setattr(index_store, "READ_CHUNK", 2)
 
     class Dropping(IndexedReader):
         def registrations(self) -> Iterator[Any]:
             rows = super().registrations()
             yield next(rows)
             assert self.run is not None  # two refreshes finished meanwhile: this generation is deleted
-            registrations_index._drop_generation(self.store, self.run.id or 0)
+            index_store.drop_generation(self.store, self.run.id or 0)
             yield from rows
 
     result = indexed_sweep(world, T0 + timedelta(minutes=5), reader_class=Dropping)

@@ -21,21 +21,20 @@ from bot.microsoft.errors import PermissionDenied, RequestRejected, ServiceUnava
 from bot.microsoft.models import AndroidPolicy, User
 from bot.store import Store, create_store
 from bot.store.index import EXPORT, PAGED, IndexRow, IndexRun
-from workflows import registrations_index
+from workflows import index_store
 from workflows.applicability import Registration
 from workflows.entra_users import EntraUsers
-from workflows.registrations_index import (
-    EXPORT_PERMISSION_REASON,
-    SELECT,
+from workflows.index_export import EXPORT_PERMISSION_REASON
+from workflows.index_store import (
     IndexChanged,
     current_run,
     index_age,
     index_due,
     iter_registrations,
-    refresh_index,
     rows_for_user,
 )
-from workflows.report_csv import AppNames, Header, is_enrolled, parse_last_sync
+from workflows.registrations_index import refresh_index
+from workflows.report_csv import SELECT, AppNames, Header, is_enrolled, parse_last_sync
 
 T0 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
 OUTLOOK, TEAMS, WORD, EDGE = ("com.microsoft.office.outlook", "com.microsoft.teams", "com.microsoft.office.word",
@@ -381,7 +380,7 @@ def test_mails_that_cant_be_looked_up_fall_back(store: Store) -> None:
 
 def test_a_failed_fallback_keeps_the_previous_index(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     first = refresh(store, FakeGraph(report=make_zip(HEADER, REPORT)))
-    monkeypatch.setattr(registrations_index, "INSERT_CHUNK", 1)  # the partial read wrote rows before it failed
+    monkeypatch.setattr(index_store, "INSERT_CHUNK", 1)  # the partial read wrote rows before it failed
     failing = FakeGraph(statuses=["failed"], pages_fail_after=2)
     second = refresh(store, failing, at=T0 + timedelta(hours=6))
     assert not second.ok and second.finished_at is not None
@@ -394,8 +393,8 @@ def test_a_failed_fallback_keeps_the_previous_index(store: Store, monkeypatch: p
 
 def test_older_generations_are_dropped_once_a_newer_index_is_complete(store: Store,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registrations_index, "INSERT_CHUNK", 3)
-    monkeypatch.setattr(registrations_index, "DELETE_CHUNK", 2)
+    monkeypatch.setattr(index_store, "INSERT_CHUNK", 3)
+    monkeypatch.setattr(index_store, "DELETE_CHUNK", 2)
     graph = FakeGraph(report=make_zip(HEADER, REPORT))
     one = refresh(store, graph)
     two = refresh(store, graph, at=T0 + timedelta(hours=1))
@@ -423,7 +422,7 @@ def test_older_generations_are_dropped_once_a_newer_index_is_complete(store: Sto
 
 
 def test_iter_registrations_streams_the_current_generation(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registrations_index, "READ_CHUNK", 2)
+    monkeypatch.setattr(index_store, "READ_CHUNK", 2)
     assert list(iter_registrations(store)) == []
     run = refresh(store, FakeGraph(report=make_zip(HEADER, REPORT)))
     rows = index_rows(store)
@@ -440,11 +439,11 @@ def test_iter_registrations_streams_the_current_generation(store: Store, monkeyp
 
 def test_a_generation_dropped_while_it_is_read_is_a_failed_read(store: Store,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registrations_index, "READ_CHUNK", 2)
+    monkeypatch.setattr(index_store, "READ_CHUNK", 2)
     refresh(store, FakeGraph(report=make_zip(HEADER, REPORT)))
     reading = iter_registrations(store)
     next(reading)
-    registrations_index._drop_generation(store, current_run(store).id or 0)  # type: ignore[union-attr]
+    index_store.drop_generation(store, current_run(store).id or 0)  # type: ignore[union-attr]
     with pytest.raises(IndexChanged):
         list(reading)
 

@@ -19,9 +19,10 @@ from bot.store.index import EXPORT, PAGED
 from bot.store.watch import PENDING, UNLICENSED, OnboardingCase
 from tests.unit.test_threat_sweep import T0, World, make_world
 from workflows.entra_users import EntraUsers
+from workflows.index_store import current_run
 from workflows.licences import refresh_licences
 from workflows.onboarding import WatchSettings
-from workflows.registrations_index import current_run, refresh_index
+from workflows.registrations_index import refresh_index
 from workflows.tenant_reader import IndexedReader, MicrosoftReader
 from workflows.threat_sweep import SweepResult, run_threat_sweep
 
