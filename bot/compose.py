@@ -50,6 +50,7 @@ def build_deps(
     from workflows.changes import ChangeService, approvals_of
     from workflows.connector_change import KIND as CONNECTOR_TOGGLE
     from workflows.connector_change import ConnectorToggle
+    from workflows.licences import licence_note
     from workflows.policy_changes import ASSIGN, CREATE, PolicyAssignments, PolicyCreate
     from workflows.policy_edit import DELETE, EDIT, PolicyDelete, PolicyEdit
 
@@ -82,7 +83,7 @@ def build_deps(
     changes = ChangeService(
         store, audit,
         {CONNECTOR_TOGGLE: ConnectorToggle(microsoft.graph), CREATE: PolicyCreate(microsoft.graph, utcnow),
-         ASSIGN: PolicyAssignments(microsoft.graph),
+         ASSIGN: PolicyAssignments(microsoft.graph, lambda group: licence_note(store, microsoft.graph, group)),
          EDIT: PolicyEdit(microsoft.graph), DELETE: PolicyDelete(microsoft.graph)},
         SlackNotifier(outbox, lambda request_id: approvals_of(store, request_id)),
         is_approver=lambda user: Role.APPROVER in roles.roles_of(user),

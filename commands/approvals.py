@@ -39,6 +39,7 @@ STATE_LABELS = {
     State.CANCELLED: Mrkdwn(":heavy_multiplication_x: Cancelled by the requester"),
 }
 FINAL_FOR_REQUESTER = {State.SUCCEEDED, State.FAILED, State.REJECTED, State.EXPIRED}
+MAX_NOTES, MAX_NOTE = 5, 500  # a section holds 3,000 characters
 MAX_CALLS_TEXT = 2600  # a section holds 3000 characters; leave room for the fences and the note
 REQUESTS_SHOWN = 20  # newest first; the list says how many more are open
 AUDIT_SECTIONS = 5  # `/mam audit 50` of long entries: five sections of 3,000 characters, then "…and N more"
@@ -62,6 +63,7 @@ def request_card(request: ChangeRequest, approvals: list[Approval]) -> list[Bloc
             md("*After*\n{}", snapshot.get("_after", "?")),
         ]),
         section(md("*Why*\n{}", quoted(request.justification))),
+        *notes_section(snapshot.get("_notes")),
         section(md("*Graph calls it will make*\n{}", calls_text(request.plan))),
     ]
     blocks += decision_blocks(request, approvals)
@@ -77,6 +79,14 @@ def request_card(request: ChangeRequest, approvals: list[Approval]) -> list[Bloc
     elif state is State.FAILED:
         blocks.append(actions(button("Retry", Action.RETRY, ref)))
     return blocks
+
+
+def notes_section(notes: object) -> list[Block]:
+    """What the change kind said the approver should know (`Plan.notes`), as it was when it was filed."""
+    if not isinstance(notes, list) or not notes:
+        return []
+    lines = md_join("\n", (md(":information_source: {}", str(note)[:MAX_NOTE]) for note in notes[:MAX_NOTES]))
+    return [section(md("*Before you approve*\n{}", lines))]
 
 
 def decision_blocks(request: ChangeRequest, approvals: list[Approval]) -> list[Block]:

@@ -29,7 +29,7 @@ from commands.context import CommandRequest, Interaction
 from commands.ids import Action, View
 from commands.listen import Listeners
 from commands.payloads import DraftRef
-from workflows.licences import GROUP_MEMBER_CAP, GroupLicences, group_licences, last_licence_run
+from workflows.licences import GROUP_MEMBER_CAP, MEMBERS_UNREAD, GroupLicences, group_licences, last_licence_run
 from workflows.policy_changes import ASSIGN
 from workflows.resolve import Ambiguous, Found, NotFound, resolve, resolve_group
 
@@ -177,8 +177,7 @@ def licence_block(deps: Deps, group_id: str) -> Block:
     try:
         found = group_licences(deps.store, deps.microsoft.graph, group_id, cap=MEMBER_CAP)
     except MicrosoftError as exc:
-        return section(md(":grey_question: Licences not checked: the group's members couldn't be read: {}",
-                          exc.message), block_id=LICENCES)
+        return section(md(":grey_question: {} {}", MEMBERS_UNREAD, exc.message), block_id=LICENCES)
     icon = ":warning:" if found.lacking else ":grey_question:" if not found.checked else ":white_check_mark:"
     return section(md("{} {}", Mrkdwn(icon), found.text()), block_id=LICENCES)
 

@@ -70,6 +70,7 @@ class Plan:
     before: str
     after: str
     key: str = ""  # what it writes ("policy:<id>", "connector"): executions of one key run one at a time
+    notes: tuple[str, ...] = ()  # what the approver should know beside the calls (who lacks a licence)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ class ChangeService:
         now = self.now()
         request = ChangeRequest(
             kind=kind, title=plan.title, target=plan.target, change=json.dumps(dict(plan.change)),
-            snapshot=json.dumps({**plan.snapshot, "_before": plan.before, "_after": plan.after}, default=str),
+            snapshot=json.dumps({**plan.snapshot, "_before": plan.before, "_after": plan.after,
+                                 **({"_notes": list(plan.notes)} if plan.notes else {})}, default=str),
             plan=json.dumps([c.to_json() for c in plan.calls]), requester=requester,
             justification=justification[:3000], state=State.PENDING, quorum=self.quorum,
             created_at=now, expires_at=now + self.expiry, origin_channel=origin_channel,

@@ -274,7 +274,17 @@ def group_licences(store: Store, graph: MemberReader, group_id: str, *, cap: int
                          no_defender=tally[Gap.NO_DEFENDER], neither=tally[Gap.NEITHER])
 
 
+def licence_note(store: Store, graph: MemberReader, group_id: str) -> str:
+    """`group_licences` in one sentence, for a change request's approver; a failed read says so instead."""
+    try:
+        return group_licences(store, graph, group_id).text()
+    except MicrosoftError as exc:
+        return f"{MEMBERS_UNREAD} {exc.message}"
+
+
+MEMBERS_UNREAD = "Licences not checked: the group's members couldn't be read:"
+
 __all__ = [
-    "GROUP_MEMBER_CAP", "Gap", "GroupLicences", "LicenceReader", "MemberReader", "gap_text", "group_licences",
-    "last_licence_run", "licence_gaps", "licence_job_summary", "refresh_licences",
+    "GROUP_MEMBER_CAP", "MEMBERS_UNREAD", "Gap", "GroupLicences", "LicenceReader", "MemberReader", "gap_text",
+    "group_licences", "last_licence_run", "licence_gaps", "licence_job_summary", "licence_note", "refresh_licences",
 ]

@@ -14,7 +14,7 @@ the card says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -239,10 +239,14 @@ def _same_set(assignments: Any, current: list[dict[str, Any]]) -> bool:
 
 
 class PolicyAssignments:
+    """`licences`, given a group id, says how many of its members lack a licence (`workflows.licences.
+    licence_note`): the approver's card says it for each group the change includes."""
+
     name = ASSIGN
 
-    def __init__(self, graph: PolicyGraph) -> None:
+    def __init__(self, graph: PolicyGraph, licences: Callable[[str], str] | None = None) -> None:
         self.graph = graph
+        self.licences = licences
 
     def plan(self, change: Mapping[str, Any]) -> Plan:
         policy_id = str(change["policy_id"])
@@ -278,6 +282,7 @@ class PolicyAssignments:
             before=_assignment_lines(raw, names),
             after=_assignment_lines(planned.after, names) + (f". {left_alone}" if left_alone else ""),
             key=f"policy:{policy_id.lower()}",
+            notes=tuple(f"{names[g]}: {self.licences(g)}" for g in include) if self.licences else (),
         )
 
     def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any], run: Execution) -> Outcome:

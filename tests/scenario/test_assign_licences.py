@@ -18,6 +18,7 @@ from bot.store.index import LicenceRun
 from commands import assignments
 from commands.ids import Action, View
 from tests.scenario.conftest import ack_json, block_text
+from tests.scenario.test_double_submit import assign_state
 from workflows.licences import last_licence_run, refresh_licences
 
 GROUPS = {g.key or g.name: g.id for g in CAST_GROUPS}
@@ -164,3 +165,67 @@ def test_a_hostile_group_name_stays_inert_beside_the_licence_line(bot):
     text = answer_text(bot)
     assert "&lt;!channel&gt; &amp; &lt;@U1&gt;" in text
     assert "1 of 2 members lacks a licence and can't be protected (1 no Defender)." in text
+
+
+# ---- the approver's card ----------------------------------------------------------------------------------
+
+
+def approver_card(bot: Any) -> str:
+    cards = [m for m in bot.slack.messages(DEMO_APPROVER) if "Change request #" in m.text]
+    assert cards, "no approval card reached the approver"
+    return block_text(cards[-1].blocks)
+
+
+def test_the_approvers_card_says_who_lacks_a_licence(bot):
+    refresh(bot)
+    bot.command(f'assign "{SEED_POLICY_NAME}" "MAM Pilot Users" --why "{WHY}"')
+    card = approver_card(bot)
+    assert "Before you approve" in card
+    assert "MAM Pilot Users: 1 of 2 members lacks a licence and can't be protected (1 no Defender)." in card
+    request = bot.deps.changes.open_requests()[0]
+    bot.click(Action.APPROVE, user=DEMO_APPROVER, value=str(request.id))
+    assert "1 of 2 members lacks a licence" in approver_card(bot)  # as filed, on every edit of the card
+
+
+def test_the_form_path_files_the_same_line(bot):
+    """Without arguments the form files the request with no preview: the card is where the licences show."""
+    refresh(bot)
+    bot.command("assign")
+    modal = bot.slack.views_open[-1]
+    assert modal["callback_id"] == View.ASSIGN
+    bot.submit_state(View.ASSIGN, view_id=str(modal["id"]), state=assign_state(bot, group="Executives"))
+    bot.deps.wait_idle()
+    assert "Executives: All 2 members hold an Intune and a Defender licence." in approver_card(bot)
+
+
+def test_before_any_refresh_the_card_says_licences_were_not_checked_and_reads_no_member(bot):
+    bot.command(f'assign "{SEED_POLICY_NAME}" "MAM Pilot Users" --why "{WHY}"')
+    assert f"MAM Pilot Users: {NOT_CHECKED}" in approver_card(bot)
+    assert member_reads(bot) == 0
+
+
+def test_exclusions_file_no_licence_line(bot):
+    refresh(bot)
+    bot.command(f'assign "{SEED_POLICY_NAME}" "MAM Pilot Users" --exclude --why "{WHY}"')
+    assert "Before you approve" not in approver_card(bot)
+
+
+def test_unreadable_members_are_said_on_the_card_and_the_request_is_still_filed(make_bot):
+    group = GROUPS["MAM Pilot Users"]
+    bot = make_bot(SandboxConfig(forbid={f"/v1.0/groups/{group}/transitiveMembers"}))
+    refresh(bot)
+    bot.command(f'assign "{SEED_POLICY_NAME}" "{group}" --why "{WHY}"')
+    assert "Licences not checked: the group's members couldn't be read:" in approver_card(bot)
+    assert len(bot.deps.changes.open_requests()) == 1
+
+
+def test_a_hostile_group_name_stays_inert_on_the_card(bot):
+    refresh(bot)
+    group = GROUPS["MAM Pilot Users"]
+    for found in bot.sandbox.world.groups:
+        if found["id"] == group:
+            found["displayName"] = HOSTILE
+    bot.command(f'assign "{SEED_POLICY_ID}" "{group}" --why "{WHY}"')
+    card = approver_card(bot)
+    assert "<!channel>" not in card and "<@U1>" not in card
+    assert "&lt;!channel&gt; &amp; &lt;@U1&gt;: 1 of 2 members lacks a licence" in card
