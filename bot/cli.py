@@ -349,19 +349,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline_deps() -> Deps:
+def _offline_deps(args: argparse.Namespace) -> Deps:
     """Deps for a one-off command: no Slack connection; whatever it posts waits in the outbox."""
     from bot.compose import build_deps
     from bot.slack import slack_client
 
-    settings = load_settings()
+    settings = _load(args)
     return build_deps(settings, slack_client=slack_client(settings) if settings.slack_bot_token else None)
 
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     from bot.scheduler import last_runs
 
-    deps = _offline_deps()
+    deps = _offline_deps(args)
     try:
         scheduler = deps.scheduler()
         runs = last_runs(deps.store)
@@ -390,7 +390,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
     joining a run of the job already in progress; in this process while none does."""
     from bot.scheduler import NotPickedUp
 
-    deps = _offline_deps()
+    deps = _offline_deps(args)
     try:
         scheduler = deps.scheduler()
         if args.name not in scheduler.jobs:
