@@ -246,7 +246,8 @@ def _start_slack_app(settings: Settings, stop: _Stop, *,
     client = slack_client(settings, meter=SlackCallMeter(metrics.slack_call))
     identity = fetch_identity(client)
     deps = build_deps(settings, slack_client=client, metrics=metrics)
-    health = Health(deps.store, stopping=stop.requested, slack=slack, alive=lambda: deps.outbox.alive)
+    health = Health(deps.store, stopping=stop.requested, slack=slack,
+                    alive=lambda: deps.outbox.alive and deps.scheduler().alive)
     if slack is not None:
         metrics.watch_slack(slack)
     try:

@@ -8,8 +8,8 @@
   Kubernetes readiness probe sends nothing to a replica that says 503. `serve` answers the same on its Slack
   port too (bot/http.py), for load balancers that can only probe that one.
 - `GET /livez`, liveness: 200 while the process can still do its work, whatever the database does (a
-  database blip must not restart every pod): the outbox's workers are running. 503 when one has died, which
-  only a restart mends.
+  database blip must not restart every pod): the outbox's workers and the scheduler's thread are running.
+  503 when one has died, which only a restart mends.
 - `GET /metrics`: bot/metrics.py, in Prometheus's text format. Never on the port Slack reaches, which is
   public: the figures name endpoints, jobs and volumes an outsider has no business reading.
 
@@ -39,7 +39,7 @@ class Health:
 
     `stopping` is set once the process has been asked to stop (SIGTERM): not ready from then on. `slack`
     says whether the Slack link is up (Socket Mode's connection; None when the mode has no link to hold).
-    `alive` says whether the process's own workers still run (the outbox's)."""
+    `alive` says whether the process's own workers still run (the outbox's, the scheduler's)."""
 
     def __init__(self, store: Store, *, stopping: threading.Event | None = None,
                  slack: Callable[[], bool] | None = None, alive: Callable[[], bool] | None = None) -> None:
@@ -69,8 +69,8 @@ class Health:
     def live(self) -> tuple[int, dict[str, Any]]:
         uptime = round(time.monotonic() - self._started)
         if self._alive is not None and not _safely(self._alive):
-            return 503, {"status": "dead", "reason": "the outbox's workers stopped: restart the process",
-                         "uptime_seconds": uptime}
+            return 503, {"status": "dead", "reason": "the outbox's workers or the scheduler's thread stopped: "
+                         "restart the process", "uptime_seconds": uptime}
         return 200, {"status": "alive", "uptime_seconds": uptime}
 
 

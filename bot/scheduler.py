@@ -407,6 +407,14 @@ class Scheduler:
     # ---- reading -----------------------------------------------------------------------------
 
     @property
+    def alive(self) -> bool:
+        """False once APScheduler's thread has died under a started scheduler (no job, lease renewal or run
+        request would ever run again: only a restart mends that, /livez says so). True when not started."""
+        scheduler = self._scheduler
+        thread = getattr(scheduler, "_thread", None) if scheduler is not None else None
+        return thread is None or thread.is_alive()
+
+    @property
     def leading(self) -> bool:
         """Whether this process's last renewal of the scheduler lease succeeded (`mam_leader`); a renewal that
         could not reach the database says no."""

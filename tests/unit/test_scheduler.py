@@ -100,3 +100,29 @@ def test_a_new_leader_marks_the_dead_leaders_unfinished_run_interrupted(tmp_path
     run = last_runs(heir.store)["j"]
     assert run.holder == "dead" and run.outcome == "interrupted" and run.finished_at is None
     assert heir.run_now("j").outcome == "ok"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the crash is the point
+def test_alive_until_apschedulers_thread_dies(tmp_path, monkeypatch):
+    """/livez asks this: a started scheduler whose thread has gone runs nothing again, whatever the database says."""
+    store = create_store(f"sqlite:///{tmp_path}/alive.db")
+    scheduler = Scheduler(store, [Job("noop", "does nothing", interval(minutes=5), lambda: "ok")], holder="me")
+    assert scheduler.alive  # not started: nothing has died
+    scheduler.start()
+    try:
+        assert scheduler.alive
+        inner = scheduler._scheduler
+        assert inner is not None
+
+        def crash() -> float:
+            raise SystemExit  # ends APScheduler's loop as a bug in it would, leaving it "running"
+
+        monkeypatch.setattr(inner, "_process_jobs", crash)
+        inner.wakeup()
+        inner._thread.join(5)
+        assert not scheduler.alive
+    finally:
+        monkeypatch.undo()
+        scheduler.stop(timeout=1)
+        store.close()
+    assert scheduler.alive  # stopped on purpose: not a death
