@@ -407,15 +407,27 @@ def set_threat_clicked(ctx: Interaction) -> None:
     _edit_form(ctx, lambda: (_by_id(ctx, policy_id), ""), preset=True)
 
 
-def _filing(ctx: Interaction, callback_id: str) -> Callable[[dict[str, Any]], None]:
+def _file_in_modal(ctx: Interaction, callback_id: str, kind: str, change: dict[str, Any], justification: str,
+                   what: str, *, refused: Callable[[Mrkdwn], dict[str, Any]]) -> None:
+    """Ack with "Filing…" in the modal, file the change after the ack, then show the filed request there, or
+    `refused(reason)` (the form again) when the tenant says no."""
     ctx.ack(response_action="update", view=message_view(callback_id, "Filing…", Mrkdwn(
         ":hourglass_flowing_sand: Checking the tenant and filing your change request…")))
-    view_id = ctx.view["id"]
+    deps, view_id = ctx.deps, ctx.view["id"]
 
     def show(view: dict[str, Any]) -> None:
         ctx.client.views_update(view_id=view_id, view=view)
 
-    return show
+    def work() -> None:
+        try:
+            request = deps.changes.file(kind, change, requester=ctx.user_id, justification=justification)
+        except (UserError, MicrosoftError) as exc:
+            show(refused(_reason(exc)))
+            return
+        deps.policy_names.invalidate()
+        show(_filed(callback_id, request.id, request.title))
+
+    ctx.later(work, what, tell=lambda text: show(message_view(callback_id, "Something went wrong", text)))
 
 
 def _filed(callback_id: str, request_id: int | None, title: str) -> dict[str, Any]:
@@ -441,19 +453,9 @@ def edit_submitted(ctx: Interaction) -> None:
     if errors:
         ctx.ack(response_action="errors", errors=errors)
         return
-    show = _filing(ctx, EditView.EDIT)
-
-    def work() -> None:
-        try:
-            request = deps.changes.file(EDIT, change, requester=ctx.user_id, justification=values["justification"])
-        except (UserError, MicrosoftError) as exc:
-            show(edit_modal(base, draft_id, values, error=_reason(exc)))  # everything as typed, the reason on top
-            return
-        deps.policy_names.invalidate()
-        show(_filed(EditView.EDIT, request.id, request.title))
-
-    ctx.later(work, "file a policy edit",
-              tell=lambda text: show(message_view(EditView.EDIT, "Something went wrong", text)))
+    # refused: everything as typed, the reason on top
+    _file_in_modal(ctx, EditView.EDIT, EDIT, change, values["justification"], "file a policy edit",
+                   refused=lambda reason: edit_modal(base, draft_id, values, error=reason))
 
 
 @listeners.view(EditView.DELETE, Access.ADMIN, what="ask to delete app protection policies")
@@ -473,18 +475,6 @@ def delete_submitted(ctx: Interaction) -> None:
     if errors:
         ctx.ack(response_action="errors", errors=errors)
         return
-    show = _filing(ctx, EditView.DELETE)
-
-    def work() -> None:
-        try:
-            request = deps.changes.file(DELETE, {"policy_id": base["policy_id"]}, requester=ctx.user_id,
-                                        justification=values["justification"])
-        except (UserError, MicrosoftError) as exc:
-            show(delete_modal(base, draft_id, values, error=_reason(exc)))
-            return
-        deps.policy_names.invalidate()
-        show(_filed(EditView.DELETE, request.id, request.title))
-
-    ctx.later(work, "file a policy deletion",
-              tell=lambda text: show(message_view(EditView.DELETE, "Something went wrong", text)))
+    _file_in_modal(ctx, EditView.DELETE, DELETE, {"policy_id": base["policy_id"]}, values["justification"],
+                   "file a policy deletion", refused=lambda reason: delete_modal(base, draft_id, values, error=reason))
 

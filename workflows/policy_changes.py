@@ -32,6 +32,7 @@ from bot.microsoft.models import (
     PolicyAssignment,
     TargetKind,
 )
+from bot.mrkdwn import cut_plain
 from bot.text import count
 from workflows.changes import GraphCall, Outcome, Plan
 from workflows.execution import Execution
@@ -238,6 +239,9 @@ def _same_set(assignments: Any, current: list[dict[str, Any]]) -> bool:
             == {(a["groupId"].lower(), a["exclude"]) for a in current})
 
 
+NOTE_NAME_MAX = 80
+
+
 class PolicyAssignments:
     """`licences`, given a group id, says how many of its members lack a licence (`workflows.licences.
     licence_note`): the approver's card says it for each group the change includes."""
@@ -282,7 +286,9 @@ class PolicyAssignments:
             before=_assignment_lines(raw, names),
             after=_assignment_lines(planned.after, names) + (f". {left_alone}" if left_alone else ""),
             key=f"policy:{policy_id.lower()}",
-            notes=tuple(f"{names[g]}: {self.licences(g)}" for g in include) if self.licences else (),
+            # the name cut short: however long it is, the licence sentence after it stays on the card
+            notes=tuple(f"{cut_plain(names[g], NOTE_NAME_MAX)}: {self.licences(g)}" for g in include)
+            if self.licences else (),
         )
 
     def apply(self, change: Mapping[str, Any], snapshot: Mapping[str, Any], run: Execution) -> Outcome:

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
@@ -183,3 +184,17 @@ def make_bot(tmp_path) -> Iterator[Any]:
 @pytest.fixture
 def bot(make_bot) -> Bot:
     return make_bot()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[httpx.Request]]:
+    """Every request the bot sends the sandbox tenant (patched before a bot is made, so its transport has it)."""
+    requests: list[httpx.Request] = []
+    original = SandboxTenant.handle
+
+    def handle(self: SandboxTenant, request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return original(self, request)
+
+    monkeypatch.setattr(SandboxTenant, "handle", handle)
+    yield requests

@@ -44,6 +44,12 @@ def answer_text(bot: Any) -> str:
     return block_text(responses(bot)[-1].blocks)
 
 
+def rename_group(bot: Any, group_id: str, name: str) -> None:
+    for found in bot.sandbox.world.groups:
+        if found["id"] == group_id:
+            found["displayName"] = name
+
+
 def member_reads(bot: Any) -> int:
     """Reads of a group's member list (not its count): only the licence line reads the members."""
     return int(bot.sandbox.stats.requests[("GET", "/v1.0/groups/{id}/{relation}")])
@@ -154,9 +160,7 @@ def test_members_that_cant_be_read_leave_the_preview_working(make_bot, status):
 def test_a_hostile_group_name_stays_inert_beside_the_licence_line(bot):
     refresh(bot)
     group = GROUPS["MAM Pilot Users"]
-    for found in bot.sandbox.world.groups:
-        if found["id"] == group:
-            found["displayName"] = HOSTILE
+    rename_group(bot, group, HOSTILE)
     bot.command(f'assign "{SEED_POLICY_ID}" "{group}"')
     assert last_licence_run(bot.deps.store) is not None
     for event in responses(bot):
@@ -222,10 +226,18 @@ def test_unreadable_members_are_said_on_the_card_and_the_request_is_still_filed(
 def test_a_hostile_group_name_stays_inert_on_the_card(bot):
     refresh(bot)
     group = GROUPS["MAM Pilot Users"]
-    for found in bot.sandbox.world.groups:
-        if found["id"] == group:
-            found["displayName"] = HOSTILE
+    rename_group(bot, group, HOSTILE)
     bot.command(f'assign "{SEED_POLICY_ID}" "{group}" --why "{WHY}"')
     card = approver_card(bot)
     assert "<!channel>" not in card and "<@U1>" not in card
     assert "&lt;!channel&gt; &amp; &lt;@U1&gt;: 1 of 2 members lacks a licence" in card
+
+
+def test_a_group_name_of_3000_characters_leaves_the_licence_sentence_on_the_card(bot):
+    refresh(bot)
+    group = GROUPS["MAM Pilot Users"]
+    rename_group(bot, group, "<!channel>&" * 300)
+    bot.command(f'assign "{SEED_POLICY_ID}" "{group}" --why "{WHY}"')
+    card = approver_card(bot)
+    assert "<!channel>" not in card
+    assert "…: 1 of 2 members lacks a licence and can't be protected (1 no Defender)." in card

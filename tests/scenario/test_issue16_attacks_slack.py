@@ -4,14 +4,10 @@ press what, self-approval, a double Revert, hostile text on forms and cards. A f
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import pytest
-
 from bot.local import DEMO_ADMIN, DEMO_APPROVER, DEMO_END_USER
-from bot.sandbox import SEED_POLICY_ID, SEED_POLICY_NAME, SandboxTenant
+from bot.sandbox import SEED_POLICY_ID, SEED_POLICY_NAME
 from commands.drift import DriftAction
 from commands.ids import Action
 from commands.payloads import PolicyRef
@@ -38,20 +34,6 @@ from workflows.policy_edit import DELETE, EDIT
 
 POLICIES = "/beta/deviceAppManagement/androidManagedAppProtections"
 BOTH = "UBOTH0001"
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[httpx.Request]]:
-    """Every request the bot sends the sandbox tenant (patched before a bot is made)."""
-    requests: list[httpx.Request] = []
-    original = SandboxTenant.handle
-
-    def handle(self: SandboxTenant, request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return original(self, request)
-
-    monkeypatch.setattr(SandboxTenant, "handle", handle)
-    yield requests
 
 
 def last_view(bot) -> dict[str, Any]:

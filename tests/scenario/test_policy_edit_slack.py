@@ -4,7 +4,6 @@ the change requests they file, the approval cards, and what reaches Graph when a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 
 from bot.local import DEMO_ADMIN, DEMO_APPROVER, DEMO_END_USER
 from bot.microsoft.models import AndroidPolicyDraft, RemediationAction, ThreatLevel
-from bot.sandbox import SEED_POLICY_ID, SEED_POLICY_NAME, SandboxTenant
+from bot.sandbox import SEED_POLICY_ID, SEED_POLICY_NAME
 from commands.ids import Action, View
 from commands.payloads import PolicyRef
 from commands.policy_edit import EditAction, EditView
@@ -24,20 +23,6 @@ from workflows.policy_edit import DELETE, EDIT
 POLICIES = "/beta/deviceAppManagement/androidManagedAppProtections"
 WHY = "block managed apps above a low threat on BYOD (CHG0042)"
 OUTLOOK, TEAMS, CUSTOM = "com.microsoft.office.outlook", "com.microsoft.teams", "com.contoso.expenses"
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[httpx.Request]]:
-    """Every request the bot sends the sandbox tenant (patched before a bot is made, so its transport has it)."""
-    requests: list[httpx.Request] = []
-    original = SandboxTenant.handle
-
-    def handle(self: SandboxTenant, request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return original(self, request)
-
-    monkeypatch.setattr(SandboxTenant, "handle", handle)
-    yield requests
 
 
 def writes(sent: list[httpx.Request]) -> list[tuple[str, str, Any]]:
